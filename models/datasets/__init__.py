@@ -1,0 +1,40 @@
+"""Labelled fundus datasets: the in-memory array set and loaders for public layouts on disk."""
+
+from models.datasets.arrays import FundusArrays
+from models.datasets.dicom import load_dicom, read_dicom_image
+from models.datasets.prepare import materialise, read_image, split_by_patient
+from models.datasets.public import (
+    LAYOUTS,
+    BadImageError,
+    DatasetLayoutError,
+    FundusRecord,
+    LoadedIndex,
+    detect_layout,
+    load_aptos,
+    load_eyepacs,
+    load_folders,
+    load_idrid,
+    load_index,
+    load_messidor2,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "BadImageError",
+    "DatasetLayoutError",
+    "FundusArrays",
+    "FundusRecord",
+    "LoadedIndex",
+    "detect_layout",
+    "load_aptos",
+    "load_dicom",
+    "load_eyepacs",
+    "load_folders",
+    "load_idrid",
+    "load_index",
+    "load_messidor2",
+    "materialise",
+    "read_dicom_image",
+    "read_image",
+    "split_by_patient",
+]

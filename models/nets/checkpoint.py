@@ -1,0 +1,109 @@
+"""Checkpoints: weights in safetensors beside a JSON that says how to rebuild the model.
+
+Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from models.nets.base import FundusNet, count_parameters
+from models.nets.registry import build_model
+from models.preprocess import PreprocessSpec
+from models.task import GRADE_NAMES
+
+
+class Ancestor(BaseModel):
+    """One generation of a distillation lineage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    family: str
+    parameters: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class CheckpointMeta(BaseModel):
+    """The JSON beside the weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    name: str
+    family: str
+    config: dict[str, Any]
+    labels: list[str] = Field(default_factory=lambda: list(GRADE_NAMES))
+    preprocess: PreprocessSpec
+    parameters: int
+    lineage: list[Ancestor] = Field(default_factory=list)
+    """Teachers this model learned from, oldest first (empty for a model trained on labels)."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """Headline validation metrics (point values)."""
+
+    @property
+    def generation(self) -> int:
+        """0 for a model trained on labels, n for the n-th distillation."""
+        return len(self.lineage)
+
+
+def save_checkpoint(
+    model: FundusNet,
+    path: str | Path,
+    *,
+    name: str,
+    preprocess: PreprocessSpec,
+    lineage: list[Ancestor] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Write ``path`` (``.safetensors``) and its ``.json``; returns the JSON path."""
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = CheckpointMeta(
+        name=name,
+        family=model.family,
+        config=model.config,
+        preprocess=preprocess,
+        parameters=count_parameters(model),
+        lineage=lineage or [],
+        metrics=metrics or {},
+    )
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"fovea": "checkpoint"})
+    tmp.replace(path)
+    json_path = path.with_suffix(".json")
+    json_path.write_text(meta.model_dump_json(indent=2))
+    return json_path
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """The JSON half of a checkpoint (``.json`` or ``.safetensors`` path)."""
+    json_path = Path(path).with_suffix(".json")
+    if not json_path.is_file():
+        raise FileNotFoundError(f"no checkpoint description at {json_path}")
+    try:
+        return CheckpointMeta.model_validate(json.loads(json_path.read_text()))
+    except ValueError as e:
+        raise ValueError(f"{json_path}: not a valid Fovea checkpoint description: {e}") from e
+
+
+def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
+    """Rebuild the model of a checkpoint and load its weights (in eval mode)."""
+    meta = read_meta(path)
+    weights = Path(path).with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"no weights at {weights}")
+    model = build_model(meta.family, meta.config)
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights}: weights do not fit {meta.family} {meta.config}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return model.eval(), meta
