@@ -1,0 +1,1 @@
+"""Getting bundles onto devices (filled in by the deploy issue)."""

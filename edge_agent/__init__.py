@@ -1,0 +1,1 @@
+"""The device side: bundles, runtime, service (filled in by the edge-agent issue)."""

@@ -62,10 +62,10 @@ def _weighted_kappa(truth: np.ndarray, pred: np.ndarray, weights: np.ndarray) ->
     k = NUM_GRADES
     r = weights.shape[0]
     cell = truth * k + pred
-    conf = np.zeros((r, k * k))
+    flat = np.zeros((r, k * k))
     for c in range(k * k):
-        conf[:, c] = weights[:, cell == c].sum(1)
-    conf = conf.reshape(r, k, k)
+        flat[:, c] = weights[:, cell == c].sum(1)
+    conf = flat.reshape(r, k, k)
     total = conf.sum((1, 2), keepdims=True)
     expected = conf.sum(2, keepdims=True) * conf.sum(1, keepdims=True) / np.maximum(total, 1)
     i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
@@ -104,6 +104,19 @@ def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
         ),
         "false_reject_rate": _ratio((wg * ~said_gradable).sum(1), wg.sum(1)),
     }
+
+
+def operating_point(p: Predictions, sensitivity: float) -> float:
+    """The highest referral threshold on P(referable) that reaches ``sensitivity``."""
+    if not 0 < sensitivity < 1:
+        raise ValueError(f"target sensitivity must be in (0, 1), got {sensitivity}")
+    labelled = p.gradable & (p.grade >= 0)
+    scores = referable_probability(p.grade_logits)[labelled & is_referable(p.grade)]
+    if len(scores) == 0:
+        return 0.5
+    # the k-th highest positive score, k = ceil(sensitivity * positives)
+    k = int(np.ceil(sensitivity * len(scores)))
+    return float(np.sort(scores)[::-1][k - 1])
 
 
 @dataclass(frozen=True)

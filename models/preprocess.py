@@ -48,8 +48,9 @@ class PreprocessSpec(BaseModel):
             raise ValueError(
                 f"expected (N, {self.size}, {self.size}, 3) images, got {images.shape}"
             )
-        x = images.astype(np.float32) * (1.0 / 255.0)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        scale = np.float32(1.0 / 255.0) / np.asarray(self.std, np.float32)
+        shift = np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)
+        x = images.astype(np.float32) * scale - shift
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def __call__(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -68,4 +69,4 @@ class PreprocessSpec(BaseModel):
         x = x[inside] if inside.any() else x
         mean = tuple(float(v) for v in x.mean(0))
         std = tuple(float(max(v, 1e-3)) for v in x.std(0))
-        return cls(mean=mean, std=std, size=images.shape[1], **kwargs)  # type: ignore[arg-type]
+        return cls(mean=mean, std=std, size=images.shape[1], **kwargs)

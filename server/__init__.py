@@ -1,0 +1,1 @@
+"""Training side: distillation (and later compression, export, federation) and the CLI."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,14 +89,19 @@ class FundusArrays:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no dataset file at {path}")
-        with np.load(path, allow_pickle=False) as z:
-            version = int(z["schema_version"]) if "schema_version" in z else None
-            if version != SCHEMA_VERSION:
-                raise ValueError(f"{path}: schema_version {version}, expected {SCHEMA_VERSION}")
-            return cls(
-                images=z["images"],
-                grade=z["grade"],
-                gradable=z["gradable"],
-                site=z["site"],
-                patient=z["patient"],
-            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                version = int(z["schema_version"]) if "schema_version" in z else None
+                if version != SCHEMA_VERSION:
+                    raise ValueError(f"schema_version {version}, expected {SCHEMA_VERSION}")
+                return cls(
+                    images=z["images"],
+                    grade=z["grade"],
+                    gradable=z["gradable"],
+                    site=z["site"],
+                    patient=z["patient"],
+                )
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(
+                f"{path}: not a readable Fovea dataset file ({e or type(e).__name__})"
+            ) from None

@@ -65,5 +65,24 @@ class FundusNet(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class StagedNet(FundusNet):
+    """A CNN made of ``self.stem`` then ``self.stages``; taps ``stem``, ``stage1`` ...."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        """``stem``, ``stage1`` ... ``stageN``."""
+        return ("stem", *(f"stage{i + 1}" for i in range(len(self.stages))))
+
+    def _taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        x = self.stem(x)
+        yield "stem", x
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            yield f"stage{i + 1}", x

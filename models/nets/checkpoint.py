@@ -100,10 +100,11 @@ def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
     model = build_model(meta.family, meta.config)
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except RuntimeError as e:
+        first = str(e).splitlines()[1:3]
         raise ValueError(
-            f"{weights}: weights do not fit {meta.family} {meta.config}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+            f"{weights}: weights do not fit {meta.family} {meta.config}: {' '.join(first)}"
+        ) from None
     return model.eval(), meta

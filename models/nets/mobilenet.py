@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-from models.nets.base import FundusNet
+from models.nets.base import StagedNet
 from models.nets.resnet import conv_bn
 
 
@@ -34,7 +32,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNetV2(FundusNet):
+class MobileNetV2(StagedNet):
     """A stem then one stage per entry of ``channels``, each halving the resolution.
 
     Taps: ``stem`` and ``stage1`` .. ``stageN``.
@@ -78,15 +76,3 @@ class MobileNetV2(FundusNet):
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.ModuleList(stages)
-
-    @property
-    def tap_names(self) -> tuple[str, ...]:
-        """``stem``, ``stage1`` ... ``stageN``."""
-        return ("stem", *(f"stage{i + 1}" for i in range(len(self.stages))))
-
-    def _taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        x = self.stem(x)
-        yield "stem", x
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            yield f"stage{i + 1}", x

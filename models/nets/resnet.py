@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-from models.nets.base import FundusNet
+from models.nets.base import StagedNet
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -38,7 +36,7 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
-class ResNet(FundusNet):
+class ResNet(StagedNet):
     """Stem, then stages of basic blocks doubling the width as they halve the resolution.
 
     Taps: ``stem`` and ``stage1`` .. ``stageN``.
@@ -70,15 +68,3 @@ class ResNet(FundusNet):
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.ModuleList(stages)
-
-    @property
-    def tap_names(self) -> tuple[str, ...]:
-        """``stem``, ``stage1`` ... ``stageN``."""
-        return ("stem", *(f"stage{i + 1}" for i in range(len(self.stages))))
-
-    def _taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        x = self.stem(x)
-        yield "stem", x
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            yield f"stage{i + 1}", x

@@ -1,0 +1,16 @@
+"""Distillation: a large teacher into a small student, with monitors that check it is learning."""
+
+from server.distill.config import ConfigError, DistillConfig, load_config, parse_config
+from server.distill.run import RunOutcome, run
+from server.distill.trainer import FitResult, Trainer
+
+__all__ = [
+    "ConfigError",
+    "DistillConfig",
+    "FitResult",
+    "RunOutcome",
+    "Trainer",
+    "load_config",
+    "parse_config",
+    "run",
+]

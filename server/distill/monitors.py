@@ -1,0 +1,177 @@
+"""Monitors: is the student really learning from its teacher, and what to do when it is not.
+
+Knowledge retention is the mean cosine similarity between projected student features and the
+teacher's features over the mapped layers, on a fixed probe batch (linear CKA beside it).
+Gradient consistency is the cosine between the teacher's and the student's input-gradients of
+their losses on the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.nets.base import FundusNet
+from server.distill.config import MonitorConfig
+from server.distill.losses import hard_label_loss
+from server.distill.projectors import FeatureAligner, centred
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear centred kernel alignment between two feature sets (N x ...), 0-1."""
+    a, b = x.flatten(1).double(), y.flatten(1).double()
+    a = a - a.mean(0, keepdim=True)
+    b = b - b.mean(0, keepdim=True)
+    cross = (a.T @ b).norm() ** 2 if a.shape[1] * b.shape[1] < 4e6 else (a @ a.T * (b @ b.T)).sum()
+    return float(cross / ((a.T @ a).norm() * (b.T @ b).norm()).clamp_min(1e-12))
+
+
+def _input_gradient(model: FundusNet, x: torch.Tensor, grade: torch.Tensor) -> torch.Tensor:
+    x = x.detach().clone().requires_grad_(True)
+    loss = hard_label_loss(model(x)["grade_logits"], grade)
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.flatten(1)
+
+
+@dataclass
+class Probe:
+    """A fixed batch the monitors look at every time."""
+
+    x: torch.Tensor
+    grade: torch.Tensor
+
+
+def measure(
+    student: FundusNet,
+    teacher: FundusNet,
+    aligner: FeatureAligner,
+    probe: Probe,
+) -> dict[str, float]:
+    """Retention, CKA and gradient consistency on the probe batch (models left as found)."""
+    modes = (student.training, aligner.training)
+    student.eval()
+    aligner.eval()
+    try:
+        with torch.no_grad():
+            _, s_taps = student.forward_taps(probe.x)
+            _, t_taps = teacher.forward_taps(probe.x)
+            projected = aligner.project(s_taps)
+            cos = [
+                F.cosine_similarity(centred(projected[t]), centred(t_taps[t]), dim=1).mean()
+                for t in aligner.layer_map.values()
+            ]
+            cka = [linear_cka(s_taps[s], t_taps[t]) for s, t in aligner.layer_map.items()]
+        g_s = _input_gradient(student, probe.x, probe.grade)
+        g_t = _input_gradient(teacher, probe.x, probe.grade)
+        consistency = F.cosine_similarity(g_s, g_t, dim=1).mean()
+    finally:
+        student.train(modes[0])
+        aligner.train(modes[1])
+    return {
+        "retention": float(torch.stack(cos).mean()),
+        "cka": float(sum(cka) / len(cka)),
+        "gradient_consistency": float(consistency),
+        **{
+            f"retention/{t}": float(c) for t, c in zip(aligner.layer_map.values(), cos, strict=True)
+        },
+    }
+
+
+@dataclass
+class Strength:
+    """The distillation knobs the guard may turn."""
+
+    feature_scale: float = 1.0
+    alpha_shift: float = 0.0
+    lr_scale: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain mapping (for logs and checkpoints)."""
+        return {
+            "feature_scale": self.feature_scale,
+            "alpha_shift": self.alpha_shift,
+            "lr_scale": self.lr_scale,
+        }
+
+
+@dataclass
+class RetentionGuard:
+    """After warm-up, when retention falls below the threshold: alert and strengthen distillation.
+
+    Each adjustment raises the feature and soft-target weights and lowers the learning rate; the
+    next measurement records what followed.
+    """
+
+    config: MonitorConfig
+    strength: Strength = field(default_factory=Strength)
+    adjustments: int = 0
+    pending: dict[str, Any] | None = None
+
+    def check(
+        self, epoch: int, values: dict[str, float], base_alpha: float
+    ) -> list[dict[str, Any]]:
+        """Events (alert, adjustment, follow-up) for one measurement after ``epoch`` (1-based)."""
+        events: list[dict[str, Any]] = []
+        retention = values["retention"]
+        if self.pending is not None:
+            events.append(
+                {
+                    "event": "followup",
+                    "epoch": epoch,
+                    "after_adjustment": self.pending["adjustment"],
+                    "retention_before": self.pending["retention"],
+                    "retention_after": retention,
+                    "change": retention - self.pending["retention"],
+                }
+            )
+            self.pending = None
+        if epoch <= self.config.warmup_epochs or retention >= self.config.retention_threshold:
+            return events
+        alert: dict[str, Any] = {
+            "event": "alert",
+            "epoch": epoch,
+            "retention": retention,
+            "threshold": self.config.retention_threshold,
+        }
+        if self.adjustments >= self.config.max_adjustments:
+            alert["action"] = f"none: {self.adjustments} adjustments already made (max reached)"
+            events.append(alert)
+            return events
+        before = self.strength.as_dict()
+        c = self.config
+        self.strength.feature_scale *= c.feature_weight_factor
+        self.strength.alpha_shift = min(
+            self.strength.alpha_shift + c.alpha_step, max(0.95 - base_alpha, 0.0)
+        )
+        self.strength.lr_scale *= c.lr_factor
+        self.adjustments += 1
+        alert["action"] = "strengthened distillation"
+        alert["changes"] = {
+            k: {"from": before[k], "to": v}
+            for k, v in self.strength.as_dict().items()
+            if v != before[k]
+        }
+        events.append(alert)
+        self.pending = {"adjustment": self.adjustments, "retention": retention}
+        return events
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {
+            "strength": self.strength.as_dict(),
+            "adjustments": self.adjustments,
+            "pending": self.pending,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state`."""
+        self.strength = Strength(**state["strength"])
+        self.adjustments = int(state["adjustments"])
+        self.pending = state["pending"]
+
+
+MeasureFn = Callable[[FundusNet, FundusNet, FeatureAligner, Probe], dict[str, float]]

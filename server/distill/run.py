@@ -1,0 +1,168 @@
+"""A distillation run end to end: data, teacher, search, training, evaluation, run directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.datasets.arrays import FundusArrays
+from models.nets import Ancestor, FundusNet, build_model, load_checkpoint
+from models.nets.checkpoint import CheckpointMeta, save_checkpoint
+from models.preprocess import PreprocessSpec
+from server.distill.config import DistillConfig, dump_config
+from server.distill.data import Splits, load_splits
+from server.distill.scoring import HEADLINE, ScoreOptions, compare, score_model
+from server.distill.search import search_temperature
+from server.distill.trainer import Reporter, Trainer, init_distributed, pick_device
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where a run wrote its results, and the headline numbers."""
+
+    out: Path
+    checkpoint: Path
+    metrics: dict[str, Any]
+
+
+def _load_teacher(cfg: DistillConfig) -> tuple[FundusNet | None, CheckpointMeta | None]:
+    if cfg.teacher is None:
+        return None, None
+    if not cfg.teacher.with_suffix(".json").is_file():
+        raise FileNotFoundError(
+            f"teacher checkpoint {cfg.teacher} not found; train one with `fovea teacher train`"
+        )
+    model, meta = load_checkpoint(cfg.teacher)
+    return model, meta
+
+
+def _check_size(spec: PreprocessSpec, arrays: FundusArrays, what: str) -> None:
+    if arrays.size != spec.size:
+        raise ValueError(
+            f"{what} images are {arrays.size}px but the model expects {spec.size}px; "
+            "synthesise the data at the model's size"
+        )
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a checkpoint's weights."""
+    return path.with_suffix(".safetensors").stat().st_size
+
+
+def run(
+    cfg: DistillConfig,
+    *,
+    name: str = "student",
+    log: Log = print,
+    report: Reporter | None = None,
+    resume: bool = True,
+) -> RunOutcome:
+    """Train ``cfg.student`` (distilled from ``cfg.teacher`` when set) and write the run dir.
+
+    Under ``torchrun`` every process trains its share of each batch (DistributedDataParallel,
+    gloo on CPU, NCCL on CUDA); only rank 0 evaluates and writes.
+    """
+    rank = init_distributed(cfg.train.device)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    splits: Splits = load_splits(cfg.data, cfg.seed)
+    teacher, teacher_meta = _load_teacher(cfg)
+    spec = teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
+    for what, arr in (("training", splits.train), ("test", splits.test)):
+        if arr is not None:
+            _check_size(spec, arr, what)
+    log(
+        f"data: {len(splits.train)} training, {len(splits.val)} validation images"
+        + (f", {len(splits.test)} from unseen {cfg.data.test_site}" if splits.test else "")
+    )
+
+    search_result = None
+    if cfg.search.enabled and teacher is not None:
+        search_result = search_temperature(cfg, teacher, spec, splits, log=log)
+        (out / "search.json").write_text(json.dumps(search_result, indent=2))
+        best = search_result["best"]
+        cfg = cfg.model_copy(
+            update={
+                "loss": cfg.loss.model_copy(
+                    update={
+                        "alpha": cfg.loss.alpha.model_copy(
+                            update={"start": best["alpha"], "end": None}
+                        ),
+                        "temperature": cfg.loss.temperature.model_copy(
+                            update={"start": best["temperature"], "end": None}
+                        ),
+                    }
+                )
+            }
+        )
+        log(f"search chose T={best['temperature']}, alpha={best['alpha']}")
+    if rank == 0:
+        (out / "config.yaml").write_text(dump_config(cfg))
+
+    torch.manual_seed(cfg.seed)  # initial weights and projectors depend on the seed alone
+    student = build_model(cfg.student.name, cfg.student.config)
+    trainer = Trainer(
+        cfg, student, teacher, spec, splits.train, splits.val, out, report=report, log=log
+    )
+    t0 = time.perf_counter()
+    fit = trainer.fit(resume=resume)
+    train_seconds = time.perf_counter() - t0
+    if rank != 0:
+        return RunOutcome(out=out, checkpoint=out / f"{name}.json", metrics={})
+
+    device = pick_device(cfg.train.device)
+    lineage = list(teacher_meta.lineage) if teacher_meta else []
+    if teacher_meta:
+        lineage.append(
+            Ancestor(
+                name=teacher_meta.name,
+                family=teacher_meta.family,
+                parameters=teacher_meta.parameters,
+                metrics=teacher_meta.metrics,
+            )
+        )
+    log("evaluating with bootstrap intervals ...")
+    split_arrays = {"val": splits.val, "test": splits.test}
+    opts = ScoreOptions(cfg.referral_sensitivity, cfg.bootstrap, cfg.seed, device)
+    scored = score_model(fit.student, split_arrays, spec, opts)
+    results: dict[str, Any] = {
+        "schema_version": 1,
+        "name": name,
+        "generation": len(lineage),
+        name: scored.entry,
+    }
+    headline = {k: scored.entry["val"][k]["value"] for k in HEADLINE}
+    headline["referral_threshold"] = scored.entry["referral_threshold"]
+    ckpt = save_checkpoint(
+        fit.student, out / name, name=name, preprocess=spec, lineage=lineage, metrics=headline
+    )
+    results[name]["file_bytes"] = file_size(ckpt)
+    if teacher is not None and cfg.teacher is not None:
+        t_scored = score_model(teacher, split_arrays, spec, opts)
+        results["teacher"] = {**t_scored.entry, "file_bytes": file_size(cfg.teacher)}
+        split = "test" if splits.test is not None else "val"
+        results |= compare(scored, t_scored, split, resamples=cfg.bootstrap, seed=cfg.seed)
+        results["lineage"] = [a.model_dump() for a in lineage]
+    results["training"] = {
+        "seconds": train_seconds,
+        "epoch_seconds": fit.epoch_seconds,
+        "monitor_seconds": fit.monitor_seconds,
+        "layer_map": fit.layer_map,
+        "alerts": sum(1 for e in fit.events if e["event"] == "alert"),
+    }
+    if search_result:
+        results["search"] = search_result["best"]
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    if fit.history:
+        from server.distill.plots import plot_monitors
+
+        plot_monitors(fit.history, fit.events, out / "plots" / "monitors.png")
+    return RunOutcome(out=out, checkpoint=ckpt, metrics=results)

@@ -1,0 +1,76 @@
+"""Temperature and weight search: short runs over T and alpha, chosen on validation."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.nets import FundusNet, build_model
+from models.preprocess import PreprocessSpec
+from server.distill.config import DistillConfig, Schedule
+from server.distill.data import Splits
+from server.distill.evaluate import point_metrics, predict
+from server.distill.trainer import Trainer, pick_device
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One short run of the search."""
+
+    temperature: float
+    alpha: float
+    val: dict[str, float]
+
+
+def search_temperature(
+    cfg: DistillConfig,
+    teacher: FundusNet,
+    spec: PreprocessSpec,
+    splits: Splits,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Try every (temperature, alpha) of ``cfg.search`` briefly; return trials and the best."""
+    sc = cfg.search
+    rng = np.random.default_rng(cfg.seed)
+    n = max(int(len(splits.train) * sc.fraction), cfg.train.batch_size)
+    subset = splits.train.subset(np.sort(rng.choice(len(splits.train), n, replace=False)))
+    trial_cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"epochs": sc.epochs}),
+            "monitor": cfg.monitor.model_copy(update={"enabled": False}),
+        }
+    )
+    trials: list[Trial] = []
+    grid = list(itertools.product(sc.temperatures, sc.alphas))
+    for i, (t, a) in enumerate(grid, 1):
+        c = trial_cfg.model_copy(
+            update={
+                "loss": trial_cfg.loss.model_copy(
+                    update={"alpha": Schedule(start=a), "temperature": Schedule(start=t)}
+                )
+            }
+        )
+        torch.manual_seed(cfg.seed)
+        student = build_model(cfg.student.name, cfg.student.config)
+        fit = Trainer(c, student, teacher, spec, subset, splits.val, None).fit(resume=False)
+        m = point_metrics(
+            predict(fit.student, splits.val, spec, device=pick_device(cfg.train.device))
+        )
+        trials.append(Trial(temperature=t, alpha=a, val=m))
+        log(f"search {i}/{len(grid)}: T={t} alpha={a} -> val {sc.metric} {m[sc.metric]:.3f}")
+    best = max(trials, key=lambda r: (r.val[sc.metric], r.val["kappa"]))
+    return {
+        "metric": sc.metric,
+        "trials": [asdict(r) for r in trials],
+        "best": {
+            "temperature": best.temperature,
+            "alpha": best.alpha,
+            sc.metric: best.val[sc.metric],
+        },
+    }

@@ -1,0 +1,387 @@
+"""The distillation trainer: one loop for teacher training, distillation and baselines.
+
+With no teacher it trains on labels alone (how the teacher itself is made, and the from-scratch
+baseline a distilled student must beat).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from models.datasets.arrays import FundusArrays
+from models.nets.base import FundusNet
+from models.preprocess import PreprocessSpec
+from server.distill.augment import augment
+from server.distill.config import DistillConfig
+from server.distill.evaluate import point_metrics, predict
+from server.distill.losses import distillation_loss, gradable_loss
+from server.distill.monitors import Probe, RetentionGuard, measure
+from server.distill.projectors import FeatureAligner, auto_layer_map
+from server.distill.sampling import class_of, epoch_indices
+from server.distill.state import load_state, save_state
+
+Reporter = Callable[[str, int, int], None]
+"""Progress callback: (description, done, total)."""
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is a GPU, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def init_distributed(device: str) -> int:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); returns the rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0
+    if not dist.is_initialized():
+        backend = "nccl" if pick_device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank()
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Step(nn.Module):
+    """Student and projectors as one module, so DistributedDataParallel syncs both."""
+
+    def __init__(self, student: FundusNet, aligner: FeatureAligner | None) -> None:
+        super().__init__()
+        self.student = student
+        self.aligner = aligner
+
+    def forward(
+        self, x: torch.Tensor, teacher_taps: dict[str, torch.Tensor] | None, live: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        out, taps = self.student.forward_taps(x)
+        if self.aligner is None or teacher_taps is None:
+            return out, None
+        # with feature distillation off, projectors still learn (on detached features) so that
+        # retention stays measurable without steering the student
+        used = taps if live else {k: v.detach() for k, v in taps.items()}
+        return out, self.aligner.loss(used, teacher_taps)
+
+
+@dataclass
+class FitResult:
+    """What a finished fit leaves behind."""
+
+    student: FundusNet
+    history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    monitor_seconds: list[float] = field(default_factory=list)
+    layer_map: dict[str, str] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains ``student`` on ``train`` (from ``teacher`` when given), checking on ``val``."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        student: FundusNet,
+        teacher: FundusNet | None,
+        spec: PreprocessSpec,
+        train: FundusArrays,
+        val: FundusArrays,
+        out_dir: Path | None,
+        *,
+        report: Reporter | None = None,
+        log: Callable[[str], None] = lambda s: None,
+    ) -> None:
+        self.cfg = config
+        self.device = pick_device(config.train.device)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.rank, self.world = _world()
+        self.student = student.to(self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        if self.teacher is not None:
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        self.spec = spec
+        self.train_set, self.val_set = train, val
+        self.out_dir = out_dir
+        self.report = report
+        self.log = log
+        self.aligner = self._make_aligner()
+        self.step_module = _Step(self.student, self.aligner).to(self.device)
+        self.ddp: nn.Module = self.step_module
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(self.step_module)
+        params = [p for p in self.step_module.parameters() if p.requires_grad]
+        tc = config.train
+        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.steps_per_epoch = max(len(train) // self.world // tc.batch_size, 1)
+        self.total_steps = self.steps_per_epoch * tc.epochs
+        self.guard = RetentionGuard(config.monitor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=tc.precision == "mixed" and self.device.type == "cuda"
+        )
+        self.classes = class_of(train.grade, train.gradable)
+        self.images = torch.from_numpy(train.images)
+        self.grade = torch.from_numpy(train.grade.astype(np.int64))
+        self.gradable = torch.from_numpy(train.gradable.astype(np.float32))
+        self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        self.cached: dict[str, torch.Tensor] | None = None
+        if self.teacher is not None and tc.cache_teacher:
+            self.cached = self._teacher_outputs_unaugmented()
+        self.probe = self._make_probe()
+
+    # ----------------------------------------------------------------------------------- setup
+    def _make_aligner(self) -> FeatureAligner | None:
+        if self.teacher is None or (
+            self.cfg.loss.feature_weight == 0 and not self.cfg.monitor.enabled
+        ):
+            return None
+        size = self.spec.size
+        s_taps = self.student.tap_channels(size)
+        t_taps = self.teacher.tap_channels(size)
+        mapping = self.cfg.loss.layer_map
+        if mapping == "auto":
+            mapping = auto_layer_map(s_taps, t_taps, self.cfg.loss.auto_layers)
+        return FeatureAligner(mapping, s_taps, t_taps, self.cfg.loss.feature_loss)
+
+    def _make_probe(self) -> Probe | None:
+        if self.aligner is None or not self.cfg.monitor.enabled:
+            return None
+        v = self.val_set
+        keep = np.flatnonzero(v.gradable & (v.grade >= 0))[: self.cfg.monitor.probe_size]
+        x = torch.from_numpy(self.spec.normalise(v.images[keep])).to(self.device)
+        return Probe(x=x, grade=torch.from_numpy(v.grade[keep].astype(np.int64)).to(self.device))
+
+    @torch.no_grad()
+    def _teacher_outputs_unaugmented(self) -> dict[str, torch.Tensor]:
+        assert self.teacher is not None
+        p = predict(self.teacher, self.train_set, self.spec, device=self.device)
+        return {
+            "grade_logits": torch.from_numpy(p.grade_logits),
+            "gradable_logit": torch.from_numpy(p.gradable_logit),
+        }
+
+    def _lr_factor(self, step: int) -> float:
+        warm = max(int(self.total_steps * self.cfg.train.warmup_fraction), 1)
+        if step < warm:
+            base = (step + 1) / warm
+        else:
+            base = 0.5 * (
+                1 + math.cos(math.pi * min((step - warm) / max(self.total_steps - warm, 1), 1.0))
+            )
+        return max(base, 0.01) * self.guard.strength.lr_scale
+
+    def _autocast(self) -> Any:
+        if self.cfg.train.precision != "mixed":
+            return nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ----------------------------------------------------------------------------------- train
+    def knobs(self, progress: float) -> dict[str, float]:
+        """alpha, temperature and feature weight at ``progress`` (with the guard's changes)."""
+        lc = self.cfg.loss
+        s = self.guard.strength
+        return {
+            "alpha": min(lc.alpha.at(progress) + s.alpha_shift, 0.95) if self.teacher else 0.0,
+            "temperature": lc.temperature.at(progress),
+            "feature_weight": lc.feature_weight * s.feature_scale,
+        }
+
+    def _batch(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        x = augment(x, self.cfg.augment, gen)
+        return ((x - self.mean) / self.std).to(self.device, non_blocking=True)
+
+    def _train_step(self, idx: np.ndarray, gen: torch.Generator, step: int) -> float:
+        k = self.knobs(step / max(self.total_steps, 1))
+        x = self._batch(idx, gen)
+        grade = self.grade[idx].to(self.device)
+        gradable = self.gradable[idx].to(self.device)
+        t_out: dict[str, torch.Tensor] | None = None
+        t_taps: dict[str, torch.Tensor] | None = None
+        with self._autocast():
+            if self.cached is not None:
+                t_out = {n: v[idx].to(self.device) for n, v in self.cached.items()}
+            elif self.teacher is not None:
+                with torch.no_grad():
+                    t_out, t_taps = self.teacher.forward_taps(x)
+            live = k["feature_weight"] > 0
+            out, feat = self.ddp(x, t_taps, live)
+            t_grade = t_out["grade_logits"].float() if t_out else None
+            t_grad = t_out["gradable_logit"].float() if t_out else None
+            loss = distillation_loss(
+                out["grade_logits"].float(), t_grade, grade, k["alpha"], k["temperature"]
+            )
+            loss = loss + self.cfg.loss.gradable_weight * gradable_loss(
+                out["gradable_logit"].float(), t_grad, gradable, k["alpha"], k["temperature"]
+            )
+            if feat is not None:
+                loss = loss + (k["feature_weight"] if live else 1.0) * feat
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def _config_digest(self) -> str:
+        cfg = self.cfg.model_dump(mode="json", exclude={"out", "search", "bootstrap"})
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {"student": self.student}
+        if self.aligner is not None:
+            mods["aligner"] = self.aligner
+        return mods
+
+    def _resume(self, result: FitResult) -> int:
+        if self.out_dir is None:
+            return 0
+        info = load_state(self.out_dir / "checkpoint", self._modules(), self.optimizer)
+        if info is None:
+            return 0
+        if info["config_digest"] != self._config_digest():
+            raise ValueError(
+                f"{self.out_dir}: holds a run with different settings; choose another output "
+                "directory or delete it to start over"
+            )
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **info["scheduler"]})
+        self.guard.load_state(info["guard"])
+        result.history = info["history"]
+        result.events = info["events"]
+        result.epoch_seconds = info["epoch_seconds"]
+        result.monitor_seconds = info["monitor_seconds"]
+        self.log(f"resuming {self.out_dir} after epoch {info['epoch']}")
+        return int(info["epoch"])
+
+    def _save(self, epoch: int, result: FitResult) -> None:
+        if self.out_dir is None or self.rank != 0:
+            return
+        sched = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        save_state(
+            self.out_dir / "checkpoint",
+            self._modules(),
+            self.optimizer,
+            {
+                "epoch": epoch,
+                "config_digest": self._config_digest(),
+                "scheduler": sched,
+                "guard": self.guard.state(),
+                "history": result.history,
+                "events": result.events,
+                "epoch_seconds": result.epoch_seconds,
+                "monitor_seconds": result.monitor_seconds,
+            },
+        )
+        self._write_monitor_log(result)
+
+    def _write_monitor_log(self, result: FitResult) -> None:
+        assert self.out_dir is not None
+        lines = [json.dumps({"record": "eval", **h}) for h in result.history]
+        lines += [json.dumps({"record": "event", **e}) for e in result.events]
+        tmp = self.out_dir / "monitor.jsonl.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.out_dir / "monitor.jsonl")
+
+    def fit(self, *, resume: bool = True) -> FitResult:
+        """Train for the configured epochs (continuing a checkpointed run when there is one)."""
+        result = FitResult(
+            student=self.student, layer_map=dict(self.aligner.layer_map) if self.aligner else {}
+        )
+        start = self._resume(result) if resume else 0
+        tc = self.cfg.train
+        for epoch in range(start, tc.epochs):
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            order = epoch_indices(
+                self.classes,
+                tc.balance_power,
+                self.cfg.seed,
+                epoch,
+                rank=self.rank,
+                world=self.world,
+            )
+            self.student.train()
+            t0 = time.perf_counter()
+            losses = []
+            for b in range(self.steps_per_epoch):
+                idx = order[b * tc.batch_size : (b + 1) * tc.batch_size]
+                losses.append(self._train_step(idx, gen, epoch * self.steps_per_epoch + b))
+                if self.report:
+                    self.report(f"epoch {epoch + 1}/{tc.epochs}", b + 1, self.steps_per_epoch)
+            result.epoch_seconds.append(time.perf_counter() - t0)
+            self._evaluate(epoch + 1, float(np.mean(losses)), result)
+            self._save(epoch + 1, result)
+        return result
+
+    def _evaluate(self, epoch: int, train_loss: float, result: FitResult) -> None:
+        val = point_metrics(predict(self.student, self.val_set, self.spec, device=self.device))
+        step = epoch * self.steps_per_epoch
+        k = self.knobs(step / max(self.total_steps, 1))
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **k,
+            "strength": self.guard.strength.as_dict(),
+            "val": val,
+        }
+        if self.probe is not None and self.teacher is not None and self.aligner is not None:
+            t0 = time.perf_counter()
+            values = measure(self.student, self.teacher, self.aligner, self.probe)
+            result.monitor_seconds.append(time.perf_counter() - t0)
+            record.update(values)
+            events = self.guard.check(epoch, values, self.cfg.loss.alpha.at(1.0))
+            for e in events:
+                self.log(_describe_event(e))
+            result.events.extend(events)
+        result.history.append(record)
+        msg = (
+            f"epoch {epoch}: loss {train_loss:.3f}  val acc {val['accuracy']:.3f}  "
+            f"kappa {val['kappa']:.3f}"
+        )
+        if "retention" in record:
+            msg += (
+                f"  retention {record['retention']:.3f}  "
+                f"grad-consistency {record['gradient_consistency']:.3f}"
+            )
+        self.log(msg)
+
+
+def _describe_event(e: dict[str, Any]) -> str:
+    if e["event"] == "alert":
+        changes = ", ".join(
+            f"{k} {v['from']:.3g}->{v['to']:.3g}" for k, v in e.get("changes", {}).items()
+        )
+        return (
+            f"ALERT epoch {e['epoch']}: knowledge retention {e['retention']:.3f} < "
+            f"{e['threshold']}; {e['action']}{': ' + changes if changes else ''}"
+        )
+    return (
+        f"after adjustment {e['after_adjustment']}: retention {e['retention_before']:.3f} -> "
+        f"{e['retention_after']:.3f}"
+    )

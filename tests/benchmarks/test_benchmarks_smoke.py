@@ -1,0 +1,42 @@
+"""The benchmark scripts keep working: smoke-sized runs that check what they write."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def _run(args: list[str], results: Path) -> None:
+    env = {**os.environ, "FOVEA_BENCH_RESULTS": str(results)}
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_synth_speed_writes_a_table(tmp_path: Path) -> None:
+    _run(["benchmarks.synth_speed", "--n", "200", "--size", "64"], tmp_path)
+    result = json.loads((tmp_path / "synth_speed.json").read_text())
+    assert set(result["seconds"]) == {"site-a", "site-c", "site-d"}
+    assert "images/s" in (tmp_path / "synth_speed.md").read_text()
+
+
+@pytest.mark.slow
+def test_distill_acceptance_quick(tmp_path: Path) -> None:
+    _run(["benchmarks.distill_acceptance", "--quick", "--workdir", str(tmp_path / "w")], tmp_path)
+    result = json.loads((tmp_path / "distill_acceptance_quick.json").read_text())
+    assert result["student_parameters"] < result["teacher_parameters"] / 10
+    assert set(result["distilled_minus_scratch"]["over_seeds"]) == {"accuracy", "kappa"}
+    assert 0 < result["monitors"]["share_of_epoch"] < 1
+    table = (tmp_path / "distill_acceptance_quick.md").read_text()
+    assert "distilled - scratch accuracy" in table

@@ -1,0 +1,83 @@
+"""Shared fixtures, and the hardware markers that skip themselves where hardware is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+SIZE = 32
+"""Image side for the tiny models and datasets of the tests."""
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _why_missing(marker: str) -> str | None:
+    if marker == "gpu" and not _has_cuda():
+        return "skipped: no CUDA GPU"
+    if marker == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        return "skipped: TensorRT not installed"
+    if marker == "jetson" and not Path("/etc/nv_tegra_release").exists():
+        return "skipped: not a Jetson device"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip gpu/tensorrt/jetson tests, with the reason, where that hardware is missing."""
+    for item in items:
+        for marker in ("gpu", "tensorrt", "jetson"):
+            if marker in item.keywords:
+                reason = _why_missing(marker)
+                if reason:
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset directory: 5 sites x 160 images at 32 px."""
+    from server.distill.data import synthesise
+
+    out = tmp_path_factory.mktemp("data")
+    synthesise(
+        out,
+        sites=["site-a", "site-b", "site-c", "site-d", "site-e"],
+        per_site=160,
+        size=SIZE,
+        seed=0,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small teacher trained for one epoch on ``tiny_data``; returns its checkpoint JSON."""
+    from server.distill import run
+    from server.distill.config import parse_config
+
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = parse_config(
+        {
+            "teacher": None,
+            "student": {"name": "resnet", "config": {"width": 8, "depths": [1, 1, 1]}},
+            "data": {"dir": str(tiny_data)},
+            "train": {"epochs": 1, "batch_size": 32, "threads": 1},
+            "monitor": {"enabled": False},
+            "out": str(out),
+            "bootstrap": 0,
+        }
+    )
+    return run(cfg, name="teacher", log=lambda s: None).checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Tests are small: one intra-op thread keeps them predictable on 2 cores."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from models.datasets.arrays import FundusArrays
+from models.metrics import _weighted_kappa
+from models.synth.generator import generate
+from models.synth.profiles import SITES, SiteProfile, get_site
+
+
+def test_deterministic_by_seed_and_site() -> None:
+    a = generate(SITES["site-a"], 70, size=48, seed=3)
+    b = generate(SITES["site-a"], 70, size=48, seed=3)
+    c = generate(SITES["site-a"], 70, size=48, seed=4)
+    d = generate(SITES["site-b"], 70, size=48, seed=3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.grade, b.grade)
+    assert not np.array_equal(a.images, c.images)
+    assert not np.array_equal(a.images, d.images)
+
+
+def test_labels_and_layout() -> None:
+    a = generate(SITES["site-c"], 600, size=32, seed=0)
+    assert a.images.shape == (600, 32, 32, 3) and a.images.dtype == np.uint8
+    assert set(np.unique(a.grade[a.gradable])) == {0, 1, 2, 3, 4}
+    assert (a.grade[~a.gradable] == -1).all()
+    assert 0.04 < (~a.gradable).mean() < 0.2
+    # circular field on black: corners dark, centre bright
+    assert a.images[a.gradable][:, 0, 0].max() < 30
+    assert a.images[a.gradable][:, 16, 16].mean() > 60
+    # two eyes per patient
+    assert len(np.unique(a.patient)) == 300
+
+
+def test_sites_differ_like_cameras() -> None:
+    means = {
+        s: generate(SITES[s], 100, size=32, seed=0).images.reshape(-1, 3).mean(0)
+        for s in ("site-a", "site-d")
+    }
+    assert np.abs(means["site-a"] - means["site-d"]).max() > 5
+
+
+def test_global_statistics_carry_no_grade() -> None:
+    """Within a site, per-channel mean and std alone predict the grade near chance."""
+    a = generate(SITES["site-a"], 2000, size=32, seed=5)
+    a = a.subset(a.gradable)
+    x = a.images.reshape(len(a), -1, 3).astype(np.float64)
+    f = np.concatenate([x.mean(1), x.std(1)], 1)
+    f = (f - f.mean(0)) / f.std(0)
+    half = len(a) // 2
+    # nearest class centroid, fitted on one half and scored on the other
+    centroids = np.stack([f[:half][a.grade[:half] == g].mean(0) for g in range(5)])
+    prior = np.log(np.bincount(a.grade[:half], minlength=5) / half)
+    dist = ((f[half:, None] - centroids[None]) ** 2).sum(-1)
+    pred = np.argmax(prior - 0.5 * dist, 1)
+    kappa = _weighted_kappa(a.grade[half:], pred, np.ones((1, len(pred))))[0]
+    assert kappa <= 0.1
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="n must be positive"):
+        generate(SITES["site-a"], 0)
+    with pytest.raises(ValueError, match="unknown site 'nowhere'"):
+        get_site("nowhere")
+    with pytest.raises(ValueError, match="prevalence"):
+        SiteProfile("x", prevalence=(0.5, 0.5, 0.5, 0.0, 0.0))
+
+
+def test_arrays_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = generate(SITES["site-e"], 20, size=32, seed=1)
+    b = FundusArrays.load(a.save(tmp_path / "e.npz"))
+    assert np.array_equal(a.images, b.images) and list(a.patient) == list(b.patient)
