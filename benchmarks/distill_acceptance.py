@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import write
-from models.metrics import paired_difference, screening_metrics
-from models.nets import load_checkpoint
+from models.datasets.arrays import FundusArrays
+from models.metrics import Predictions, paired_difference, screening_metrics
+from models.nets import load_checkpoint, read_meta
 from models.synth import SITES, generate
 from server.distill import run
 from server.distill.config import DataConfig, parse_config
@@ -69,6 +71,26 @@ def _train(cfg: dict[str, Any], name: str) -> Path:
     return out / f"{name}.json"
 
 
+def _predict(checkpoint: Path, test: FundusArrays) -> Predictions:
+    """A checkpoint's predictions, with its own preprocessing and referral threshold."""
+    model, meta = load_checkpoint(checkpoint)
+    p = predict(model, test, meta.preprocess)
+    return dataclasses.replace(p, referral_threshold=meta.metrics.get("referral_threshold", 0.5))
+
+
+def _check_workdir(work: Path, args: argparse.Namespace) -> None:
+    """Cached runs are reused only by a benchmark with the same settings."""
+    key = {k: str(v) for k, v in vars(args).items() if k != "workdir"}
+    path = work / "args.json"
+    if path.is_file() and json.loads(path.read_text()) != key:
+        raise SystemExit(
+            f"{work} holds runs made with other settings ({path}); pass another "
+            "--workdir or delete it"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(key, indent=1))
+
+
 def _interval(values: list[float]) -> dict[str, float]:
     a = np.asarray(values)
     mean, sd = float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -95,6 +117,7 @@ def main() -> None:
         args.seeds = [0, 1]
         args.workdir = args.workdir.with_name(args.workdir.name + "-quick")
     work = args.workdir
+    _check_workdir(work, args)
     data = _data(work, args.per_site, args.test_images, args.size)
 
     print("teacher ...", flush=True)
@@ -175,13 +198,9 @@ def main() -> None:
     )
 
     test = load_site(data, TEST_SITE)
-    t_model, t_meta = load_checkpoint(teacher)
-    spec = t_meta.preprocess
-    p_teacher = predict(t_model, test, spec)
-    preds = {
-        kind: {s: predict(load_checkpoint(p)[0], test, spec) for s, p in paths.items()}
-        for kind, paths in runs.items()
-    }
+    t_meta = read_meta(teacher)
+    p_teacher = _predict(teacher, test)
+    preds = {kind: {s: _predict(p, test) for s, p in paths.items()} for kind, paths in runs.items()}
     m_teacher = screening_metrics(p_teacher, resamples=1000)
     result: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -194,7 +213,7 @@ def main() -> None:
     result["student_parameters"] = s_params
 
     # 1. student vs teacher, per seed
-    vs_teacher = {}
+    vs_teacher: dict[int, dict[str, Any]] = {}
     for s, p in preds["distilled"].items():
         m = screening_metrics(p, resamples=1000, seed=s)
         d = paired_difference(p, p_teacher, resamples=1000, seed=s)
@@ -207,12 +226,12 @@ def main() -> None:
 
     # 2. distilled vs scratch
     gaps: dict[str, list[float]] = {"accuracy": [], "kappa": []}
-    per_seed = {}
+    per_seed: dict[int, dict[str, dict[str, float]]] = {}
     for s in args.seeds:
-        d = paired_difference(preds["distilled"][s], preds["scratch"][s], resamples=1000, seed=s)
-        per_seed[s] = {k: d[k].as_dict() for k in gaps}
+        gap = paired_difference(preds["distilled"][s], preds["scratch"][s], resamples=1000, seed=s)
+        per_seed[s] = {k: gap[k].as_dict() for k in gaps}
         for k in gaps:
-            gaps[k].append(d[k].value)
+            gaps[k].append(gap[k].value)
     result["distilled_minus_scratch"] = {
         "per_seed": per_seed,
         "over_seeds": {k: _interval(v) for k, v in gaps.items()},
@@ -264,12 +283,12 @@ def main() -> None:
             ]
         )
         for k in ("referable_sensitivity", "referable_specificity"):
-            d = v["minus_teacher"][k]
+            diff = v["minus_teacher"][k]
             rows.append(
                 [
                     f"seed {s}: {k} student - teacher",
-                    f"{100 * d['value']:+.2f} pt",
-                    f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] pt",
+                    f"{100 * diff['value']:+.2f} pt",
+                    f"[{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}] pt",
                     "within 1.5 pt",
                 ]
             )
@@ -283,12 +302,12 @@ def main() -> None:
                 "> 0",
             ]
         )
-        for s, d in per_seed.items():
+        for s, seed_gap in per_seed.items():
             rows.append(
                 [
                     f"  seed {s} paired bootstrap",
-                    f"{d[k]['value']:+.4f}",
-                    f"[{d[k]['low']:+.4f}, {d[k]['high']:+.4f}]",
+                    f"{seed_gap[k]['value']:+.4f}",
+                    f"[{seed_gap[k]['low']:+.4f}, {seed_gap[k]['high']:+.4f}]",
                     "",
                 ]
             )

@@ -72,27 +72,28 @@ def teacher_train(
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/teacher"),
     model: Annotated[str, typer.Option(help="model family or preset")] = "resnet-teacher",
     epochs: Annotated[int, typer.Option(min=1)] = 6,
-    lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
+    lr: Annotated[float, typer.Option(help="peak learning rate (> 0)")] = 3e-3,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a teacher on labels (writes teacher.safetensors + teacher.json)."""
-    from server.distill.config import (
-        DataConfig,
-        DistillConfig,
-        ModelRef,
-        MonitorConfig,
-        TrainConfig,
-    )
+    from server.distill.config import ConfigError, parse_config
 
-    cfg = DistillConfig(
-        teacher=None,
-        student=ModelRef(name=model),
-        data=DataConfig(dir=data),
-        train=TrainConfig(epochs=epochs, lr=lr),
-        monitor=MonitorConfig(enabled=False),
-        out=out,
-        seed=seed,
-    )
+    try:
+        cfg = parse_config(
+            {
+                "teacher": None,
+                "student": {"name": model},
+                "data": {"dir": str(data)},
+                "train": {"epochs": epochs, "lr": lr},
+                "monitor": {"enabled": False},
+                "out": str(out),
+                "seed": seed,
+            },
+            "fovea teacher train",
+        )
+    except ConfigError as e:
+        _fail(str(e).replace("train.lr", "--lr").replace("train.epochs", "--epochs"))
+        return
     _run(cfg, "teacher")
 
 

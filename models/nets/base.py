@@ -59,7 +59,8 @@ class FundusNet(nn.Module):
         was = self.training
         self.eval()
         with torch.no_grad():
-            _, taps = self.forward_taps(torch.zeros(1, 3, image_size, image_size))
+            device = next(self.parameters()).device
+            _, taps = self.forward_taps(torch.zeros(1, 3, image_size, image_size, device=device))
         self.train(was)
         return {k: (v.shape[1], v.shape[2], v.shape[3]) for k, v in taps.items()}
 

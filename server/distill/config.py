@@ -168,10 +168,11 @@ class DistillConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DistillConfig:
-        if self.train.cache_teacher and self.loss.feature_weight > 0:
+        if self.train.cache_teacher and (self.loss.feature_weight > 0 or self.monitor.enabled):
             raise ValueError(
-                "train.cache_teacher caches logits only; feature distillation needs the live "
-                "teacher: set loss.feature_weight to 0 or train.cache_teacher to false"
+                "train.cache_teacher caches logits only; feature distillation and the monitors "
+                "need the live teacher: set loss.feature_weight to 0 and monitor.enabled to "
+                "false, or train.cache_teacher to false"
             )
         return self
 

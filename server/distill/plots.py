@@ -39,6 +39,13 @@ def plot_monitors(history: list[dict[str, Any]], events: list[dict[str, Any]], p
     ax = axes[1]
     ax.plot(epochs, [h["val"]["accuracy"] for h in history], marker="o", label="val accuracy")
     ax.plot(epochs, [h["val"]["kappa"] for h in history], marker="o", label="val kappa")
+    if any("decay" in h for h in history):
+        ax.plot(
+            epochs,
+            [h.get("decay", {}).get("accuracy", float("nan")) for h in history],
+            linestyle="--",
+            label="accuracy / teacher's (decay)",
+        )
     ax.set_xlabel("epoch")
     ax.set_title("validation")
     ax.legend(fontsize=8)

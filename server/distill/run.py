@@ -15,7 +15,7 @@ from models.datasets.arrays import FundusArrays
 from models.nets import Ancestor, FundusNet, build_model, load_checkpoint
 from models.nets.checkpoint import CheckpointMeta, save_checkpoint
 from models.preprocess import PreprocessSpec
-from server.distill.config import DistillConfig, dump_config
+from server.distill.config import DistillConfig, Schedule, dump_config
 from server.distill.data import Splits, load_splits
 from server.distill.scoring import HEADLINE, ScoreOptions, compare, score_model
 from server.distill.search import search_temperature
@@ -52,6 +52,43 @@ def _check_size(spec: PreprocessSpec, arrays: FundusArrays, what: str) -> None:
         )
 
 
+def with_search_choice(cfg: DistillConfig, best: dict[str, Any]) -> DistillConfig:
+    """``cfg`` with the chosen temperature and alpha as constants."""
+    loss = cfg.loss.model_copy(
+        update={
+            "alpha": Schedule(start=best["alpha"]),
+            "temperature": Schedule(start=best["temperature"]),
+        }
+    )
+    return cfg.model_copy(update={"loss": loss})
+
+
+def _search(
+    cfg: DistillConfig,
+    teacher: FundusNet,
+    spec: PreprocessSpec,
+    splits: Splits,
+    *,
+    rank: int,
+    resume: bool,
+    log: Log,
+) -> dict[str, Any]:
+    """The search's result: reused from ``search.json`` when it was run with these settings."""
+    path = cfg.out / "search.json"
+    key = cfg.model_dump(mode="json", include={"search", "student", "data", "train", "seed"})
+    if resume and path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("settings") == key:
+            log(f"reusing the search in {path}")
+            return dict(previous)
+    result = {**search_temperature(cfg, teacher, spec, splits, log=log), "settings": key}
+    if rank == 0:
+        path.write_text(json.dumps(result, indent=2))
+    best = result["best"]
+    log(f"search chose T={best['temperature']}, alpha={best['alpha']}")
+    return result
+
+
 def file_size(path: Path) -> int:
     """Bytes of a checkpoint's weights."""
     return path.with_suffix(".safetensors").stat().st_size
@@ -86,24 +123,8 @@ def run(
 
     search_result = None
     if cfg.search.enabled and teacher is not None:
-        search_result = search_temperature(cfg, teacher, spec, splits, log=log)
-        (out / "search.json").write_text(json.dumps(search_result, indent=2))
-        best = search_result["best"]
-        cfg = cfg.model_copy(
-            update={
-                "loss": cfg.loss.model_copy(
-                    update={
-                        "alpha": cfg.loss.alpha.model_copy(
-                            update={"start": best["alpha"], "end": None}
-                        ),
-                        "temperature": cfg.loss.temperature.model_copy(
-                            update={"start": best["temperature"], "end": None}
-                        ),
-                    }
-                )
-            }
-        )
-        log(f"search chose T={best['temperature']}, alpha={best['alpha']}")
+        search_result = _search(cfg, teacher, spec, splits, rank=rank, resume=resume, log=log)
+        cfg = with_search_choice(cfg, search_result["best"])
     if rank == 0:
         (out / "config.yaml").write_text(dump_config(cfg))
 

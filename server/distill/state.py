@@ -1,4 +1,8 @@
-"""Training state on disk (safetensors + JSON, never pickle), written atomically."""
+"""Training state on disk (safetensors + JSON, never pickle), committed atomically.
+
+Each save writes the tensors to a new file named by epoch, then replaces ``state.json`` (which
+names that file) in one rename: a crash at any point leaves the previous state whole.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+STATE_JSON = "state.json"
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -42,32 +49,55 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     info: dict[str, Any],
 ) -> None:
-    """Write modules, optimizer and ``info`` to ``directory`` (the JSON last: it commits)."""
+    """Write modules, optimizer and ``info`` (which must hold ``epoch``) to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors, opt_rest = flatten_optimizer(optimizer.state_dict())
     for prefix, module in modules.items():
         for k, v in module.state_dict().items():
             tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
-    tmp = directory / "state.safetensors.tmp"
+    weights = f"state-{info['epoch']:04d}.safetensors"
+    tmp = directory / (weights + ".tmp")
     save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "state.safetensors")
-    payload = {"schema_version": 1, "optimizer": opt_rest, **info}
-    tmp_json = directory / "state.json.tmp"
+    os.replace(tmp, directory / weights)
+    payload = {"schema_version": 1, "weights": weights, "optimizer": opt_rest, **info}
+    tmp_json = directory / (STATE_JSON + ".tmp")
     tmp_json.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp_json, directory / "state.json")
+    os.replace(tmp_json, directory / STATE_JSON)
+    for old in directory.glob("state-*.safetensors"):
+        if old.name != weights:
+            old.unlink(missing_ok=True)
+
+
+def read_info(directory: Path) -> dict[str, Any] | None:
+    """The committed state's JSON, or None when nothing was committed yet."""
+    path = directory / STATE_JSON
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text()))
+    except ValueError as e:
+        raise ValueError(
+            f"{path}: unreadable training state ({e}); delete the directory to start over"
+        ) from None
 
 
 def load_state(
-    directory: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer
-) -> dict[str, Any] | None:
-    """Restore what :func:`save_state` wrote; returns its ``info``, or None if nothing is there."""
-    meta_path = directory / "state.json"
-    if not meta_path.is_file():
-        return None
-    info = json.loads(meta_path.read_text())
-    tensors = load_file(str(directory / "state.safetensors"))
-    for prefix, module in modules.items():
-        sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        module.load_state_dict(sub)
-    optimizer.load_state_dict(unflatten_optimizer(tensors, info.pop("optimizer")))
-    return info
+    directory: Path,
+    info: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Restore the tensors of the state described by ``info`` (from :func:`read_info`)."""
+    path = directory / info["weights"]
+    try:
+        tensors = load_file(str(path))
+        for prefix, module in modules.items():
+            n = len(prefix) + 1
+            module.load_state_dict(
+                {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            )
+        optimizer.load_state_dict(unflatten_optimizer(tensors, info["optimizer"]))
+    except (OSError, SafetensorError, RuntimeError, KeyError, ValueError) as e:
+        raise ValueError(
+            f"{path}: cannot restore the training state ({e}); delete {directory} to start over"
+        ) from None

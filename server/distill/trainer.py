@@ -32,7 +32,7 @@ from server.distill.losses import distillation_loss, gradable_loss
 from server.distill.monitors import Probe, RetentionGuard, measure
 from server.distill.projectors import FeatureAligner, auto_layer_map
 from server.distill.sampling import class_of, epoch_indices
-from server.distill.state import load_state, save_state
+from server.distill.state import load_state, read_info, save_state
 
 Reporter = Callable[[str, int, int], None]
 """Progress callback: (description, done, total)."""
@@ -134,7 +134,13 @@ class Trainer:
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         tc = config.train
         self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-        self.steps_per_epoch = max(len(train) // self.world // tc.batch_size, 1)
+        if tc.batch_size % self.world:
+            raise ValueError(
+                f"train.batch_size {tc.batch_size} must divide evenly over {self.world} processes"
+            )
+        # under torchrun each process takes its share of every batch: same global batch
+        self.rank_batch = tc.batch_size // self.world
+        self.steps_per_epoch = max(len(train) // tc.batch_size, 1)
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.guard = RetentionGuard(config.monitor)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -151,6 +157,9 @@ class Trainer:
         if self.teacher is not None and tc.cache_teacher:
             self.cached = self._teacher_outputs_unaugmented()
         self.probe = self._make_probe()
+        self.teacher_val: dict[str, float] | None = None
+        if self.teacher is not None:
+            self.teacher_val = point_metrics(predict(self.teacher, val, spec, device=self.device))
 
     # ----------------------------------------------------------------------------------- setup
     def _make_aligner(self) -> FeatureAligner | None:
@@ -170,7 +179,11 @@ class Trainer:
         if self.aligner is None or not self.cfg.monitor.enabled:
             return None
         v = self.val_set
-        keep = np.flatnonzero(v.gradable & (v.grade >= 0))[: self.cfg.monitor.probe_size]
+        labelled = np.flatnonzero(v.gradable & (v.grade >= 0))
+        # a fixed random draw across sites and grades, the same for every run with this seed
+        rng = np.random.default_rng(self.cfg.seed)
+        size = min(self.cfg.monitor.probe_size, len(labelled))
+        keep = np.sort(rng.choice(labelled, size=size, replace=False))
         x = torch.from_numpy(self.spec.normalise(v.images[keep])).to(self.device)
         return Probe(x=x, grade=torch.from_numpy(v.grade[keep].astype(np.int64)).to(self.device))
 
@@ -205,10 +218,15 @@ class Trainer:
         lc = self.cfg.loss
         s = self.guard.strength
         return {
-            "alpha": min(lc.alpha.at(progress) + s.alpha_shift, 0.95) if self.teacher else 0.0,
+            "alpha": self._alpha(lc.alpha.at(progress), s.alpha_shift) if self.teacher else 0.0,
             "temperature": lc.temperature.at(progress),
             "feature_weight": lc.feature_weight * s.feature_scale,
         }
+
+    @staticmethod
+    def _alpha(configured: float, shift: float) -> float:
+        # the guard raises alpha up to 0.95, never above what was configured beyond that
+        return min(configured + shift, max(configured, 0.95))
 
     def _batch(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
@@ -260,15 +278,18 @@ class Trainer:
     def _resume(self, result: FitResult) -> int:
         if self.out_dir is None:
             return 0
-        info = load_state(self.out_dir / "checkpoint", self._modules(), self.optimizer)
+        directory = self.out_dir / "checkpoint"
+        info = read_info(directory)
         if info is None:
             return 0
-        if info["config_digest"] != self._config_digest():
+        if info.get("config_digest") != self._config_digest():
             raise ValueError(
                 f"{self.out_dir}: holds a run with different settings; choose another output "
                 "directory or delete it to start over"
             )
+        load_state(directory, info, self._modules(), self.optimizer)
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **info["scheduler"]})
+        self.scaler.load_state_dict(info["scaler"])
         self.guard.load_state(info["guard"])
         result.history = info["history"]
         result.events = info["events"]
@@ -290,6 +311,7 @@ class Trainer:
                 "config_digest": self._config_digest(),
                 "scheduler": sched,
                 "guard": self.guard.state(),
+                "scaler": self.scaler.state_dict(),
                 "history": result.history,
                 "events": result.events,
                 "epoch_seconds": result.epoch_seconds,
@@ -328,7 +350,7 @@ class Trainer:
             t0 = time.perf_counter()
             losses = []
             for b in range(self.steps_per_epoch):
-                idx = order[b * tc.batch_size : (b + 1) * tc.batch_size]
+                idx = order[b * self.rank_batch : (b + 1) * self.rank_batch]
                 losses.append(self._train_step(idx, gen, epoch * self.steps_per_epoch + b))
                 if self.report:
                     self.report(f"epoch {epoch + 1}/{tc.epochs}", b + 1, self.steps_per_epoch)
@@ -350,6 +372,11 @@ class Trainer:
             "strength": self.guard.strength.as_dict(),
             "val": val,
         }
+        if self.teacher_val is not None:
+            # performance decay from this generation's teacher, tracked as training goes
+            record["decay"] = {
+                k: val[k] / max(self.teacher_val[k], 1e-9) for k in ("accuracy", "kappa")
+            }
         if self.probe is not None and self.teacher is not None and self.aligner is not None:
             t0 = time.perf_counter()
             values = measure(self.student, self.teacher, self.aligner, self.probe)

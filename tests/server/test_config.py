@@ -40,8 +40,18 @@ def test_yaml_is_data_only(tmp_path: Path) -> None:
 
 
 def test_cached_teacher_conflicts_with_feature_distillation() -> None:
-    with pytest.raises(ConfigError, match="feature distillation needs the live teacher"):
+    with pytest.raises(ConfigError, match="need the live teacher"):
         parse_config({"train": {"cache_teacher": True}})
+    with pytest.raises(ConfigError, match="need the live teacher"):
+        parse_config({"train": {"cache_teacher": True}, "loss": {"feature_weight": 0}})
+    ok = parse_config(
+        {
+            "train": {"cache_teacher": True},
+            "loss": {"feature_weight": 0},
+            "monitor": {"enabled": False},
+        }
+    )
+    assert ok.train.cache_teacher
 
 
 def test_schedules_move_between_ends() -> None:

@@ -15,6 +15,15 @@ def test_cka_is_one_for_identical_and_invariant_to_scale() -> None:
     assert linear_cka(x, x) == pytest.approx(1.0)
     assert linear_cka(x, 3 * x) == pytest.approx(1.0)
     assert linear_cka(x, torch.randn(32, 10)) < 0.9
+    # wide features (as at 128 px) go through N x N Grams: equal to the feature-space formula
+    a, b = torch.randn(16, 30000), torch.randn(16, 20000)
+    ac, bc = (a - a.mean(0)).double(), (b - b.mean(0)).double()
+    small = float(
+        (ac[:, :50].T @ bc[:, :40]).norm() ** 2
+        / ((ac[:, :50].T @ ac[:, :50]).norm() * (bc[:, :40].T @ bc[:, :40]).norm())
+    )
+    assert linear_cka(a[:, :50], b[:, :40]) == pytest.approx(small)
+    assert 0 < linear_cka(a, b) < 1
 
 
 def test_guard_waits_for_warmup_then_alerts_adjusts_and_follows_up() -> None:

@@ -32,6 +32,33 @@ def test_resume_refuses_a_run_directory_with_other_settings(
     assert state["epoch"] == 1
     with pytest.raises(ValueError, match="different settings"):
         run(_cfg(tiny_data, tiny_teacher, tmp_path, lr=0.1), log=lambda s: None)
+    # another architecture in the same directory: the same clear message, not a shape error
+    other = _cfg(tiny_data, tiny_teacher, tmp_path, epochs=1).model_dump(mode="json")
+    other["student"]["config"]["width"] = 8
+    with pytest.raises(ValueError, match="different settings"):
+        run(parse_config(other), log=lambda s: None)
+
+
+def test_a_crash_while_saving_leaves_the_previous_state_whole(
+    tiny_data: Path, tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.distill import state as state_mod
+
+    run(_cfg(tiny_data, tiny_teacher, tmp_path, epochs=1), log=lambda s: None)
+    real_replace = state_mod.os.replace
+
+    def die_before_commit(src: Any, dst: Any) -> None:
+        if str(dst).endswith("state.json"):
+            raise KeyboardInterrupt  # killed after the weights, before the JSON
+        real_replace(src, dst)
+
+    monkeypatch.setattr(state_mod.os, "replace", die_before_commit)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(tiny_data, tiny_teacher, tmp_path), log=lambda s: None, resume=False)
+    monkeypatch.undo()
+    info = state_mod.read_info(tmp_path / "checkpoint")
+    assert info is not None and info["epoch"] == 1  # still the committed epoch-1 state
+    assert (tmp_path / "checkpoint" / info["weights"]).is_file()
 
 
 def test_resume_after_interruption_matches(
@@ -86,19 +113,35 @@ def test_run_directory_holds_what_the_design_says(
     assert meta["lineage"][0]["name"] == "teacher"
 
 
-def test_mixed_precision_and_cached_teacher_paths_train(
+def test_mixed_precision_runs_under_bf16_autocast(
+    tiny_data: Path, tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[torch.dtype | None] = []
+    real = torch.autocast
+
+    def spy(device_type: str, dtype: torch.dtype | None = None, **kw: Any) -> Any:
+        seen.append(dtype)
+        return real(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    cfg = _cfg(tiny_data, tiny_teacher, tmp_path, precision="mixed", epochs=1)
+    assert run(cfg, log=lambda s: None).checkpoint.is_file()
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_cached_teacher_outputs_train_a_student(
     tiny_data: Path, tiny_teacher: Path, tmp_path: Path
 ) -> None:
-    cfg = _cfg(tiny_data, tiny_teacher, tmp_path / "bf16", precision="mixed", epochs=1)
-    assert run(cfg, log=lambda s: None).metrics["student"]["val"]["accuracy"]["value"] >= 0
     cfg = parse_config(
         {
-            **_cfg(tiny_data, tiny_teacher, tmp_path / "cached", epochs=1).model_dump(mode="json"),
+            **_cfg(tiny_data, tiny_teacher, tmp_path, epochs=1).model_dump(mode="json"),
             "train": {"epochs": 1, "batch_size": 32, "threads": 1, "cache_teacher": True},
             "loss": {"feature_weight": 0.0},
+            "monitor": {"enabled": False},
         }
     )
-    assert run(cfg, log=lambda s: None).checkpoint.is_file()
+    out = run(cfg, log=lambda s: None)
+    assert out.checkpoint.is_file() and out.metrics["paired"]["split"] == "test"
 
 
 @pytest.mark.gpu
