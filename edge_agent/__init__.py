@@ -1,1 +1,3 @@
 """The device side: bundles, runtime, service (filled in by the edge-agent issue)."""
+
+__all__: list[str] = []

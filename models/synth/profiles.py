@@ -30,7 +30,7 @@ class SiteProfile:
     """Share of images too poor to grade."""
     dust: float = 1.5
     """Mean number of dust spots on the lens (dark dots that are not lesions)."""
-    label_noise: float = 0.06
+    label_noise: float = 0.08
     """Share of gradable images whose recorded grade is one step off (grader disagreement)."""
 
     def __post_init__(self) -> None:

@@ -133,6 +133,8 @@ class SearchConfig(_Strict):
     fraction: float = Field(0.5, gt=0, le=1)
     """Share of the training images each trial uses."""
     metric: Literal["accuracy", "kappa", "referable_auc"] = "accuracy"
+    compare_without_teacher: bool = True
+    """Also run the same short trial with no teacher, and warn when no setting beats it."""
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:

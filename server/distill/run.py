@@ -180,7 +180,10 @@ def run(
         "alerts": sum(1 for e in fit.events if e["event"] == "alert"),
     }
     if search_result:
-        results["search"] = search_result["best"]
+        results["search"] = {
+            **search_result["best"],
+            "teacher_helps": search_result.get("teacher_helps"),
+        }
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     if fit.history:
         from server.distill.plots import plot_monitors

@@ -46,26 +46,26 @@ def search_temperature(
             "monitor": cfg.monitor.model_copy(update={"enabled": False}),
         }
     )
+    device = pick_device(cfg.train.device)
+
+    def trial(c: DistillConfig, with_teacher: bool) -> dict[str, float]:
+        torch.manual_seed(cfg.seed)
+        student = build_model(cfg.student.name, cfg.student.config)
+        t = teacher if with_teacher else None
+        fit = Trainer(c, student, t, spec, subset, splits.val, None).fit(resume=False)
+        return point_metrics(predict(fit.student, splits.val, spec, device=device))
+
     trials: list[Trial] = []
     grid = list(itertools.product(sc.temperatures, sc.alphas))
     for i, (t, a) in enumerate(grid, 1):
-        c = trial_cfg.model_copy(
-            update={
-                "loss": trial_cfg.loss.model_copy(
-                    update={"alpha": Schedule(start=a), "temperature": Schedule(start=t)}
-                )
-            }
+        loss = trial_cfg.loss.model_copy(
+            update={"alpha": Schedule(start=a), "temperature": Schedule(start=t)}
         )
-        torch.manual_seed(cfg.seed)
-        student = build_model(cfg.student.name, cfg.student.config)
-        fit = Trainer(c, student, teacher, spec, subset, splits.val, None).fit(resume=False)
-        m = point_metrics(
-            predict(fit.student, splits.val, spec, device=pick_device(cfg.train.device))
-        )
+        m = trial(trial_cfg.model_copy(update={"loss": loss}), with_teacher=True)
         trials.append(Trial(temperature=t, alpha=a, val=m))
         log(f"search {i}/{len(grid)}: T={t} alpha={a} -> val {sc.metric} {m[sc.metric]:.3f}")
     best = max(trials, key=lambda r: (r.val[sc.metric], r.val["kappa"]))
-    return {
+    result: dict[str, Any] = {
         "metric": sc.metric,
         "trials": [asdict(r) for r in trials],
         "best": {
@@ -74,3 +74,17 @@ def search_temperature(
             sc.metric: best.val[sc.metric],
         },
     }
+    if sc.compare_without_teacher:
+        # the honest reference: the same short run with no teacher at all
+        alone = trial(trial_cfg, with_teacher=False)
+        result["without_teacher"] = alone
+        result["teacher_helps"] = best.val[sc.metric] > alone[sc.metric]
+        log(
+            f"search: without a teacher -> val {sc.metric} {alone[sc.metric]:.3f}"
+            + (
+                ""
+                if result["teacher_helps"]
+                else "  WARNING: no setting beat training without the teacher at this budget"
+            )
+        )
+    return result
