@@ -21,7 +21,17 @@ def test_projector_maps_student_shape_to_teacher_shape() -> None:
     proj = aligner.project(st)
     assert proj["stage3"].shape == tt["stage3"].shape
     assert proj["stage4"].shape == tt["stage4"].shape
-    assert float(aligner.loss(st, tt)) > 0
+    # the projectors can learn the mapping: a few steps on fixed features cut the loss
+    st = {k: v.detach() for k, v in st.items()}
+    tt = {k: v.detach() for k, v in tt.items()}
+    opt = torch.optim.Adam(aligner.parameters(), lr=0.05)
+    first = aligner.loss(st, tt).item()
+    for _ in range(40):
+        opt.zero_grad()
+        loss = aligner.loss(st, tt)
+        loss.backward()
+        opt.step()
+    assert aligner.loss(st, tt).item() < 0.5 * first
 
 
 def test_cosine_loss_is_zero_for_aligned_features() -> None:
@@ -29,7 +39,7 @@ def test_cosine_loss_is_zero_for_aligned_features() -> None:
     aligner = FeatureAligner({"a": "b"}, s_taps, {"b": (4, 2, 2)}).eval()
     x = torch.randn(3, 4, 2, 2)
     target = aligner.project({"a": x})["b"].detach()
-    assert float(aligner.loss({"a": x}, {"b": target})) == pytest.approx(0.0, abs=1e-5)
+    assert aligner.loss({"a": x}, {"b": target}).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_layer_map_with_unknown_tap_is_named() -> None:

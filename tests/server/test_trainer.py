@@ -178,9 +178,9 @@ def test_torchrun_two_processes_train_one_student(
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["student"]["parameters"] > 0
-    # each process took half of every epoch: half the single-process step count
+    # each process took half of every batch: the same steps per epoch as one process
     steps = json.loads((tmp_path / "ddp" / "monitor.jsonl").read_text().splitlines()[0])["step"]
-    assert steps == (len_train(tiny_data) // 2) // 32
+    assert steps == len_train(tiny_data) // 32
 
 
 def len_train(data: Path) -> int:
