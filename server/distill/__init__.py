@@ -2,7 +2,7 @@
 
 from server.distill.config import ConfigError, DistillConfig, load_config, parse_config
 from server.distill.run import RunOutcome, run
-from server.distill.trainer import FitResult, Trainer
+from server.distill.trainer import FitResult, Trainer, TrainingData
 
 __all__ = [
     "ConfigError",
@@ -10,6 +10,7 @@ __all__ = [
     "FitResult",
     "RunOutcome",
     "Trainer",
+    "TrainingData",
     "load_config",
     "parse_config",
     "run",

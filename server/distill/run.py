@@ -19,7 +19,13 @@ from server.distill.config import DistillConfig, Schedule, dump_config
 from server.distill.data import Splits, load_splits
 from server.distill.scoring import HEADLINE, ScoreOptions, compare, score_model
 from server.distill.search import search_temperature
-from server.distill.trainer import Reporter, Trainer, init_distributed, pick_device
+from server.distill.trainer import (
+    Reporter,
+    Trainer,
+    TrainingData,
+    init_distributed,
+    pick_device,
+)
 
 Log = Callable[[str], None]
 
@@ -130,9 +136,8 @@ def run(
 
     torch.manual_seed(cfg.seed)  # initial weights and projectors depend on the seed alone
     student = build_model(cfg.student.name, cfg.student.config)
-    trainer = Trainer(
-        cfg, student, teacher, spec, splits.train, splits.val, out, report=report, log=log
-    )
+    data = TrainingData(spec, splits.train, splits.val)
+    trainer = Trainer(cfg, student, teacher, data, out, report=report, log=log)
     t0 = time.perf_counter()
     fit = trainer.fit(resume=resume)
     train_seconds = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from models.preprocess import PreprocessSpec
 from server.distill.config import DistillConfig, Schedule
 from server.distill.data import Splits
 from server.distill.evaluate import point_metrics, predict
-from server.distill.trainer import Trainer, pick_device
+from server.distill.trainer import Trainer, TrainingData, pick_device
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,13 @@ def search_temperature(
         }
     )
     device = pick_device(cfg.train.device)
+    data = TrainingData(spec, subset, splits.val)
 
     def trial(c: DistillConfig, with_teacher: bool) -> dict[str, float]:
         torch.manual_seed(cfg.seed)
         student = build_model(cfg.student.name, cfg.student.config)
         t = teacher if with_teacher else None
-        fit = Trainer(c, student, t, spec, subset, splits.val, None).fit(resume=False)
+        fit = Trainer(c, student, t, data, None).fit(resume=False)
         return point_metrics(predict(fit.student, splits.val, spec, device=device))
 
     trials: list[Trial] = []

@@ -95,6 +95,15 @@ class FitResult:
     layer_map: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a trainer learns from: images, their preprocessing, and the validation split."""
+
+    spec: PreprocessSpec
+    train: FundusArrays
+    val: FundusArrays
+
+
 class Trainer:
     """Trains ``student`` on ``train`` (from ``teacher`` when given), checking on ``val``."""
 
@@ -103,9 +112,7 @@ class Trainer:
         config: DistillConfig,
         student: FundusNet,
         teacher: FundusNet | None,
-        spec: PreprocessSpec,
-        train: FundusArrays,
-        val: FundusArrays,
+        data: TrainingData,
         out_dir: Path | None,
         *,
         report: Reporter | None = None,
@@ -121,6 +128,7 @@ class Trainer:
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
+        spec, train, val = data.spec, data.train, data.val
         self.spec = spec
         self.train_set, self.val_set = train, val
         self.out_dir = out_dir
