@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SUITE = ["benchmarks.synth_speed", "benchmarks.distill_acceptance"]
+SUITE = ["benchmarks.synth_speed", "benchmarks.distill_acceptance", "benchmarks.export_acceptance"]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from server.summary import print_run_summary
 SIZE = 64
 PER_SITE = 2000
 SEED = 0
-BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210}
+BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90}
 """Stated time budget per stage on 2 CPU cores."""
 
 
@@ -78,7 +78,7 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     timings: dict[str, float] = {}
     sites = list(SITES)
 
-    console.rule("stage 1/3: synthetic data")
+    console.rule("stage 1/4: synthetic data")
     t0 = time.perf_counter()
     data = workdir / "data"
     if not fresh and dataset_matches(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED):
@@ -88,8 +88,8 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     timings["data"] = time.perf_counter() - t0
 
     for stage, name, cfg in (
-        ("stage 2/3: teacher", "teacher", teacher_config(workdir)),
-        ("stage 3/3: distillation", "student", student_config(workdir)),
+        ("stage 2/4: teacher", "teacher", teacher_config(workdir)),
+        ("stage 3/4: distillation", "student", student_config(workdir)),
     ):
         console.rule(stage)
         t0 = time.perf_counter()
@@ -104,6 +104,11 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         timings[name if name == "teacher" else "distill"] = time.perf_counter() - t0
         print_run_summary(metrics, cfg.out, console)
 
+    console.rule("stage 4/4: export")
+    t0 = time.perf_counter()
+    exported = _export_stage(workdir / "student", fresh=fresh, console=console)
+    timings["export"] = time.perf_counter() - t0
+
     lines = [
         f"{stage:8s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
         for stage, seconds in timings.items()
@@ -113,5 +118,27 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         f"data:     {data}",
         f"teacher:  {workdir / 'teacher'}",
         f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
+        f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
     ]
     console.print(Panel("\n".join(lines), title="fovea demo: done"))
+
+
+def _export_stage(run_dir: Path, *, fresh: bool, console: Console) -> Path:
+    """The demo student to ONNX fp32/fp16/INT8 (reused when its export.json is newer)."""
+    from server.export import ExportConfig, export
+    from server.export.report import EXPORT_FILE, print_export_summary
+
+    out = run_dir / "export"
+    done = out / EXPORT_FILE
+    if (
+        not fresh
+        and done.is_file()
+        and done.stat().st_mtime >= (run_dir / "student.json").stat().st_mtime
+    ):
+        console.print(f"reusing {out} (delete it, or pass --fresh, to export again)")
+        report = json.loads(done.read_text())
+    else:
+        with console.status("exporting ...") as status:
+            report = export(run_dir, out, ExportConfig(), log=lambda s: status.update(s)).report
+    print_export_summary(report, str(out), console)
+    return out

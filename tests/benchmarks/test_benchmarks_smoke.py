@@ -40,3 +40,19 @@ def test_distill_acceptance_quick(tmp_path: Path) -> None:
     assert 0 < result["monitors"]["share_of_epoch"] < 1
     table = (tmp_path / "distill_acceptance_quick.md").read_text()
     assert "distilled - scratch accuracy" in table
+
+
+@pytest.mark.slow
+def test_export_acceptance_quick(tiny_teacher: Path, tmp_path: Path) -> None:
+    """The export benchmark on a tiny run directory (a teacher run stands in for a student)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_teacher.parent, run_dir)
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(run_dir / f"teacher{suffix}", run_dir / f"student{suffix}")
+    _run(["benchmarks.export_acceptance", "--quick", "--run", str(run_dir)], tmp_path)
+    written = list(tmp_path.glob("export_acceptance*.json"))
+    assert written, "no result file"
+    result = json.loads(written[0].read_text())
+    assert "int8" in json.dumps(result)

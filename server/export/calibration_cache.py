@@ -1,0 +1,86 @@
+"""INT8 activation ranges: as JSON, and as a TensorRT calibration cache in its text format."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+QMAX = 127
+DEFAULT_TRT_VERSION = "8.5.2"
+
+
+def activation_scales(qdq: onnx.ModelProto) -> dict[str, float]:
+    """Per-tensor scale of each activation a symmetric Q/DQ model quantizes (not weights)."""
+    inits = {i.name: i for i in qdq.graph.initializer}
+    scales: dict[str, float] = {}
+    for node in qdq.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        if scale.size == 1:
+            scales[node.input[0]] = float(scale.reshape(()))
+    return scales
+
+
+def calibrated_scales(ort_cache: Path) -> dict[str, float]:
+    """Symmetric scale (max |range| / 127) of every tensor ONNX Runtime calibrated.
+
+    TensorRT's implicit INT8 needs a range for each activation, not only for the inputs of the
+    layers a Q/DQ model quantizes, so the cache is written from the full calibration.
+    """
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    scales = {}
+    for name, data in load_tensors_data(ort_cache).data.items():
+        lo, hi = data.range_value
+        amax = max(abs(float(np.asarray(lo).max())), abs(float(np.asarray(hi).max())))
+        if amax > 0:
+            scales[name] = amax / QMAX
+    return scales
+
+
+def trt_header(version: str = DEFAULT_TRT_VERSION) -> str:
+    """``TRT-8502-EntropyCalibration2`` for 8.5.2: major, minor, then the patch on 2 digits."""
+    try:
+        major, minor, patch = (int(p) for p in version.split(".")[:3])
+    except ValueError:
+        raise ValueError(f"TensorRT version must be MAJOR.MINOR.PATCH, got {version!r}") from None
+    return f"TRT-{major}{minor}{patch:02d}-EntropyCalibration2"
+
+
+def scale_hex(scale: float) -> str:
+    """The big-endian float32 bits of ``scale`` as 8 lower-case hex digits."""
+    return struct.pack(">f", np.float32(scale)).hex()
+
+
+def write_ranges(
+    scales: dict[str, float],
+    json_path: Path,
+    cache_path: Path,
+    trt_version: str = DEFAULT_TRT_VERSION,
+) -> None:
+    """``int8_ranges.json`` (scale and dynamic range = scale x 127) and the TensorRT cache."""
+    ranges = {name: {"scale": s, "range": s * QMAX} for name, s in sorted(scales.items())}
+    json_path.write_text(
+        json.dumps(
+            {"schema_version": 1, "symmetric": True, "qmax": QMAX, "tensors": ranges}, indent=2
+        )
+    )
+    lines = [trt_header(trt_version)]
+    lines += [f"{name}: {scale_hex(s)}" for name, s in sorted(scales.items())]
+    cache_path.write_text("\n".join(lines) + "\n")
+
+
+def read_cache(path: Path) -> tuple[str, dict[str, float]]:
+    """(header, tensor -> scale) from a TensorRT text calibration cache."""
+    header, *rows = path.read_text().splitlines()
+    scales = {}
+    for row in rows:
+        name, _, hexval = row.rpartition(": ")
+        scales[name] = float(struct.unpack(">f", bytes.fromhex(hexval))[0])
+    return header, scales

@@ -1,0 +1,217 @@
+"""Symmetric Q/DQ INT8 (ONNX Runtime quantize_static), calibrated and checked against a budget.
+
+The calibration method is chosen by accuracy on a selection split; when INT8 still loses more
+than the budget, the most sensitive layers (each measured quantized alone) stay in float, one
+more at a time, until it fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from models.datasets.arrays import FundusArrays
+from models.preprocess import PreprocessSpec
+from server.export.onnx_export import INPUT_NAME
+from server.export.scoring import predict_onnx, run_outputs, score, session
+
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+METHODS = {
+    "MinMax": CalibrationMethod.MinMax,
+    "Entropy": CalibrationMethod.Entropy,
+    "Percentile": CalibrationMethod.Percentile,
+}
+Log = Callable[[str], None]
+
+
+class CalibrationError(ValueError):
+    """A calibration set that cannot be used; the message names its source."""
+
+
+class _Reader(CalibrationDataReader):
+    """Feeds normalised images to ONNX Runtime's calibrators in small batches."""
+
+    def __init__(self, x: np.ndarray, batch_size: int = 16) -> None:
+        self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def check_calibration(x: np.ndarray, size: int, minimum: int, source: str) -> None:
+    """Raise :class:`CalibrationError` when ``x`` is not enough N x 3 x size x size floats."""
+    if x.ndim != 4 or x.shape[1:] != (3, size, size):
+        raise CalibrationError(
+            f"calibration images from {source} have shape {tuple(x.shape[1:])} after "
+            f"preprocessing; the model expects (3, {size}, {size})"
+        )
+    if len(x) < minimum:
+        raise CalibrationError(
+            f"calibration set from {source} has {len(x)} images; at least {minimum} are needed "
+            "(lower calibration.min_calibration only for tests)"
+        )
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence ONNX Runtime's quantization chatter (root-logger warnings, calibration prints)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_qdq(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    method: str,
+    *,
+    exclude: list[str] | None = None,
+    cache: Path | None = None,
+) -> Path:
+    """Symmetric INT8 Q/DQ: zero-points 0, per-channel QInt8 weights, int8 activations."""
+    with quiet():
+        _quantize_qdq(src, dst, calib, method, exclude, cache)
+    return dst
+
+
+def _quantize_qdq(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    method: str,
+    exclude: list[str] | None,
+    cache: Path | None,
+) -> None:
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(calib) if cache is None or not cache.is_file() else None,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        nodes_to_exclude=exclude or [],
+        calibrate_method=METHODS[method],
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        calibration_cache_path=cache,
+    )
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    """Names of the nodes INT8 quantization touches, in graph order."""
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in QUANTIZED_OPS]
+
+
+@dataclass(frozen=True)
+class SelectionSet:
+    """Held-out images (not calibration, not the reported split) to choose settings on."""
+
+    arrays: FundusArrays
+    spec: PreprocessSpec
+    referral_threshold: float
+
+    def accuracy(self, path: Path) -> float:
+        """Accuracy (points) of the ONNX model at ``path`` on this set."""
+        p = predict_onnx(session(path, 1), self.arrays, self.spec, self.referral_threshold)
+        return score(p)["accuracy"]
+
+
+@dataclass
+class Int8Result:
+    """The chosen INT8 model and how it was chosen."""
+
+    path: Path
+    method: str
+    fp32_accuracy: float
+    accuracy: float
+    budget: float
+    by_method: dict[str, float] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    ranges: Path | None = None
+    """ONNX Runtime's calibration ranges (JSON) for the chosen method."""
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether INT8 loses at most ``budget`` points on the selection set."""
+        return self.fp32_accuracy - self.accuracy <= self.budget + 1e-9
+
+
+def layer_sensitivity(
+    src: Path, work: Path, calib: np.ndarray, method: str, sample: np.ndarray, cache: Path
+) -> dict[str, float]:
+    """Mean |logit change| when each layer alone is quantized, largest first."""
+    ref = run_outputs(session(src, 1), sample)
+    nodes = quantizable_nodes(src)
+    out: dict[str, float] = {}
+    for node in nodes:
+        dst = work / "one-layer.onnx"
+        quantize_qdq(src, dst, calib, method, exclude=[n for n in nodes if n != node], cache=cache)
+        got = run_outputs(session(dst, 1), sample)
+        out[node] = float(np.mean([np.abs(got[k] - ref[k]).mean() for k in ref]))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    select: SelectionSet,
+    *,
+    methods: list[str],
+    budget: float,
+    max_excluded: int,
+    sensitivity_samples: int = 128,
+    work: Path,
+    log: Log = lambda s: None,
+) -> Int8Result:
+    """Calibrate with each method, keep the most accurate; fall back layer by layer if needed."""
+    fp32 = select.accuracy(src)
+    by_method: dict[str, float] = {}
+    for method in methods:
+        candidate = work / f"int8-{method}.onnx"
+        quantize_qdq(src, candidate, calib, method, cache=work / f"ranges-{method}.json")
+        by_method[method] = select.accuracy(candidate)
+        log(f"INT8 {method}: {by_method[method]:.2f}% (fp32 {fp32:.2f}%)")
+    method = max(by_method, key=lambda m: by_method[m])
+    best = work / f"int8-{method}.onnx"
+    result = Int8Result(dst, method, fp32, by_method[method], budget, by_method)
+    result.ranges = work / f"ranges-{method}.json"
+    if not result.within_budget and max_excluded > 0:
+        cache = result.ranges
+        sample = select.spec.normalise(select.arrays.images[:sensitivity_samples])
+        result.sensitivity = layer_sensitivity(src, work, calib, method, sample, cache)
+        ranked = list(result.sensitivity)
+        for k in range(1, min(max_excluded, len(ranked)) + 1):
+            candidate = work / f"int8-{method}-x{k}.onnx"
+            quantize_qdq(src, candidate, calib, method, exclude=ranked[:k], cache=cache)
+            acc = select.accuracy(candidate)
+            log(f"INT8 {method} with {k} layer(s) in float: {acc:.2f}%")
+            if acc > result.accuracy:
+                best, result.accuracy, result.excluded = candidate, acc, ranked[:k]
+            if result.within_budget:
+                break
+    best.replace(dst)
+    return result

@@ -1,0 +1,80 @@
+"""``export.json`` and the one-screen table printed after an export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SCHEMA_VERSION = 1
+EXPORT_FILE = "export.json"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def export_table(report: dict[str, Any]) -> Table:
+    """Per precision: size, parity, held-out accuracy and referral metrics, ORT speed."""
+    split = report["heldout"]["split"]
+    table = Table(title=f"export: held-out {split} ({report['heldout']['images']} images)")
+    for col in (
+        "precision",
+        "size",
+        "parity |err|",
+        "accuracy %",
+        "Δ vs fp32",
+        "sens %",
+        "spec %",
+        "batch-1 ms",
+        "batch-32 img/s",
+    ):
+        table.add_column(col, justify="left" if col == "precision" else "right")
+    for name, p in report["precisions"].items():
+        parity = p["parity"]
+        mark = "" if parity["passed"] else " [red](fail)[/red]"
+        drop = p["accuracy_drop"]
+        ok = "" if p["within_budget"] else " [red](over budget)[/red]"
+        speed = p["latency"]
+        table.add_row(
+            name,
+            _mib(p["size_bytes"]),
+            f"{parity['max_abs_error']:.2g}{mark}",
+            _pct(p["heldout"]["accuracy"]),
+            f"{-drop:+.2f}{ok}",
+            _pct(p["heldout"]["referable_sensitivity"]),
+            _pct(p["heldout"]["referable_specificity"]),
+            f"{speed['latency_ms_batch1']:.2f}",
+            f"{speed['throughput_img_s']:.0f}",
+        )
+    return table
+
+
+def print_export_summary(report: dict[str, Any], out: str, console: Console) -> None:
+    """The table, the INT8 choice, the engine status and where everything went."""
+    console.print(export_table(report))
+    int8 = report.get("int8")
+    if int8:
+        kept = ", ".join(int8["excluded"]) or "none"
+        console.print(
+            f"INT8: {int8['method']} calibration (by method: "
+            + ", ".join(f"{m} {a:.2f}%" for m, a in int8["by_method"].items())
+            + f"); layers kept in float: {kept}"
+        )
+    for p in report["precisions"].values():
+        if p["speed_note"]:
+            console.print(f"[yellow]note:[/yellow] {p['speed_note']}")
+    for engine in report["engines"]:
+        console.print(f"TensorRT {engine['precision']}: {engine['status']}")
+    lint = report["lint"]
+    errors = [i for i in lint if i["severity"] == "error"]
+    console.print(
+        f"TensorRT 8.5 lint: {len(errors)} error(s), {len(lint) - len(errors)} warning(s)"
+        + "".join(f"\n  {i['node']}: {i['message']}" for i in errors)
+    )
+    console.print(f"wrote [bold]{out}[/bold] (export.json, recipe.json, golden.npz, ...)")

@@ -1,0 +1,267 @@
+"""``export(run_dir, out_dir, config)``: a distilled student to everything a device needs.
+
+Everything is written into a temporary sibling directory and renamed into place at the end, so
+an interrupted export never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from models.datasets.arrays import FundusArrays
+from models.nets import load_checkpoint
+from models.nets.base import FundusNet
+from models.nets.checkpoint import CheckpointMeta
+from server.distill.config import ConfigError, load_config
+from server.distill.data import Splits, load_splits
+from server.export.calibration_cache import activation_scales, calibrated_scales, write_ranges
+from server.export.config import ExportConfig
+from server.export.dynamic import quantize_dynamic_int8
+from server.export.fp16 import convert_fp16
+from server.export.int8 import SelectionSet, check_calibration, quantize_int8
+from server.export.latency import onnx_speed
+from server.export.lint import lint_for_tensorrt85
+from server.export.onnx_export import ExportError, export_onnx
+from server.export.parity import GOLDEN_FILE, check_parity, write_golden
+from server.export.recipe import CALIBRATION_CACHE, engine_recipe
+from server.export.report import EXPORT_FILE, SCHEMA_VERSION
+from server.export.scoring import predict_onnx, score, session
+from server.export.tensorrt import build_engines
+
+Log = Callable[[str], None]
+
+
+class ExportInputError(ValueError):
+    """The run directory, checkpoint or data cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and what it measured (the content of ``export.json``)."""
+
+    out: Path
+    report: dict[str, Any]
+
+
+def _load_student(run_dir: Path) -> tuple[FundusNet, CheckpointMeta, Path]:
+    ckpt = run_dir / "student.json"
+    if not ckpt.is_file():
+        raise ExportInputError(
+            f"no student checkpoint at {ckpt}; is {run_dir} a `fovea distill` run directory?"
+        )
+    try:
+        model, meta = load_checkpoint(ckpt)
+    except Exception as e:  # safetensors raises its own types for a corrupt file
+        raise ExportInputError(f"cannot load checkpoint {ckpt}: {e}") from None
+    return model, meta, ckpt
+
+
+def _load_data(run_dir: Path) -> Splits:
+    path = run_dir / "config.yaml"
+    try:
+        cfg = load_config(path)
+        return load_splits(cfg.data, cfg.seed)
+    except (ConfigError, FileNotFoundError) as e:
+        raise ExportInputError(f"{path}: cannot read the run's data: {e}") from None
+
+
+def _sample(arrays: FundusArrays, n: int, seed: int) -> FundusArrays:
+    if len(arrays) <= n:
+        return arrays
+    keep = np.sort(np.random.default_rng(seed).choice(len(arrays), n, replace=False))
+    return arrays.subset(keep)
+
+
+def _write_validation(arrays: FundusArrays, path: Path, budget: float, threshold: float) -> None:
+    np.savez_compressed(
+        path,
+        schema_version=np.int64(1),
+        images=arrays.images,
+        grade=arrays.grade.astype(np.int64),
+        gradable=arrays.gradable.astype(np.bool_),
+        budget_points=np.float64(budget),
+        referral_threshold=np.float64(threshold),
+    )
+
+
+def _speed_note(name: str, fp32: dict[str, float], mine: dict[str, float]) -> str:
+    ratio = mine["throughput_img_s"] / max(fp32["throughput_img_s"], 1e-9)
+    if name != "fp32" and ratio < 1:
+        return (
+            f"{name} is {1 / ratio:.1f}x slower than fp32 in ONNX Runtime on this CPU; "
+            "measure on the target before choosing it"
+        )
+    return ""
+
+
+def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str, Any]:
+    model, meta, ckpt = _load_student(run_dir)
+    splits = _load_data(run_dir)
+    spec = meta.preprocess
+    threshold = float(meta.metrics.get("referral_threshold", 0.5))
+    heldout_name = "test" if splits.test is not None else "val"
+    heldout = splits.test if splits.test is not None else splits.val
+    if config.heldout_limit:
+        heldout = _sample(heldout, config.heldout_limit, config.seed)
+    calib_arrays = _sample(splits.train, config.calibration_size, config.seed)
+    if calib_arrays.size != spec.size:
+        raise ExportInputError(
+            f"calibration images in {run_dir / 'config.yaml'}'s data are {calib_arrays.size}px; "
+            f"{ckpt} expects {spec.size}px"
+        )
+    calib = spec.normalise(calib_arrays.images)
+    check_calibration(calib, spec.size, config.min_calibration, "the run's training split")
+
+    fp32 = tmp / "model.fp32.onnx"
+    log(f"exporting {ckpt} to ONNX (opset {config.opset})")
+    export_onnx(model, spec.size, fp32, opset=config.opset)
+    lint = lint_for_tensorrt85(onnx.load(str(fp32)))
+    golden_in = spec.normalise(_sample(heldout, config.golden_size, config.seed + 1).images)
+    write_golden(model, golden_in, tmp / GOLDEN_FILE)
+    _write_validation(
+        _sample(heldout, config.validation_size, config.seed + 2),
+        tmp / "validation.npz",
+        config.budget,
+        threshold,
+    )
+    parity = check_parity(session(fp32), tmp / GOLDEN_FILE, config.tolerance("fp32"))
+    if not parity.passed:
+        raise ExportError(f"{fp32}: ONNX Runtime disagrees with PyTorch: {parity.describe()}")
+
+    files = {"fp32": fp32}
+    extra: dict[str, Any] = {}
+    work = tmp / ".work"
+    work.mkdir()
+    if "fp16" in config.precisions:
+        log("converting to fp16 (float32 inputs and outputs)")
+        fp16 = convert_fp16(fp32, tmp / "model.fp16.onnx")
+        files["fp16"] = fp16.path
+        extra["fp16"] = {"clamped": fp16.clamped, "warnings": fp16.warnings}
+    if "int8" in config.precisions:
+        log("INT8: calibrating " + ", ".join(config.calibration_methods))
+        select = SelectionSet(splits.val, spec, threshold)
+        int8 = quantize_int8(
+            fp32,
+            tmp / "model.int8.onnx",
+            calib,
+            select,
+            methods=list(config.calibration_methods),
+            budget=config.budget,
+            max_excluded=config.max_excluded,
+            sensitivity_samples=config.sensitivity_samples,
+            work=work,
+            log=log,
+        )
+        files["int8"] = int8.path
+        scales = calibrated_scales(int8.ranges) if int8.ranges else {}
+        scales.update(activation_scales(onnx.load(str(int8.path))))
+        write_ranges(
+            scales,
+            tmp / "int8_ranges.json",
+            tmp / CALIBRATION_CACHE,
+        )
+        extra["int8"] = {
+            "method": int8.method,
+            "by_method": int8.by_method,
+            "selection_split": "val",
+            "selection_fp32_accuracy": int8.fp32_accuracy,
+            "selection_accuracy": int8.accuracy,
+            "excluded": int8.excluded,
+            "sensitivity": int8.sensitivity,
+        }
+    if "int8dyn" in config.precisions:
+        log("dynamic quantization")
+        files["int8dyn"] = quantize_dynamic_int8(fp32, tmp / "model.int8dyn.onnx")
+    shutil.rmtree(work)
+
+    precisions: dict[str, Any] = {}
+    for name, path in files.items():
+        log(f"scoring {name} on {len(heldout)} held-out images and timing it")
+        sess = session(path)
+        scores = score(predict_onnx(sess, heldout, spec, threshold))
+        par = check_parity(sess, tmp / GOLDEN_FILE, config.tolerance(name))
+        speed = onnx_speed(
+            path,
+            spec.size,
+            batch=config.throughput_batch,
+            runs=config.latency_runs,
+            threads=config.threads,
+        )
+        precisions[name] = {
+            "file": path.name,
+            "size_bytes": path.stat().st_size,
+            "parity": {
+                "max_abs_error": par.max_abs_error,
+                "worst_output": par.worst_output,
+                "tolerance": par.tolerance,
+                "passed": par.passed,
+            },
+            "heldout": scores,
+            "latency": speed.as_dict(),
+        }
+    base = precisions["fp32"]
+    for name, p in precisions.items():
+        p["size_ratio"] = p["size_bytes"] / base["size_bytes"]
+        p["accuracy_drop"] = base["heldout"]["accuracy"] - p["heldout"]["accuracy"]
+        allowed = config.fp16_budget if name == "fp16" else config.budget
+        p["within_budget"] = p["accuracy_drop"] <= allowed + 1e-9
+        p["speed_note"] = _speed_note(name, base["latency"], p["latency"])
+
+    recipe = engine_recipe(spec.size, config.tensorrt)
+    (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    engines = build_engines(tmp, recipe)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "checkpoint": str(ckpt),
+        "model": {"name": meta.name, "family": meta.family, "parameters": meta.parameters},
+        "preprocess": spec.model_dump(mode="json"),
+        "opset": config.opset,
+        "budget": {"int8_points": config.budget, "fp16_points": config.fp16_budget},
+        "operating_point": {"referral_threshold": threshold},
+        "heldout": {"split": heldout_name, "images": len(heldout)},
+        "calibration": {"split": "train", "images": len(calib)},
+        "precisions": precisions,
+        **extra,
+        "lint": [i.as_dict() for i in lint],
+        "engines": [e.as_dict() for e in engines],
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def export(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    config: ExportConfig | None = None,
+    *,
+    log: Log = lambda s: None,
+) -> ExportResult:
+    """Export the student of ``run_dir`` into ``out_dir`` (default ``run_dir/export``)."""
+    config = config or ExportConfig()
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        report = _build(run_dir, tmp, config, log)
+        (tmp / EXPORT_FILE).write_text(json.dumps(report, indent=2))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(out, report)

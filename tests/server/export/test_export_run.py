@@ -1,0 +1,114 @@
+"""``export()`` end to end on a tiny run dir: every artifact, the report, atomic output, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.export import ExportConfig, ExportInputError, export
+from server.export.calibration_cache import read_cache
+from server.export.int8 import CalibrationError
+
+ARTIFACTS = (
+    "model.fp32.onnx",
+    "model.fp16.onnx",
+    "model.int8.onnx",
+    "model.int8dyn.onnx",
+    "int8_ranges.json",
+    "calibration.cache",
+    "golden.npz",
+    "validation.npz",
+    "recipe.json",
+    "export.json",
+)
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tiny_run: Path,
+    small_config: Callable[..., ExportConfig],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    out = tmp_path_factory.mktemp("exp") / "export"
+    return export(tiny_run, out, small_config()).out
+
+
+def test_every_artifact_is_written(exported: Path) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == sorted(ARTIFACTS)
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_report_covers_every_precision(exported: Path) -> None:
+    report = json.loads((exported / "export.json").read_text())
+    assert report["schema_version"] == 1
+    assert set(report["precisions"]) == {"fp32", "fp16", "int8", "int8dyn"}
+    for name, p in report["precisions"].items():
+        assert p["size_bytes"] == (exported / p["file"]).stat().st_size
+        assert 0 <= p["heldout"]["accuracy"] <= 100
+        assert p["parity"]["max_abs_error"] >= 0, name
+        assert p["latency"]["latency_ms_batch1"] > 0
+    assert report["precisions"]["fp32"]["parity"]["passed"]
+    assert report["precisions"]["int8"]["size_ratio"] < 0.6
+    assert report["int8"]["method"] == "MinMax"
+    assert report["budget"]["int8_points"] == 1.0
+    assert "referral_threshold" in report["operating_point"]
+    assert {e["status"] for e in report["engines"]} <= {
+        "skipped: TensorRT not installed",
+        "skipped: no CUDA GPU",
+        "built",
+    }
+
+
+def test_golden_and_validation_sets(exported: Path) -> None:
+    with np.load(exported / "golden.npz") as g:
+        assert g["images"].shape == (4, 3, 32, 32) and g["grade_logits"].shape == (4, 5)
+    with np.load(exported / "validation.npz") as v:
+        assert v["images"].shape == (20, 32, 32, 3) and v["images"].dtype == np.uint8
+        assert float(v["budget_points"]) == 1.0
+
+
+def test_calibration_cache_matches_the_ranges(exported: Path) -> None:
+    header, scales = read_cache(exported / "calibration.cache")
+    ranges = json.loads((exported / "int8_ranges.json").read_text())["tensors"]
+    assert header == "TRT-8502-EntropyCalibration2"
+    assert "images" in scales and set(scales) == set(ranges)
+    for name, scale in scales.items():
+        assert scale * 127 == pytest.approx(ranges[name]["range"], rel=1e-6)
+
+
+def test_export_replaces_an_older_export(
+    tiny_run: Path, small_config: Callable[..., ExportConfig], tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export(tiny_run, out, small_config(precisions=["fp32"]))
+    assert not (out / "stale.txt").exists() and (out / "model.fp32.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_failed_export_leaves_nothing_that_looks_complete(
+    tiny_run: Path, small_config: Callable[..., ExportConfig], tmp_path: Path
+) -> None:
+    with pytest.raises(CalibrationError, match="at least 10000"):
+        export(tiny_run, tmp_path / "export", small_config(min_calibration=10000))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ExportInputError, match=str(tmp_path / "student.json")):
+        export(tmp_path, tmp_path / "out")
+
+
+def test_corrupt_weights_are_named(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "student.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ExportInputError, match=r"student\.json"):
+        export(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,104 @@
+"""INT8: symmetric Q/DQ, calibration checks, and the accuracy-aware fallback on a real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from models.datasets.arrays import FundusArrays
+from models.nets import load_checkpoint
+from server.distill.config import load_config
+from server.distill.data import load_splits
+from server.export.int8 import (
+    CalibrationError,
+    SelectionSet,
+    check_calibration,
+    quantizable_nodes,
+    quantize_int8,
+    quantize_qdq,
+)
+from server.export.onnx_export import export_onnx
+from server.export.scoring import predict_onnx, session
+
+
+@pytest.fixture(scope="module")
+def fp32_and_data(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, np.ndarray, SelectionSet]:
+    model, meta = load_checkpoint(tiny_run / "student.json")
+    path = export_onnx(model, meta.preprocess.size, tmp_path_factory.mktemp("m") / "m.onnx")
+    cfg = load_config(tiny_run / "config.yaml")
+    splits = load_splits(cfg.data, cfg.seed)
+    calib = meta.preprocess.normalise(splits.train.images[:64])
+    # label the selection images with fp32's own grades: any INT8 flip then costs accuracy
+    val = splits.val.subset(slice(0, 96))
+    own = predict_onnx(session(path, 1), val, meta.preprocess, 0.5).grade_logits.argmax(1)
+    val = FundusArrays(val.images, own, np.ones(len(val), bool), val.site, val.patient)
+    agreed = SelectionSet(val, meta.preprocess, 0.5)
+    return path, calib, agreed
+
+
+def test_qdq_is_symmetric_and_per_channel(
+    fp32_and_data: tuple[Path, np.ndarray, SelectionSet], tmp_path: Path
+) -> None:
+    src, calib, _ = fp32_and_data
+    dst = quantize_qdq(src, tmp_path / "q.onnx", calib, "MinMax")
+    proto = onnx.load(str(dst))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    qnodes = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qnodes
+    biases = {n.input[2] for n in proto.graph.node if n.op_type in ("Conv", "Gemm")}
+    for node in qnodes:
+        zero_point = inits[node.input[2]]
+        assert not zero_point.any(), node.name
+        # int8 everywhere but biases, which Q/DQ keeps as int32 (scale = input x weight scale)
+        assert zero_point.dtype == (np.int32 if node.output[0] in biases else np.int8), node.name
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    weight_dq = next(n for n in proto.graph.node if n.output[0] == conv.input[1])
+    channels = inits[weight_dq.input[0]].shape[0]
+    assert inits[weight_dq.input[1]].shape == (channels,)  # one scale per output channel
+
+
+def test_calibration_errors_name_the_source() -> None:
+    good = np.zeros((40, 3, 32, 32), np.float32)
+    check_calibration(good, 32, 32, "x.npz")
+    with pytest.raises(CalibrationError, match=r"x\.npz has 8 images; at least 32"):
+        check_calibration(good[:8], 32, 32, "x.npz")
+    with pytest.raises(CalibrationError, match=r"x\.npz.*\(3, 16, 16\).*\(3, 32, 32\)"):
+        check_calibration(np.zeros((40, 3, 16, 16), np.float32), 32, 32, "x.npz")
+
+
+def test_fallback_keeps_sensitive_layers_in_float(
+    fp32_and_data: tuple[Path, np.ndarray, SelectionSet], tmp_path: Path
+) -> None:
+    src, calib, select = fp32_and_data
+    # calibrating on near-black images gives ranges far too narrow: INT8 loses accuracy
+    bad = calib * 0.02
+    nodes = quantizable_nodes(src)
+    result = quantize_int8(
+        src,
+        tmp_path / "int8.onnx",
+        bad,
+        select,
+        methods=["MinMax"],
+        budget=0.0,
+        max_excluded=len(nodes),
+        sensitivity_samples=32,
+        work=tmp_path,
+    )
+    assert result.fp32_accuracy == 100.0
+    assert result.by_method["MinMax"] < 100.0  # the bad calibration hurt
+    assert result.excluded, "the fallback should have kept some layers in float"
+    assert result.accuracy > result.by_method["MinMax"]
+    assert set(result.sensitivity) == set(nodes)
+    assert list(result.sensitivity.values()) == sorted(result.sensitivity.values(), reverse=True)
+    proto = onnx.load(str(result.path))
+    by_name = {n.name: n for n in proto.graph.node}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for name in result.excluded:  # an excluded layer reads its weight directly, unquantized
+        weight = by_name[name].input[1]
+        assert weight not in producers or producers[weight].op_type != "DequantizeLinear"
