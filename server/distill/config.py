@@ -118,6 +118,9 @@ class MonitorConfig(_Strict):
     warmup_epochs: int = Field(1, ge=0)
     retention_threshold: float = Field(0.85, gt=0, le=1)
     max_adjustments: int = Field(3, ge=0)
+    min_gain: float = Field(0.02, ge=0)
+    """An alert adjusts the distillation only when retention rose less than this since the
+    previous evaluation (a student still climbing towards its teacher is left alone)."""
     feature_weight_factor: float = Field(1.5, ge=1)
     alpha_step: float = Field(0.1, ge=0, le=0.5)
     lr_factor: float = Field(0.7, gt=0, le=1)

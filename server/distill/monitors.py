@@ -113,6 +113,7 @@ class RetentionGuard:
     strength: Strength = field(default_factory=Strength)
     adjustments: int = 0
     pending: dict[str, Any] | None = None
+    last: float | None = None
 
     def check(
         self, epoch: int, values: dict[str, float], base_alpha: float
@@ -132,6 +133,8 @@ class RetentionGuard:
                 }
             )
             self.pending = None
+        gain = None if self.last is None else retention - self.last
+        self.last = retention
         if epoch <= self.config.warmup_epochs or retention >= self.config.retention_threshold:
             return events
         alert: dict[str, Any] = {
@@ -139,7 +142,12 @@ class RetentionGuard:
             "epoch": epoch,
             "retention": retention,
             "threshold": self.config.retention_threshold,
+            "gain": gain,
         }
+        if gain is not None and gain >= self.config.min_gain:
+            alert["action"] = f"none: retention still rising ({gain:+.3f} since last evaluation)"
+            events.append(alert)
+            return events
         if self.adjustments >= self.config.max_adjustments:
             alert["action"] = f"none: {self.adjustments} adjustments already made (max reached)"
             events.append(alert)
@@ -168,6 +176,7 @@ class RetentionGuard:
             "strength": self.strength.as_dict(),
             "adjustments": self.adjustments,
             "pending": self.pending,
+            "last": self.last,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -175,6 +184,7 @@ class RetentionGuard:
         self.strength = Strength(**state["strength"])
         self.adjustments = int(state["adjustments"])
         self.pending = state["pending"]
+        self.last = state.get("last")
 
 
 MeasureFn = Callable[[FundusNet, FundusNet, FeatureAligner, Probe], dict[str, float]]

@@ -37,9 +37,11 @@ def test_guard_waits_for_warmup_then_alerts_adjusts_and_follows_up() -> None:
     assert guard.strength.alpha_shift == pytest.approx(0.1)
     events = guard.check(3, {"retention": 0.6}, base_alpha=0.5)
     assert events[0]["event"] == "followup" and events[0]["change"] == pytest.approx(0.1)
-    assert "max reached" in events[1]["action"]  # second alert, no more adjustments
+    assert "still rising" in events[1]["action"]  # below threshold but climbing: left alone
+    events = guard.check(4, {"retention": 0.59}, base_alpha=0.5)
+    assert "max reached" in events[0]["action"]  # stalled again, but no adjustments left
     assert guard.strength.lr_scale == pytest.approx(0.7)
-    assert guard.check(4, {"retention": 0.9}, base_alpha=0.5) == []
+    assert guard.check(5, {"retention": 0.9}, base_alpha=0.5) == []
 
 
 def test_forced_low_retention_alerts_and_changes_training(
@@ -52,7 +54,12 @@ def test_forced_low_retention_alerts_and_changes_training(
             "student": {"name": "resnet", "config": {"width": 4, "depths": [1, 1, 1]}},
             "data": {"dir": str(tiny_data)},
             "train": {"epochs": 3, "batch_size": 32, "threads": 1},
-            "monitor": {"retention_threshold": 0.999, "warmup_epochs": 1, "probe_size": 16},
+            "monitor": {
+                "retention_threshold": 0.999,
+                "warmup_epochs": 1,
+                "probe_size": 16,
+                "min_gain": 1.0,
+            },
             "out": str(tmp_path),
             "bootstrap": 0,
         }
