@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--student", default="resnet-student")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--alpha", type=float, help="fixed alpha (with --temperature: no search)")
+    ap.add_argument("--temperature", type=float, help="fixed temperature")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     args = ap.parse_args()
     if args.quick:
@@ -134,30 +136,33 @@ def main() -> None:
         "teacher",
     )
 
-    print("search (seed 0) ...", flush=True)
-    search_out = work / "search"
-    if not (search_out / "search.json").is_file():
-        run(
-            parse_config(
-                _base(
-                    data,
-                    search_out,
-                    args,
-                    teacher=str(teacher),
-                    student={"name": args.student},
-                    train={"epochs": 1},
-                    monitor={"enabled": False},
-                    search={
-                        "enabled": True,
-                        "epochs": 2 if not args.quick else 1,
-                        "temperatures": [2.0, 3.5, 5.0],
-                        "alphas": [0.3, 0.6, 0.9],
-                    },
-                )
-            ),
-            log=lambda s: print(f"  [search] {s}", flush=True),
-        )
-    best = json.loads((search_out / "search.json").read_text())["best"]
+    if args.alpha is not None and args.temperature is not None:
+        best = {"alpha": args.alpha, "temperature": args.temperature, "searched": False}
+    else:
+        print("search (seed 0) ...", flush=True)
+        search_out = work / "search"
+        if not (search_out / "search.json").is_file():
+            run(
+                parse_config(
+                    _base(
+                        data,
+                        search_out,
+                        args,
+                        teacher=str(teacher),
+                        student={"name": args.student},
+                        train={"epochs": 1},
+                        monitor={"enabled": False},
+                        search={
+                            "enabled": True,
+                            "epochs": 2 if not args.quick else 1,
+                            "temperatures": [2.0, 3.5, 5.0],
+                            "alphas": [0.3, 0.6, 0.9],
+                        },
+                    )
+                ),
+                log=lambda s: print(f"  [search] {s}", flush=True),
+            )
+        best = json.loads((search_out / "search.json").read_text())["best"]
     loss = {"alpha": {"start": best["alpha"]}, "temperature": {"start": best["temperature"]}}
 
     runs: dict[str, dict[int, Path]] = {"distilled": {}, "scratch": {}}

@@ -20,6 +20,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet-teacher": ("resnet", {"width": 24, "depths": [2, 2, 2, 2]}),
     "resnet-teacher-small": ("resnet", {"width": 16, "depths": [1, 1, 2, 1]}),
     "resnet-student": ("resnet", {"width": 8, "depths": [1, 1, 1, 1]}),
+    "resnet-student-wide": ("resnet", {"width": 11, "depths": [1, 1, 1, 1]}),
     "mobilenetv2-student": (
         "mobilenetv2",
         {"channels": [12, 16, 24, 48], "depths": [1, 1, 2, 1], "expand": 3, "stem": 12},
