@@ -84,6 +84,7 @@ def _optics_matrix(size: int, site: SiteProfile) -> np.ndarray:
     if sigma > 0:
         ax = np.arange(size, dtype=np.float32)
         g = np.exp(-((ax[:, None] - ax[None]) ** 2) / (2 * sigma**2))
+        g[g < 1e-6] = 0.0  # far tails are denormal floats, which make matmul crawl
         m = (g / g.sum(1, keepdims=True)) @ m
     return m
 
