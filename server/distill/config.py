@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.settings import ConfigError as ConfigError
+from server.settings import read_yaml, validate
 
 SCHEMA_VERSION = 1
 
@@ -182,45 +185,14 @@ class DistillConfig(_Strict):
         return self
 
 
-def _describe(e: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid distillation config"]
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  unknown key {where!r}")
-        else:
-            lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the keys."""
-
-
 def parse_config(data: Any, source: str = "<config>") -> DistillConfig:
     """Validate a mapping (as read from YAML) into a :class:`DistillConfig`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"
-        )
-    try:
-        return DistillConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+    return validate(DistillConfig, data, source, "distillation config")
 
 
 def load_config(path: str | Path) -> DistillConfig:
     """Read and validate a YAML config (``yaml.safe_load``: data only, never code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path), str(path))
 
 
 def dump_config(config: DistillConfig) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.settings import ConfigError, read_yaml, validate
 
 Precision = Literal["fp32", "fp16", "int8", "int8dyn"]
 CalibrationName = Literal["MinMax", "Entropy", "Percentile"]
@@ -79,32 +80,15 @@ class ExportConfig(_Strict):
         return self.parity_atol.get(precision, 1.0)
 
 
-class ExportConfigError(ValueError):
-    """A config that cannot be used, with the file and field named."""
+ExportConfigError = ConfigError
+"""A config that cannot be used, with the file and field named."""
 
 
 def parse_export_config(data: Any, source: str = "<config>") -> ExportConfig:
     """Validate a mapping (as read from YAML) into an :class:`ExportConfig`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ExportConfigError(f"{source}: the top level must be a mapping")
-    try:
-        return ExportConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [
-            f"{source}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        ]
-        raise ExportConfigError("\n".join(lines)) from None
+    return validate(ExportConfig, data, source, "export config")
 
 
 def load_export_config(path: str | Path) -> ExportConfig:
     """Read a YAML export config (``yaml.safe_load``: data only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ExportConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_export_config(data, str(path))
+    return parse_export_config(read_yaml(path), str(path))

@@ -21,7 +21,9 @@ def test_defaults_follow_the_design() -> None:
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = tmp_path / "export.yaml"
     path.write_text("budget: 0.5\nbudjet: 2\n")
-    with pytest.raises(ExportConfigError, match=r"export.yaml: budjet"):
+    with pytest.raises(
+        ExportConfigError, match=r"export.yaml: invalid export config\n  unknown key 'budjet'"
+    ):
         load_export_config(path)
 
 
