@@ -24,6 +24,7 @@ from models.nets.checkpoint import CheckpointMeta
 from server.distill.config import ConfigError, load_config
 from server.distill.data import Splits, load_splits
 from server.export.calibration_cache import activation_scales, calibrated_scales, write_ranges
+from server.export.compact import compact_names
 from server.export.config import ExportConfig
 from server.export.dynamic import quantize_dynamic_int8
 from server.export.fp16 import convert_fp16
@@ -181,6 +182,10 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
     if "int8dyn" in config.precisions:
         log("dynamic quantization")
         files["int8dyn"] = quantize_dynamic_int8(fp32, tmp / "model.int8dyn.onnx")
+    for name in ("int8", "int8dyn"):
+        # after the ranges are read (they are keyed by the fp32 graph's tensor names)
+        if name in files:
+            compact_names(files[name])
     shutil.rmtree(work)
 
     precisions: dict[str, Any] = {}

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from server.export import ExportConfig, ExportInputError, export
 from server.export.calibration_cache import read_cache
+from server.export.compact import compact_names
 from server.export.int8 import CalibrationError
 
 ARTIFACTS = (
@@ -112,3 +115,24 @@ def test_corrupt_weights_are_named(tiny_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportInputError, match=r"student\.json"):
         export(run, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_compacted_int8_model_runs_identically(exported: Path, tmp_path: Path) -> None:
+    # the export compacts its int8 files; take the fp32 graph's names through the same step
+    src = tmp_path / "m.onnx"
+    shutil.copy(exported / "model.fp32.onnx", src)
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    before = ort.InferenceSession(str(src)).run(None, {"images": x})
+    size = src.stat().st_size
+    saved = compact_names(src)
+    after = ort.InferenceSession(str(src)).run(None, {"images": x})
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert saved > 0 and src.stat().st_size < size
+    g = onnx.load(str(src)).graph
+    assert [i.name for i in g.input] == ["images"]
+    assert [o.name for o in g.output] == ["grade_logits", "gradable_logit"]
+    assert all(len(n.name) <= 5 for n in g.node)
+    # the exported int8 file was compacted too
+    assert all(
+        n.name.startswith("n") for n in onnx.load(str(exported / "model.int8.onnx")).graph.node
+    )
