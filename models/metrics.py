@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class Estimate:
 
     def as_dict(self) -> dict[str, float]:
         """Plain mapping for JSON."""
-        return {"value": self.value, "low": self.low, "high": self.high}
+        return asdict(self)
 
 
 def _resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:

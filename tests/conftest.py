@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,29 @@ def tiny_teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def _one_thread() -> None:
     """Tests are small: one intra-op thread keeps them predictable on 2 cores."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _tiny_distill_config(
+    data: Path, teacher: Path | None, out: Path, **sections: dict[str, object]
+) -> Any:
+    """A distillation config for the tiny data: a 4-channel ResNet student, one thread.
+
+    Each keyword replaces that top-level section (``train``, ``monitor``, ``search`` ...).
+    """
+    from server.distill.config import parse_config
+
+    base: dict[str, object] = {
+        "teacher": str(teacher) if teacher else None,
+        "student": {"name": "resnet", "config": {"width": 4, "depths": [1, 1, 1]}},
+        "data": {"dir": str(data)},
+        "train": {"epochs": 2, "batch_size": 32, "threads": 1},
+        "out": str(out),
+        "bootstrap": 0,
+    }
+    return parse_config({**base, **sections})
+
+
+@pytest.fixture(scope="session")
+def distill_config() -> Any:
+    """Factory of tiny distillation configs: ``distill_config(data, teacher, out, **sections)``."""
+    return _tiny_distill_config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import onnx
 from onnx import TensorProto
@@ -37,7 +37,7 @@ class LintIssue:
 
     def as_dict(self) -> dict[str, str]:
         """Plain mapping for JSON."""
-        return {"severity": self.severity, "node": self.node, "message": self.message}
+        return asdict(self)
 
 
 def _opset(model: onnx.ModelProto) -> int:

@@ -1,12 +1,13 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from models.nets import build_model
 from server.distill import run
-from server.distill.config import MonitorConfig, parse_config
+from server.distill.config import MonitorConfig
 from server.distill.monitors import RetentionGuard, linear_cka
 
 
@@ -45,24 +46,20 @@ def test_guard_waits_for_warmup_then_alerts_adjusts_and_follows_up() -> None:
 
 
 def test_forced_low_retention_alerts_and_changes_training(
-    tiny_data: Path, tiny_teacher: Path, tmp_path: Path
+    tiny_data: Path, tiny_teacher: Path, tmp_path: Path, distill_config: Any
 ) -> None:
     """An unreachable threshold forces the alert path inside a real distillation run."""
-    cfg = parse_config(
-        {
-            "teacher": str(tiny_teacher),
-            "student": {"name": "resnet", "config": {"width": 4, "depths": [1, 1, 1]}},
-            "data": {"dir": str(tiny_data)},
-            "train": {"epochs": 3, "batch_size": 32, "threads": 1},
-            "monitor": {
-                "retention_threshold": 0.999,
-                "warmup_epochs": 1,
-                "probe_size": 16,
-                "min_gain": 1.0,
-            },
-            "out": str(tmp_path),
-            "bootstrap": 0,
-        }
+    cfg = distill_config(
+        tiny_data,
+        tiny_teacher,
+        tmp_path,
+        train={"epochs": 3, "batch_size": 32, "threads": 1},
+        monitor={
+            "retention_threshold": 0.999,
+            "warmup_epochs": 1,
+            "probe_size": 16,
+            "min_gain": 1.0,
+        },
     )
     run(cfg, log=lambda s: None)
     records = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]

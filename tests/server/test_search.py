@@ -1,24 +1,20 @@
 import json
 from pathlib import Path
+from typing import Any
 
 from server.distill import run
-from server.distill.config import parse_config
 
 
 def test_search_tries_the_grid_compares_with_no_teacher_and_is_reused(
-    tiny_data: Path, tiny_teacher: Path, tmp_path: Path
+    tiny_data: Path, tiny_teacher: Path, tmp_path: Path, distill_config: Any
 ) -> None:
-    cfg = parse_config(
-        {
-            "teacher": str(tiny_teacher),
-            "student": {"name": "resnet", "config": {"width": 4, "depths": [1, 1, 1]}},
-            "data": {"dir": str(tiny_data)},
-            "train": {"epochs": 1, "batch_size": 32, "threads": 1},
-            "monitor": {"enabled": False},
-            "search": {"enabled": True, "temperatures": [2.0, 5.0], "alphas": [0.8], "epochs": 1},
-            "out": str(tmp_path),
-            "bootstrap": 0,
-        }
+    cfg = distill_config(
+        tiny_data,
+        tiny_teacher,
+        tmp_path,
+        train={"epochs": 1, "batch_size": 32, "threads": 1},
+        monitor={"enabled": False},
+        search={"enabled": True, "temperatures": [2.0, 5.0], "alphas": [0.8], "epochs": 1},
     )
     logs: list[str] = []
     out = run(cfg, log=logs.append)
