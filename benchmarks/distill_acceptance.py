@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,27 @@ def _train(cfg: dict[str, Any], name: str) -> Path:
     return out / f"{name}.json"
 
 
+def _train_all(
+    jobs: dict[tuple[str, int], dict[str, Any]], workers: int
+) -> dict[tuple[str, int], Path]:
+    """Train every run, ``workers`` at a time (separate processes: a GPU or many cores)."""
+    if workers <= 1:
+        return {key: _train(cfg, "student") for key, cfg in jobs.items()}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        futures = {key: pool.submit(_train, cfg, "student") for key, cfg in jobs.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def _limit_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _predict(checkpoint: Path, test: FundusArrays) -> Predictions:
     """A checkpoint's predictions, with its own preprocessing and referral threshold."""
     model, meta = load_checkpoint(checkpoint)
@@ -80,7 +104,7 @@ def _predict(checkpoint: Path, test: FundusArrays) -> Predictions:
 
 def _check_workdir(work: Path, args: argparse.Namespace) -> None:
     """Cached runs are reused only by a benchmark with the same settings."""
-    key = {k: str(v) for k, v in vars(args).items() if k != "workdir"}
+    key = {k: str(v) for k, v in vars(args).items() if k not in ("workdir", "jobs")}
     path = work / "args.json"
     if path.is_file() and json.loads(path.read_text()) != key:
         raise SystemExit(
@@ -113,6 +137,9 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, help="fixed alpha (with --temperature: no search)")
     ap.add_argument("--temperature", type=float, help="fixed temperature")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="student runs trained at once (GPU or many cores)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.per_site, args.test_images, args.teacher_epochs, args.epochs = 200, 300, 1, 1
@@ -165,42 +192,30 @@ def main() -> None:
         best = json.loads((search_out / "search.json").read_text())["best"]
     loss = {"alpha": {"start": best["alpha"]}, "temperature": {"start": best["temperature"]}}
 
-    runs: dict[str, dict[int, Path]] = {"distilled": {}, "scratch": {}}
-    for seed in args.seeds:
-        print(f"seed {seed} ...", flush=True)
-        common = {"student": {"name": args.student}, "train": {"epochs": args.epochs}, "seed": seed}
-        runs["distilled"][seed] = _train(
-            _base(
-                data, work / f"distilled-{seed}", args, teacher=str(teacher), loss=loss, **common
-            ),
-            "student",
-        )
-        runs["scratch"][seed] = _train(
-            _base(
-                data,
-                work / f"scratch-{seed}",
-                args,
-                teacher=None,
-                monitor={"enabled": False},
-                **common,
-            ),
-            "student",
-        )
     seed0 = args.seeds[0]
-    off = _train(
-        _base(
-            data,
-            work / f"monitors-off-{seed0}",
-            args,
-            teacher=str(teacher),
-            loss=loss,
-            student={"name": args.student},
-            train={"epochs": args.epochs},
-            monitor={"enabled": False},
-            seed=seed0,
-        ),
-        "student",
+    jobs: dict[tuple[str, int], dict[str, Any]] = {}
+    for seed in args.seeds:
+        common = {"student": {"name": args.student}, "train": {"epochs": args.epochs}, "seed": seed}
+        jobs["distilled", seed] = _base(
+            data, work / f"distilled-{seed}", args, teacher=str(teacher), loss=loss, **common
+        )
+        jobs["scratch", seed] = _base(
+            data, work / f"scratch-{seed}", args, teacher=None, monitor={"enabled": False}, **common
+        )
+    jobs["monitors-off", seed0] = _base(
+        data,
+        work / f"monitors-off-{seed0}",
+        args,
+        teacher=str(teacher),
+        loss=loss,
+        student={"name": args.student},
+        train={"epochs": args.epochs},
+        monitor={"enabled": False},
+        seed=seed0,
     )
+    done = _train_all(jobs, args.jobs)
+    runs = {kind: {s: done[kind, s] for s in args.seeds} for kind in ("distilled", "scratch")}
+    off = done["monitors-off", seed0]
 
     test = load_site(data, TEST_SITE)
     t_meta = read_meta(teacher)
