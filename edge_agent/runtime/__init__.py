@@ -1,0 +1,63 @@
+"""Inference on the device: backends (ONNX Runtime, TensorRT), golden check, precision, batching."""
+
+from edge_agent.runtime import ort_backend as _ort  # noqa: F401  (registers "onnxruntime")
+from edge_agent.runtime import trt_backend as _trt  # noqa: F401  (registers "tensorrt")
+from edge_agent.runtime.backend import (
+    INPUT_NAME,
+    PRECISIONS,
+    Backend,
+    BackendError,
+    Outputs,
+    backend_names,
+    create_backend,
+    register_backend,
+)
+from edge_agent.runtime.batcher import BatcherClosed, BatcherSettings, DynamicBatcher
+from edge_agent.runtime.golden import GoldenResult, golden_check, infer_batched
+from edge_agent.runtime.ort_backend import OrtBackend
+from edge_agent.runtime.precision import (
+    BundleInfo,
+    Measurement,
+    Selection,
+    SelectionSettings,
+    choose_precision,
+    open_candidate,
+    open_selected,
+)
+from edge_agent.runtime.trt_backend import TrtBackend
+from edge_agent.runtime.trt_engine import (
+    NOT_INSTALLED,
+    EngineRecipe,
+    engine_cache_key,
+    tensorrt_available,
+)
+
+__all__ = [
+    "INPUT_NAME",
+    "NOT_INSTALLED",
+    "PRECISIONS",
+    "Backend",
+    "BackendError",
+    "BatcherClosed",
+    "BatcherSettings",
+    "BundleInfo",
+    "DynamicBatcher",
+    "EngineRecipe",
+    "GoldenResult",
+    "Measurement",
+    "OrtBackend",
+    "Outputs",
+    "Selection",
+    "SelectionSettings",
+    "TrtBackend",
+    "backend_names",
+    "choose_precision",
+    "create_backend",
+    "engine_cache_key",
+    "golden_check",
+    "infer_batched",
+    "open_candidate",
+    "open_selected",
+    "register_backend",
+    "tensorrt_available",
+]

@@ -1,0 +1,77 @@
+"""The golden check: a loaded model must reproduce the exporter's outputs on ``golden.npz``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.runtime.backend import INPUT_NAME, Backend, Outputs
+
+GOLDEN_FILE = "golden.npz"
+TOLERANCE: Mapping[str, float] = {"fp32": 1e-3, "fp16": 5e-2, "int8": 1.0, "int8dyn": 1.0}
+"""Largest absolute logit error allowed per precision (as the exporter checked it)."""
+TENSORRT_TOLERANCE: Mapping[str, float] = {"fp32": 2e-2, "fp16": 5e-2, "int8": 1.0}
+"""TensorRT may pick TF32 kernels for fp32 on Ampere and newer, hence the looser fp32 bound."""
+
+
+@dataclass(frozen=True)
+class GoldenResult:
+    """Largest absolute error per output against ``golden.npz``, and the verdict."""
+
+    passed: bool
+    max_abs_error: float
+    worst_output: str
+    tolerance: float
+    images: int
+
+    def describe(self) -> str:
+        """One line for logs and errors."""
+        verdict = "within" if self.passed else "exceeds"
+        return (
+            f"max |error| {self.max_abs_error:.3g} on {self.worst_output} over {self.images} "
+            f"golden images {verdict} tolerance {self.tolerance:g}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping for JSON."""
+        return asdict(self)
+
+
+def infer_batched(backend: Backend, images: np.ndarray, batch: int) -> Outputs:
+    """Run ``images`` through ``backend`` in chunks of at most ``batch`` (and its max batch)."""
+    step = min(batch, backend.max_batch or batch)
+    parts = [backend.infer(images[i : i + step]) for i in range(0, len(images), step)]
+    return Outputs(
+        np.concatenate([p.grade_logits for p in parts]),
+        np.concatenate([p.gradable_logit for p in parts]),
+    )
+
+
+def golden_check(
+    backend: Backend, slot_dir: Path, tolerance: float | Mapping[str, float] | None = None
+) -> GoldenResult:
+    """Compare ``backend`` with the expected outputs in ``slot_dir/golden.npz``.
+
+    ``tolerance``: one number, or per precision (default :data:`TOLERANCE`, or
+    :data:`TENSORRT_TOLERANCE` for the TensorRT backend).
+    """
+    path = Path(slot_dir) / GOLDEN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the bundle must carry its golden samples")
+    if tolerance is None:
+        tolerance = TENSORRT_TOLERANCE if backend.name == "tensorrt" else TOLERANCE
+    tol = tolerance if isinstance(tolerance, float | int) else tolerance.get(backend.precision, 1.0)
+    with np.load(path) as g:
+        try:
+            images = g[INPUT_NAME].astype(np.float32)
+            expected = {"grade_logits": g["grade_logits"], "gradable_logit": g["gradable_logit"]}
+        except KeyError as e:
+            raise ValueError(f"{path} has no array {e}; expected images and both outputs") from None
+    got = infer_batched(backend, images, len(images)).as_dict()
+    errors = {k: float(np.abs(got[k] - expected[k].reshape(got[k].shape)).max()) for k in got}
+    worst = max(errors, key=lambda k: errors[k])
+    return GoldenResult(errors[worst] <= tol, errors[worst], worst, float(tol), len(images))

@@ -1,0 +1,114 @@
+"""ONNX Runtime backend: TensorRT, then CUDA, then CPU execution providers, whichever exist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_agent.runtime.backend import INPUT_NAME, Backend, BackendError, Outputs, register_backend
+
+PREFERENCE: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+
+def provider_chain(
+    precision: str, cache_dir: Path | None, wanted: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """The providers to ask for, best first, each with its options; only those installed."""
+    available = set(ort.get_available_providers())
+    chain: list[tuple[str, dict[str, str]]] = []
+    for name in wanted if wanted is not None else PREFERENCE:
+        if name not in available:
+            continue
+        options: dict[str, str] = {}
+        if name == "TensorrtExecutionProvider":
+            if cache_dir is None:
+                continue  # never build TensorRT engines that cannot be cached: minutes each start
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            options = {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache_dir),
+                "trt_fp16_enable": str(precision == "fp16"),
+                # Q/DQ models need the INT8 flag on TensorRT 8; ranges come from the graph
+                "trt_int8_enable": str(precision == "int8"),
+            }
+        chain.append((name, options))
+    if not chain:
+        raise BackendError(
+            f"none of the ONNX Runtime providers {list(wanted or PREFERENCE)} is installed "
+            f"(available: {sorted(available)})"
+        )
+    return chain
+
+
+@register_backend("onnxruntime")
+class OrtBackend(Backend):
+    """An ONNX Runtime session over one of the bundle's ONNX files."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        precision: str,
+        *,
+        image_size: int,
+        cache_dir: Path | None = None,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        """``cache_dir``: the TensorRT provider's engine cache; ``threads``: intra-op (0: ORT's)."""
+        super().__init__(model_path, precision, image_size)
+        if not self.model_path.is_file():
+            raise BackendError(f"model file {self.model_path} does not exist")
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        chain = provider_chain(precision, cache_dir, providers)
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model_path),
+                sess_options=opts,
+                providers=[name for name, _ in chain],
+                provider_options=[o for _, o in chain],
+            )
+        except Exception as e:  # ORT raises its own exception types
+            raise BackendError(f"ONNX Runtime cannot load {self.model_path}: {e}") from None
+        inputs = [i.name for i in self._session.get_inputs()]
+        if inputs != [INPUT_NAME]:
+            raise BackendError(
+                f"{self.model_path}: expected one input {INPUT_NAME!r}, has {inputs}"
+            )
+        names = [o.name for o in self._session.get_outputs()]
+        missing = {"grade_logits", "gradable_logit"} - set(names)
+        if missing:
+            raise BackendError(
+                f"{self.model_path}: outputs {sorted(missing)} missing (has {names})"
+            )
+        self._outputs = ["grade_logits", "gradable_logit"]
+        self._threads = threads
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session actually uses, best first."""
+        return list(self._session.get_providers())
+
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`Backend.describe`, plus the thread setting and ONNX Runtime version."""
+        return {**super().describe(), "threads": self._threads, "onnxruntime": ort.__version__}
+
+    def _run(self, images: np.ndarray) -> Outputs:
+        grade, gradable = self._session.run(self._outputs, {INPUT_NAME: images})
+        return Outputs(np.asarray(grade, np.float32), np.asarray(gradable, np.float32))
