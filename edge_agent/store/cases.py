@@ -1,0 +1,50 @@
+"""Preprocessed images of screened cases, as PNG files beside the state database."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+_CASE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def check_case_id(case_id: str) -> str:
+    """``case_id`` if it is safe to use as a file name, else ValueError naming it."""
+    if not isinstance(case_id, str) or not _CASE_ID.match(case_id):
+        raise ValueError(f"invalid case id {case_id!r}: use letters, digits and '-' (a uuid)")
+    return case_id
+
+
+def write_image(directory: Path, case_id: str, image: np.ndarray) -> Path:
+    """Write a square uint8 RGB image as ``<case_id>.png`` atomically; the file's path."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image (S, S, 3), got {image.dtype} {image.shape}")
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"expected a square preprocessed image, got {image.shape}")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{check_case_id(case_id)}.png"
+    tmp = directory / f".{case_id}.png.tmp"
+    with open(tmp, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """The image stored at ``path`` (uint8 S x S x 3), None when it is gone or unreadable."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_image(path: Path) -> None:
+    """Delete a stored image; one already gone is fine."""
+    path.unlink(missing_ok=True)

@@ -1,0 +1,413 @@
+"""The device's state database: users, screenings, reviews, updates, audit chain, case images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.store import audit as _audit
+from edge_agent.store import cases as _cases
+from edge_agent.store.records import (
+    Case,
+    Retention,
+    Review,
+    Update,
+    User,
+    review_from_row,
+    update_from_row,
+)
+from edge_agent.store.schema import ROLES, StoreError, connect, migrate
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _json(value: dict[str, Any], what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{what} must be a JSON-serialisable dict without NaN ({e})") from e
+
+
+class Store:
+    """SQLite state in WAL mode; safe to share between threads (one connection per thread).
+
+    Every change that matters (users, screenings, reviews, updates, backups) appends an audit
+    entry in the same transaction, so the log and the data cannot disagree.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        cases_dir: Path | None = None,
+        retention: Retention | None = None,
+        clock: Callable[[], datetime] = _now,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.cases_dir = cases_dir if cases_dir is not None else self.path.parent / "cases"
+        self.retention = retention if retention is not None else Retention()
+        self._clock = clock
+        self._timeout = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        if not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
+        migrate(self._conn(), self.path)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self._timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once so concurrent writers queue instead of fail."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _time(self) -> str:
+        return self._clock().astimezone(UTC).isoformat(timespec="microseconds")
+
+    def close(self) -> None:
+        """Close every thread's connection; the store cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- users -------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, *, actor: str = "system") -> str:
+        """Create an account and return its bearer token (shown once; only its hash is kept)."""
+        if not _USER_NAME.match(name or ""):
+            raise StoreError(f"invalid user name {name!r}: 1-64 letters, digits, '.', '_', '-'")
+        if role not in ROLES:
+            raise StoreError(f"invalid role {role!r} for user {name!r}; roles: {', '.join(ROLES)}")
+        token = secrets.token_urlsafe(32)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"user {name!r} already exists")
+            now = self._time()
+            conn.execute(
+                "INSERT INTO users (name, role, token_sha256, created) VALUES (?, ?, ?, ?)",
+                (name, role, _token_hash(token), now),
+            )
+            _audit.append(conn, now, actor, "user.add", {"user": name, "role": role})
+        return token
+
+    def rotate_token(self, name: str, *, actor: str = "system") -> str:
+        """Give ``name`` a new token (the old one stops working) and return it."""
+        token = secrets.token_urlsafe(32)
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE users SET token_sha256 = ? WHERE name = ?", (_token_hash(token), name)
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no user {name!r}")
+            _audit.append(conn, self._time(), actor, "user.token", {"user": name})
+        return token
+
+    def set_disabled(self, name: str, disabled: bool = True, *, actor: str = "system") -> None:
+        """Disable (or re-enable) an account; a disabled account's token is refused."""
+        with self._write() as conn:
+            cur = conn.execute("UPDATE users SET disabled = ? WHERE name = ?", (disabled, name))
+            if cur.rowcount != 1:
+                raise StoreError(f"no user {name!r}")
+            action = "user.disable" if disabled else "user.enable"
+            _audit.append(conn, self._time(), actor, action, {"user": name})
+
+    def authenticate(self, token: str) -> User | None:
+        """The enabled account holding ``token``, or None."""
+        if not token:
+            return None
+        row = (
+            self._conn()
+            .execute(
+                "SELECT name, role, created, disabled FROM users WHERE token_sha256 = ?",
+                (_token_hash(token),),
+            )
+            .fetchone()
+        )
+        if row is None or row["disabled"]:
+            return None
+        return User(row["name"], row["role"], row["created"], bool(row["disabled"]))
+
+    def users(self) -> list[User]:
+        """All accounts, by name."""
+        rows = self._conn().execute("SELECT name, role, created, disabled FROM users ORDER BY name")
+        return [User(r["name"], r["role"], r["created"], bool(r["disabled"])) for r in rows]
+
+    # -- screenings and reviews --------------------------------------------------------------
+
+    def record_screening(
+        self,
+        *,
+        user: str,
+        model_version: int | None,
+        request: dict[str, Any],
+        result: dict[str, Any],
+        case_id: str | None = None,
+    ) -> str:
+        """Store one screening and return its case id (a new uuid unless given)."""
+        case_id = _cases.check_case_id(case_id) if case_id else str(uuid.uuid4())
+        request_json, result_json = _json(request, "request"), _json(result, "result")
+        with self._write() as conn:
+            now = self._time()
+            try:
+                conn.execute(
+                    "INSERT INTO screenings (case_id, created, user, model_version, request, "
+                    "result) VALUES (?, ?, ?, ?, ?, ?)",
+                    (case_id, now, user, model_version, request_json, result_json),
+                )
+            except sqlite3.IntegrityError as e:
+                raise StoreError(f"case {case_id} already exists") from e
+            detail = {"case_id": case_id, "model_version": model_version}
+            _audit.append(conn, now, user, "screen", detail)
+        return case_id
+
+    def get_case(self, case_id: str) -> Case | None:
+        """The case with its reviews (oldest first), or None when there is no such case."""
+        conn = self._conn()
+        row = conn.execute("SELECT * FROM screenings WHERE case_id = ?", (case_id,)).fetchone()
+        if row is None:
+            return None
+        reviews = conn.execute(
+            "SELECT * FROM reviews WHERE case_id = ? ORDER BY id", (case_id,)
+        ).fetchall()
+        return Case(
+            row["case_id"],
+            row["created"],
+            row["user"],
+            row["model_version"],
+            json.loads(row["request"]),
+            json.loads(row["result"]),
+            tuple(review_from_row(r) for r in reviews),
+        )
+
+    def recent_cases(self, limit: int = 50) -> list[Case]:
+        """The latest ``limit`` cases, newest first."""
+        ids = self._conn().execute(
+            "SELECT case_id FROM screenings ORDER BY created DESC, rowid DESC LIMIT ?", (limit,)
+        )
+        return [c for (cid,) in ids.fetchall() if (c := self.get_case(cid)) is not None]
+
+    def record_review(
+        self,
+        case_id: str,
+        *,
+        user: str,
+        grade: int | None,
+        gradable: bool = True,
+        comment: str = "",
+    ) -> Review:
+        """Record a clinician's grade (None with ``gradable=False``); earlier reviews stay."""
+        if gradable and (grade is None or not 0 <= grade <= 4):
+            raise StoreError(f"review of case {case_id}: grade must be 0-4, got {grade!r}")
+        if not gradable and grade is not None:
+            raise StoreError(f"review of case {case_id}: an ungradable image has no grade")
+        with self._write() as conn:
+            known = conn.execute("SELECT 1 FROM screenings WHERE case_id = ?", (case_id,))
+            if known.fetchone() is None:
+                raise StoreError(f"no case {case_id!r}")
+            now = self._time()
+            cur = conn.execute(
+                "INSERT INTO reviews (case_id, user, grade, gradable, comment, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (case_id, user, grade, gradable, comment, now),
+            )
+            detail = {"case_id": case_id, "grade": grade, "gradable": gradable}
+            _audit.append(conn, now, user, "review", detail)
+            review_id = int(cur.lastrowid or 0)
+        return Review(review_id, case_id, user, grade, gradable, comment, now)
+
+    # -- updates, audit, backup --------------------------------------------------------------
+
+    def record_update(
+        self,
+        *,
+        from_version: int | None,
+        to_version: int | None,
+        slot: str,
+        status: str,
+        detail: dict[str, Any] | None = None,
+        actor: str = "installer",
+    ) -> Update:
+        """Record an install, rollback or failed attempt in the update history."""
+        detail = detail or {}
+        text = _json(detail, "update detail")
+        with self._write() as conn:
+            now = self._time()
+            cur = conn.execute(
+                "INSERT INTO updates (time, from_version, to_version, slot, status, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (now, from_version, to_version, slot, status, text),
+            )
+            summary = {"from": from_version, "to": to_version, "slot": slot, "status": status}
+            _audit.append(conn, now, actor, "update", summary)
+            update_id = int(cur.lastrowid or 0)
+        return Update(update_id, now, from_version, to_version, slot, status, json.loads(text))
+
+    def updates(self) -> list[Update]:
+        """The update history, oldest first."""
+        rows = self._conn().execute("SELECT * FROM updates ORDER BY id")
+        return [update_from_row(r) for r in rows]
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
+        """Append an entry (who did what) to the audit log."""
+        with self._write() as conn:
+            _audit.append(conn, self._time(), actor, action, detail or {})
+
+    def audit_entries(self, since_seq: int = 0, limit: int = 1000) -> list[_audit.AuditEntry]:
+        """Audit entries after ``since_seq``, oldest first."""
+        rows = self._conn().execute(
+            "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (since_seq, limit)
+        )
+        return [_audit.entry_from_row(r) for r in rows]
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> _audit.AuditCheck:
+        """Check the whole hash chain (and an optional externally kept ``(seq, hash)`` anchor)."""
+        return _audit.verify(self._conn(), anchor)
+
+    def backup(self, dest: Path | str, *, actor: str = "system") -> Path:
+        """Write a consistent copy of the database to ``dest`` while others keep writing."""
+        dest = Path(dest)
+        if not dest.parent.is_dir():
+            raise StoreError(f"backup destination directory {dest.parent} does not exist")
+        if dest.resolve() == self.path.resolve():
+            raise StoreError(f"backup destination {dest} is the live database itself")
+        self.audit(actor, "backup", {"dest": str(dest)})
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        target = sqlite3.connect(tmp)
+        try:
+            self._conn().backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")
+            check = target.execute("PRAGMA integrity_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"backup {dest} failed its integrity check: {check}")
+        except BaseException:
+            target.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        target.close()
+        os.replace(tmp, dest)
+        return dest
+
+    # -- case images -------------------------------------------------------------------------
+
+    def save_case_image(self, case_id: str, image: np.ndarray) -> Path:
+        """Keep a case's preprocessed image (uint8 S x S x 3), then apply the retention limit."""
+        if self.get_case(case_id) is None:
+            raise StoreError(f"no case {case_id!r}: record the screening before its image")
+        path = _cases.write_image(self.cases_dir, case_id, image)
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO case_images (case_id, file, saved) VALUES (?, ?, ?)",
+                    (case_id, path.name, self._time()),
+                )
+        except BaseException:
+            _cases.remove_image(path)
+            raise
+        self.prune_case_images()
+        return path
+
+    def prune_case_images(self) -> int:
+        """Remove the oldest images beyond the retention limits; how many were removed."""
+        limits = self.retention
+        with self._write() as conn:
+            doomed: list[str] = []
+            if limits.max_age_days is not None:
+                cutoff = self._clock() - timedelta(days=limits.max_age_days)
+                old = conn.execute(
+                    "SELECT file FROM case_images WHERE saved < ?",
+                    (cutoff.astimezone(UTC).isoformat(timespec="microseconds"),),
+                )
+                doomed += [r[0] for r in old]
+            if limits.max_cases is not None:
+                extra = conn.execute(
+                    "SELECT file FROM case_images ORDER BY saved DESC, rowid DESC "
+                    "LIMIT -1 OFFSET ?",
+                    (limits.max_cases,),
+                )
+                doomed += [r[0] for r in extra]
+            doomed = sorted(set(doomed))
+            conn.executemany("DELETE FROM case_images WHERE file = ?", [(f,) for f in doomed])
+        for name in doomed:
+            _cases.remove_image(self.cases_dir / name)
+        return len(doomed)
+
+    def case_image(self, case_id: str) -> np.ndarray | None:
+        """The stored preprocessed image of a case, or None."""
+        row = (
+            self._conn()
+            .execute("SELECT file FROM case_images WHERE case_id = ?", (case_id,))
+            .fetchone()
+        )
+        return None if row is None else _cases.read_image(self.cases_dir / row[0])
+
+    def reviewed_cases(self) -> Iterator[tuple[np.ndarray, int]]:
+        """(image, grade) for every kept image whose latest review graded it, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT ci.file, r.grade FROM case_images ci JOIN reviews r ON r.id = "
+                "(SELECT MAX(id) FROM reviews WHERE case_id = ci.case_id) "
+                "WHERE r.gradable = 1 ORDER BY ci.saved, ci.rowid"
+            )
+            .fetchall()
+        )
+        for name, grade in rows:
+            image = _cases.read_image(self.cases_dir / name)
+            if image is not None:
+                yield image, int(grade)
+
+    def counts(self) -> dict[str, int]:
+        """How many users, screenings, reviews, kept images, updates and audit entries exist."""
+        conn = self._conn()
+        tables = ("users", "screenings", "reviews", "case_images", "updates", "audit")
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}

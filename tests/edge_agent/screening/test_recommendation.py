@@ -1,0 +1,73 @@
+"""Per-eye results and the worse-eye rule for the patient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.screening import Recommendation, eye_result, patient_recommendation
+from models.task import REFERABLE_MIN_GRADE, referable_probability
+
+
+def _logits(grade: int, margin: float = 6.0) -> np.ndarray:
+    logits = np.zeros(5)
+    logits[grade] = margin
+    return logits
+
+
+def test_referable_eye_is_referred_at_the_bundle_threshold() -> None:
+    logits = _logits(REFERABLE_MIN_GRADE, margin=1.0)
+    p_ref = float(referable_probability(logits[None])[0])
+    just_above = eye_result(logits, 4.0, [], referral_threshold=p_ref - 1e-6, eye="right")
+    just_below = eye_result(logits, 4.0, [], referral_threshold=p_ref + 1e-6, eye="right")
+    assert just_above.referable and just_above.recommendation is Recommendation.REFER
+    assert just_below.referable is False
+    assert just_below.recommendation is Recommendation.RESCREEN
+    assert just_above.grade == 2 and just_above.grade_name == "moderate NPDR"
+    assert abs(sum(just_above.probabilities) - 1) < 1e-9
+
+
+def test_ungradable_eye_is_retaken_without_a_grade() -> None:
+    by_model = eye_result(_logits(4), -3.0, [], referral_threshold=0.5)
+    by_checks = eye_result(_logits(0), 5.0, ["out of focus"], referral_threshold=0.5)
+    for eye in (by_model, by_checks):
+        assert eye.recommendation is Recommendation.RETAKE
+        assert eye.grade is None and eye.referable is None and not eye.quality.gradable
+    d = by_checks.to_dict()
+    assert d["recommendation"] == "retake_image" and d["quality"]["reasons"] == ["out of focus"]
+
+
+def test_bad_outputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="grade_logits"):
+        eye_result(np.zeros(4), 0.0, [], referral_threshold=0.5)
+    with pytest.raises(ValueError, match="grade_logits"):
+        eye_result(np.full(5, np.nan), 0.0, [], referral_threshold=0.5)
+    with pytest.raises(ValueError, match="referral_threshold"):
+        eye_result(np.zeros(5), 0.0, [], referral_threshold=1.5)
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected", "decided_by"),
+    [
+        ("rescreen", "rescreen", Recommendation.RESCREEN, ("left", "right")),
+        ("rescreen", "refer", Recommendation.REFER, ("right",)),
+        ("retake", "rescreen", Recommendation.RETAKE, ("left",)),
+        ("retake", "refer", Recommendation.REFER, ("right",)),
+    ],
+)
+def test_the_worse_eye_decides(
+    left: str, right: str, expected: Recommendation, decided_by: tuple[str, ...]
+) -> None:
+    make = {
+        "rescreen": lambda eye: eye_result(_logits(0), 5.0, [], referral_threshold=0.5, eye=eye),
+        "refer": lambda eye: eye_result(_logits(3), 5.0, [], referral_threshold=0.5, eye=eye),
+        "retake": lambda eye: eye_result(_logits(0), -5.0, [], referral_threshold=0.5, eye=eye),
+    }
+    patient = patient_recommendation([make[left]("left"), make[right]("right")])
+    assert patient.recommendation is expected and patient.decided_by == decided_by
+    assert patient.to_dict()["recommendation_text"] == expected.text
+
+
+def test_patient_needs_an_eye() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        patient_recommendation([])
