@@ -1,14 +1,26 @@
-"""The ``fovea-agent`` command: the device side (installing and serving bundles comes next)."""
+"""The ``fovea-agent`` command: install, roll back, serve, users, audit, backup."""
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fovea's edge agent for Jetson devices."
 )
+users_app = typer.Typer(no_args_is_help=True, help="Accounts: technicians, clinicians, admins.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
+
+Root = Annotated[
+    Path,
+    typer.Option("--root", envvar="FOVEA_AGENT_ROOT", help="device root (slots, state.db, ...)"),
+]
 
 
 def agent_version() -> str:
@@ -19,15 +31,177 @@ def agent_version() -> str:
         return "unknown"
 
 
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def _config(root: Path, **overrides: Any) -> Any:
+    from edge_agent.service.config import load_config
+
+    try:
+        return load_config(root, **overrides)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _store(root: Path) -> Any:
+    from edge_agent.install import DeviceRoot
+    from edge_agent.store import Store
+
+    return Store(DeviceRoot(root).ensure().state_db)
+
+
 @app.command("version")
 def show_version() -> None:
     """Print the agent's version."""
     typer.echo(f"fovea-agent {agent_version()}")
 
 
+@app.command()
+def serve(
+    root: Root,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, onnxruntime or tensorrt")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, fp16, int8, int8dyn")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="dynamic batching: rows")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="dynamic batching: wait")] = None,
+) -> None:
+    """Serve the installed bundle (settings: ROOT/agent.yaml, overridden by these flags)."""
+    from edge_agent.service.server import serve as run
+
+    config = _config(
+        root, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, backend=backend,
+        precision=precision, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    )  # fmt: skip
+    try:
+        run(root, config, log=typer.echo)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def install(
+    bundle: Annotated[Path, typer.Argument(help="a signed bundle (.tar)")],
+    root: Root,
+    allow_downgrade: Annotated[bool, typer.Option(help="accept an older version")] = False,
+) -> None:
+    """Verify BUNDLE, unpack it into the inactive slot, measure its precisions, switch to it."""
+    from edge_agent.bundle import Manifest
+    from edge_agent.install import DeviceRoot
+    from edge_agent.install import install as run_install
+    from edge_agent.service.server import measure
+
+    config = _config(root)
+    device = DeviceRoot(root).ensure()
+
+    def prepare(slot_dir: Path, manifest: Manifest) -> None:
+        typer.echo(f"checking {manifest.name} v{manifest.version}: golden outputs, precisions")
+        chosen = measure(device, slot_dir, manifest, config, log=typer.echo)["chosen"]
+        typer.echo(f"chosen: {chosen['backend']} {chosen['precision']}")
+
+    store = _store(root)
+    try:
+        result = run_install(device, bundle, allow_downgrade=allow_downgrade, prepare=prepare)
+    except (ValueError, RuntimeError) as exc:
+        store.record_update(
+            from_version=None, to_version=None, slot="-", status="failed",
+            detail={"bundle": str(bundle), "error": str(exc)},
+        )  # fmt: skip
+        raise _fail(str(exc)) from None
+    store.record_update(
+        from_version=result.previous_version, to_version=result.manifest.version,
+        slot=result.slot, status="installed", detail={"bundle": str(bundle)},
+    )  # fmt: skip
+    typer.echo(
+        f"installed {result.manifest.name} v{result.manifest.version} into slot {result.slot} "
+        f"(was {result.previous_version}); restart 'fovea-agent serve' to use it"
+    )
+
+
+@app.command()
+def rollback(root: Root) -> None:
+    """Switch back to the previous slot's bundle."""
+    from edge_agent.install import rollback as run_rollback
+
+    store = _store(root)
+    try:
+        result = run_rollback(root)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    store.record_update(
+        from_version=result.previous_version, to_version=result.manifest.version,
+        slot=result.slot, status="rolled back",
+    )  # fmt: skip
+    typer.echo(f"rolled back to {result.manifest.name} v{result.manifest.version}")
+
+
+@app.command()
+def status(root: Root) -> None:
+    """Print the installed bundle, the precision choice, update history and counts as JSON."""
+    from edge_agent.bundle import manifest_digest
+    from edge_agent.install import DeviceRoot, active_manifest, read_updates
+    from edge_agent.service.server import selection_path
+
+    device = DeviceRoot(root)
+    manifest = active_manifest(device)
+    out: dict[str, Any] = {"root": str(root), "agent_version": agent_version()}
+    if manifest is None:
+        out["installed"] = None
+    else:
+        out["installed"] = {
+            "name": manifest.name, "version": manifest.version, "slot": device.active_slot(),
+            "precisions": sorted(manifest.precisions),
+        }  # fmt: skip
+        record = selection_path(device, manifest_digest(device.current))
+        if record.is_file():
+            out["precision_choice"] = json.loads(record.read_text()).get("chosen")
+    out["updates"] = [u.model_dump(mode="json") for u in read_updates(device.updates_log)[-5:]]
+    if device.state_db.exists():
+        out["counts"] = _store(root).counts()
+    typer.echo(json.dumps(out, indent=2))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="account name")],
+    root: Root,
+    role: Annotated[str, typer.Option(help="technician, clinician or admin")],
+) -> None:
+    """Create an account and print its bearer token (shown only this once)."""
+    try:
+        token = _store(root).add_user(name, role, actor="cli")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(token)
+
+
+@audit_app.command("verify")
+def audit_verify(root: Root) -> None:
+    """Check the audit log's hash chain; exit 1 and name the first bad entry if tampered."""
+    check = _store(root).verify_audit()
+    if not check.ok:
+        raise _fail(f"audit log tampered at entry {check.first_bad_seq}: {check.reason}")
+    typer.echo(f"audit log intact: {check.entries} entries, head {check.head_hash[:16]}")
+
+
+@app.command()
+def backup(dest: Annotated[Path, typer.Argument(help="file to write")], root: Root) -> None:
+    """Write a consistent copy of state.db to DEST (safe while the agent serves)."""
+    try:
+        path = _store(root).backup(dest, actor="cli")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"wrote {path}")
+
+
 @app.callback()
 def _root() -> None:
-    """Fovea's edge agent. Bundle install, inference and the HTTP service are not built yet."""
+    """Fovea's edge agent: signed bundles in A/B slots, KServe v2 and screening over HTTP."""
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+"""The agent's configuration: ``agent.yaml`` in the device root, overridable by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_NAME = "agent.yaml"
+
+
+class AgentConfig(BaseModel):
+    """Everything ``fovea-agent serve`` can be told; every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "int8", "int8dyn"] = "auto"
+    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads")
+    max_batch: int = Field(16, ge=1, le=1024, description="dynamic batching: rows per run")
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="dynamic batching: wait")
+    max_request_rows: int = Field(64, ge=1, le=4096, description="rows in one KServe request")
+    max_request_bytes: int = Field(32 << 20, ge=1024, description="any request body")
+    max_image_bytes: int = Field(20 << 20, ge=1024, description="one uploaded image")
+    max_image_pixels: int = Field(40_000_000, ge=1024, description="one decoded image")
+    token_cache_seconds: float = Field(2.0, ge=0.0, le=300.0)
+    keep_images: bool = Field(False, description="keep every screened image, not just reviewed")
+    case_retention_count: int = Field(5000, ge=0, description="reviewed-case images kept")
+    case_retention_days: float | None = Field(None, gt=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AgentConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when a certificate and key are configured."""
+        return self.tls_cert is not None
+
+
+def load_config(root: Path, **overrides: Any) -> AgentConfig:
+    """``root/agent.yaml`` (if present) with the non-None ``overrides`` on top.
+
+    Relative TLS paths are taken relative to the root. Raises ValueError naming the file and
+    the field when the file is not valid.
+    """
+    path = root / CONFIG_NAME
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        data = dict(loaded or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ValueError(
+            f"{path}: setting {field!r}: {first['msg']} (value: {first.get('input')!r})"
+        ) from None
+    updates = {
+        name: root / value
+        for name in ("tls_cert", "tls_key")
+        if (value := getattr(config, name)) is not None and not value.is_absolute()
+    }
+    return config.model_copy(update=updates) if updates else config
+
+
+__all__ = ["CONFIG_NAME", "AgentConfig", "load_config"]

@@ -1,0 +1,271 @@
+"""``POST /v1/screen`` (one or both eyes) and ``POST /v1/cases/{id}/review``."""
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+
+from edge_agent.screening import (
+    DecodeLimits,
+    ImageError,
+    decode_image,
+    eye_result,
+    fundus_checks,
+    patient_recommendation,
+)
+from edge_agent.service.auth import Principal
+from edge_agent.service.config import AgentConfig
+from edge_agent.service.errors import ApiError
+from edge_agent.service.metrics import AgentMetrics
+from edge_agent.service.predictor import Predictor
+from models.preprocess import PreprocessSpec
+
+EYE_FIELDS = ("left", "right", "image")
+
+
+@dataclass(frozen=True)
+class ScreeningSettings:
+    """The bundle's screening rules: preprocessing, operating point and gradability threshold."""
+
+    spec: PreprocessSpec
+    referral_threshold: float
+    gradable_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("referral_threshold", "gradable_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+
+
+class CaseStore(Protocol):
+    """Where screenings, reviews and reviewed images go (``edge_agent.store.Store``)."""
+
+    def record_screening(
+        self,
+        *,
+        user: str,
+        model_version: int | None,
+        request: dict[str, Any],
+        result: dict[str, Any],
+    ) -> str:
+        """Store one screened eye; returns its new case id."""
+        ...
+
+    def get_case(self, case_id: str) -> object | None:
+        """The stored case, or None."""
+        ...
+
+    def record_review(
+        self, case_id: str, *, user: str, grade: int | None, gradable: bool, comment: str
+    ) -> object:
+        """Store a clinician's review of a case (a later review supersedes; all are kept)."""
+        ...
+
+    def save_case_image(self, case_id: str, image: np.ndarray) -> object:
+        """Keep a case's preprocessed image (uint8 S x S x 3) on the device."""
+        ...
+
+
+class ReviewBody(BaseModel):
+    """A clinician's verdict on one case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: int | None = Field(None, ge=0, le=4)
+    gradable: bool = True
+    comment: str = Field("", max_length=2000)
+
+    @model_validator(mode="after")
+    def _grade_if_gradable(self) -> "ReviewBody":
+        if self.gradable and self.grade is None:
+            raise ValueError("a gradable image needs a grade 0-4")
+        if not self.gradable and self.grade is not None:
+            raise ValueError("an ungradable image has no grade: send grade null")
+        return self
+
+
+@dataclass(frozen=True)
+class _Eye:
+    eye: str
+    square: np.ndarray
+    checks: list[str]
+    filename: str
+    content_type: str
+    size: int
+
+
+def _prepare(
+    name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, spec: PreprocessSpec
+) -> _Eye:
+    try:
+        image = decode_image(data, upload.content_type, limits)
+    except ImageError as exc:
+        raise ApiError(exc.status, f"{name}: {exc}") from None
+    checks = fundus_checks(image)
+    square = spec.to_square(image)
+    return _Eye(name, square, checks, upload.filename or "", upload.content_type or "", len(data))
+
+
+async def _uploads(request: Request, config: AgentConfig) -> list[tuple[str, UploadFile]]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(
+            415,
+            "send the image(s) as multipart/form-data with a file field 'left', 'right' "
+            f"or 'image' (got Content-Type {content_type or 'none'!r})",
+        )
+    try:
+        form = await request.form(max_files=2, max_fields=2, max_part_size=64 * 1024)
+    except (MultiPartException, StarletteHTTPException, ValueError) as exc:
+        raise ApiError(400, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    files: list[tuple[str, UploadFile]] = []
+    for key, value in form.multi_items():
+        if key not in EYE_FIELDS:
+            raise ApiError(400, f"unexpected form field {key!r}; use 'left', 'right' or 'image'")
+        if not isinstance(value, UploadFile):
+            raise ApiError(400, f"form field {key!r} must be a file upload")
+        if any(key == k for k, _ in files):
+            raise ApiError(400, f"form field {key!r} appears more than once")
+        files.append((key, value))
+    if not files:
+        raise ApiError(400, "no image: upload a file as 'left', 'right' or 'image'")
+    if "image" in dict(files) and len(files) > 1:
+        raise ApiError(400, "'image' is for one eye; use 'left' and 'right' for two")
+    return files
+
+
+class _PendingImages:
+    """Preprocessed images of cases not yet reviewed, in memory only (bounded, oldest dropped).
+
+    A review moves the image to the store; images that are never reviewed are never written,
+    unless the configuration says to keep every image.
+    """
+
+    def __init__(self, limit: int = 512) -> None:
+        self._limit = limit
+        self._images: dict[str, np.ndarray] = {}
+
+    def put(self, case_id: str, image: np.ndarray) -> None:
+        if len(self._images) >= self._limit:
+            self._images.pop(next(iter(self._images)))
+        self._images[case_id] = image
+
+    def pop(self, case_id: str) -> np.ndarray | None:
+        return self._images.pop(case_id, None)
+
+
+def screening_router(
+    predictor: Predictor,
+    cases: CaseStore,
+    settings: ScreeningSettings,
+    config: AgentConfig,
+    metrics: AgentMetrics,
+    can_screen: Callable[[Request], Principal],
+    can_review: Callable[[Request], Principal],
+) -> APIRouter:
+    """The screening and review routes over a model, a case store and the bundle's rules."""
+    router = APIRouter()
+    CanScreen = Annotated[Principal, Depends(can_screen)]
+    CanReview = Annotated[Principal, Depends(can_review)]
+    limits = DecodeLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    pending = _PendingImages()
+    info = predictor.info
+
+    @router.post("/v1/screen")
+    async def screen(request: Request, user: CanScreen) -> dict[str, Any]:
+        """Grade one eye ('image', 'left' or 'right') or both eyes of a patient."""
+        uploads = await _uploads(request, config)
+        eyes: list[_Eye] = []
+        for name, upload in uploads:
+            data = await upload.read()
+            eye = "unknown" if name == "image" else name
+            eyes.append(await asyncio.to_thread(_prepare, eye, upload, data, limits, settings.spec))
+        batch = settings.spec.normalise(np.stack([e.square for e in eyes]))
+        outputs = await predictor.infer(batch)
+        results = [
+            eye_result(
+                outputs["grade_logits"][i],
+                outputs["gradable_logit"][i],
+                e.checks,
+                referral_threshold=settings.referral_threshold,
+                gradable_threshold=settings.gradable_threshold,
+                eye=e.eye,
+            )
+            for i, e in enumerate(eyes)
+        ]
+        patient = patient_recommendation(results)
+        model = {
+            "name": info.name,
+            "version": info.version,
+            "backend": info.backend,
+            "precision": info.precision,
+        }
+        body_eyes = []
+        for e, result in zip(eyes, results, strict=True):
+            summary = {"eye": e.eye, "content_type": e.content_type, "bytes": e.size}
+            entry = result.to_dict()
+            case_id = await asyncio.to_thread(
+                functools.partial(
+                    cases.record_screening,
+                    user=user.name,
+                    model_version=info.version,
+                    request=summary,
+                    result={**entry, "patient": patient.to_dict(), "model": model},
+                )
+            )
+            if config.keep_images:
+                await asyncio.to_thread(cases.save_case_image, case_id, e.square)
+            else:
+                pending.put(case_id, e.square)
+            body_eyes.append({"case_id": case_id, **entry})
+        metrics.screenings.labels(patient.recommendation.value).inc()
+        return {
+            "case_id": body_eyes[0]["case_id"],
+            "patient": patient.to_dict(),
+            "eyes": body_eyes,
+            "model": model,
+            "referral_threshold": settings.referral_threshold,
+        }
+
+    @router.post("/v1/cases/{case_id}/review")
+    async def review(case_id: str, request: Request, user: CanReview) -> dict[str, Any]:
+        """Record a clinician's grade for a screened case (confirming or correcting it)."""
+        raw = await request.body()
+        try:
+            body = ReviewBody.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
+        if len(case_id) > 64 or await asyncio.to_thread(cases.get_case, case_id) is None:
+            raise ApiError(404, f"no case {case_id[:64]!r} on this device")
+        review = functools.partial(
+            cases.record_review,
+            case_id,
+            user=user.name,
+            grade=body.grade,
+            gradable=body.gradable,
+            comment=body.comment,
+        )
+        try:
+            await asyncio.to_thread(review)
+        except ValueError as exc:  # the store's own checks (StoreError is a ValueError)
+            raise ApiError(400, f"review not recorded: {exc}") from None
+        image = pending.pop(case_id)
+        if image is not None and body.gradable:
+            await asyncio.to_thread(cases.save_case_image, case_id, image)
+        return {"case_id": case_id, "reviewer": user.name, **body.model_dump()}
+
+    return router
+
+
+__all__ = ["CaseStore", "ReviewBody", "ScreeningSettings", "screening_router"]

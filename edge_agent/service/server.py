@@ -1,0 +1,234 @@
+"""Serving a device root: load the active bundle, choose its backend, run the app on uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from edge_agent.bundle import Manifest, manifest_digest
+from edge_agent.install import DeviceRoot, active_manifest, read_updates, recover
+from edge_agent.runtime import (
+    Backend,
+    BatcherSettings,
+    BundleInfo,
+    DynamicBatcher,
+    SelectionSettings,
+    choose_precision,
+    open_candidate,
+)
+from edge_agent.service.app import create_app
+from edge_agent.service.config import AgentConfig
+from edge_agent.service.metrics import AgentMetrics
+from edge_agent.service.screen import ScreeningSettings
+from edge_agent.service.served import ServedModel, model_info
+from edge_agent.store import Retention, Store
+
+Log = Callable[[str], None]
+
+
+def bundle_info(manifest: Manifest, slot_dir: Path) -> BundleInfo:
+    """What precision choice needs from an installed bundle's manifest."""
+    budget = manifest.accuracy_budget_points
+    return BundleInfo(
+        preprocess=manifest.preprocess,
+        files={name: entry.file for name, entry in manifest.precisions.items()},
+        budget_points={"fp16": budget.fp16, "int8": budget.int8},
+        digest=manifest_digest(slot_dir),
+        recipe=manifest.engine_recipe,
+    )
+
+
+def selection_path(root: DeviceRoot, digest: str) -> Path:
+    """Where the precision-choice measurements of the bundle ``digest`` are recorded."""
+    return root.engines / f"selection-{digest[:16]}.json"
+
+
+def selection_settings(root: DeviceRoot, config: AgentConfig) -> SelectionSettings:
+    """Precision-choice settings from the agent's configuration."""
+    backends: tuple[str, ...] = (
+        ("tensorrt", "onnxruntime") if config.backend == "auto" else (config.backend,)
+    )
+    return SelectionSettings(
+        batch=config.max_batch,
+        backends=backends,
+        threads=config.threads or 0,
+        cache_dir=root.engines,
+    )
+
+
+def measure(
+    root: DeviceRoot,
+    slot_dir: Path,
+    manifest: Manifest,
+    config: AgentConfig,
+    log: Log = lambda s: None,
+) -> dict[str, Any]:
+    """Run the precision choice on ``slot_dir`` and record it; the measurements as JSON.
+
+    Raises ValueError when no precision passed its golden and accuracy checks (install uses
+    this as its ``prepare`` step, so such a bundle is refused).
+    """
+    info = bundle_info(manifest, slot_dir)
+    root.engines.mkdir(parents=True, exist_ok=True)
+    selection = choose_precision(
+        slot_dir,
+        info,
+        selection_settings(root, config),
+        record=selection_path(root, info.digest),
+        log=log,
+    )
+    if selection.chosen is None:
+        detail = "; ".join(f"{m.backend} {m.precision}: {m.status}" for m in selection.measurements)
+        raise ValueError(f"no precision of {manifest.name} v{manifest.version} passed: {detail}")
+    return selection.as_dict()
+
+
+def _open(
+    root: DeviceRoot, slot_dir: Path, manifest: Manifest, config: AgentConfig, log: Log
+) -> tuple[Backend, dict[str, Any]]:
+    """The backend to serve with, and the precision-choice record behind it."""
+    info = bundle_info(manifest, slot_dir)
+    settings = selection_settings(root, config)
+    record_path = selection_path(root, info.digest)
+    record: dict[str, Any] = {}
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+    elif config.precision == "auto":
+        log("no recorded precision choice for this bundle: measuring now")
+        record = measure(root, slot_dir, manifest, config, log)
+    if config.precision != "auto":
+        backend = "onnxruntime" if config.backend == "auto" else config.backend
+        record = {**record, "forced": {"backend": backend, "precision": config.precision}}
+        return open_candidate(backend, config.precision, slot_dir, info, settings), record
+    ranked = sorted(
+        (m for m in record.get("measurements", []) if m.get("status") == "passed"),
+        key=lambda m: -(m.get("throughput_img_s") or 0.0),
+    )
+    failures = []
+    for m in ranked:
+        try:
+            return open_candidate(m["backend"], m["precision"], slot_dir, info, settings), record
+        except Exception as exc:  # a build/load failure falls back to the next fastest
+            failures.append(f"{m['backend']} {m['precision']}: {exc}")
+            log(f"{m['backend']} {m['precision']} failed to load ({exc}); trying the next")
+    raise ValueError(
+        f"no precision of {manifest.name} v{manifest.version} could be loaded from {slot_dir}: "
+        + ("; ".join(failures) or "none passed its checks (see " + str(record_path) + ")")
+    )
+
+
+@dataclass
+class LoadedAgent:
+    """A ready app and what it holds open."""
+
+    app: FastAPI
+    served: ServedModel
+    store: Store
+    manifest: Manifest
+
+
+def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) -> LoadedAgent:
+    """Everything ``fovea-agent serve`` runs: the active bundle behind the app.
+
+    Raises ValueError (nothing installed, no loadable precision) with what to do.
+    """
+    root = DeviceRoot(Path(root_path))
+    root.ensure()
+    recover(root)
+    manifest = active_manifest(root)
+    if manifest is None:
+        raise ValueError(
+            f"no bundle is installed in {root.path}; run 'fovea-agent install BUNDLE' first"
+        )
+    slot_dir = root.current.resolve()
+    backend, record = _open(root, slot_dir, manifest, config, log)
+    metrics = AgentMetrics(_telemetry())
+    batcher = DynamicBatcher(
+        backend,
+        BatcherSettings(max_batch=config.max_batch, max_wait_ms=config.max_wait_ms),
+        on_batch=lambda n, _s: metrics.observe_batch(n),
+    )
+    info = model_info(
+        manifest.name,
+        manifest.version,
+        backend,
+        max_request_rows=config.max_request_rows,
+        extra={
+            "family": manifest.family,
+            "labels": list(manifest.labels),
+            "providers": backend.providers,
+        },
+    )
+    served = ServedModel(info, batcher)
+    store = Store(
+        root.state_db,
+        retention=Retention(
+            max_cases=config.case_retention_count, max_age_days=config.case_retention_days
+        ),
+    )
+    screening = ScreeningSettings(
+        spec=manifest.preprocess,
+        referral_threshold=manifest.thresholds.referral,
+        gradable_threshold=manifest.thresholds.gradable,
+    )
+
+    def status_extra() -> dict[str, Any]:
+        updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
+        return {"precision_choice": record, "updates": updates, "store": store.counts()}
+
+    app = create_app(
+        served,
+        store,
+        store,
+        screening,
+        config,
+        telemetry=_telemetry(),
+        status_extra=status_extra,
+        metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await served.close()
+        store.close()
+
+    app.router.lifespan_context = lifespan
+    return LoadedAgent(app, served, store, manifest)
+
+
+def _telemetry() -> Callable[[], dict[str, Any]]:
+    from edge_agent.telemetry import snapshot
+
+    return snapshot
+
+
+def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
+    """Load the root and serve it with uvicorn until interrupted (TLS when configured)."""
+    import uvicorn
+
+    agent = load_agent(root_path, config, log)
+    scheme = "https" if config.tls else "http"
+    info = agent.served.info
+    log(
+        f"serving {info.name} v{info.version} ({info.backend} {info.precision}) "
+        f"on {scheme}://{config.host}:{config.port}"
+    )
+    uvicorn.run(
+        agent.app,
+        host=config.host,
+        port=config.port,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        log_level=config.log_level,
+        access_log=False,
+    )
+
+
+__all__ = ["LoadedAgent", "bundle_info", "load_agent", "measure", "selection_path", "serve"]
