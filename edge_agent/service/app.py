@@ -72,7 +72,13 @@ def create_app(
     tokens = TokenCache(users, ttl=config.token_cache_seconds)
     started = time.time()
 
-    app = FastAPI(title="Fovea edge agent", version=str(info.version), docs_url="/docs")
+    app = FastAPI(
+        title="Fovea edge agent",
+        version=str(info.version),
+        docs_url="/docs",
+        # no OpenTelemetry hooks: nothing about requests leaves the device, and it costs time
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.tokens = tokens
     app.state.metrics = metrics
     _install_error_handlers(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -149,6 +150,21 @@ def _from_binary(spec: _TensorSpec, count: int, blob: memoryview, size: int) -> 
     return np.frombuffer(blob, dtype=dtype, count=count).reshape(spec.shape)
 
 
+def _parse_header(header: bytes) -> _RequestSpec:
+    try:
+        raw = json.loads(header)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(400, f"the request header is not valid JSON: {exc}") from None
+    try:
+        return _RequestSpec.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise ApiError(400, _error_text(exc)) from None
+
+
+_CACHED_HEADER_BYTES = 2048
+_parse_small_header = functools.lru_cache(maxsize=256)(_parse_header)
+
+
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     """Parse an infer request body; ``header_length`` is the Inference-Header-Content-Length.
 
@@ -163,14 +179,11 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             f"Inference-Header-Content-Length {header_length} is outside the body "
             f"({len(body)} bytes)",
         )
-    try:
-        raw = json.loads(memoryview(body)[:header_length].tobytes())
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ApiError(400, f"the request header is not valid JSON: {exc}") from None
-    try:
-        spec = _RequestSpec.model_validate(raw)
-    except PydanticValidationError as exc:
-        raise ApiError(400, _error_text(exc)) from None
+    header = memoryview(body)[:header_length].tobytes()
+    if header_length <= _CACHED_HEADER_BYTES and b'"data"' not in header:
+        spec = _parse_small_header(header)  # binary requests repeat the same header
+    else:
+        spec = _parse_header(header)
     blob = memoryview(body)[header_length:]
     offset = 0
     inputs: dict[str, np.ndarray] = {}
@@ -213,14 +226,29 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     return InferRequest(spec.id, inputs, datatypes, outputs, binary_default)
 
 
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The KServe datatype name of a numpy array."""
+    name = _NAMES.get(array.dtype)
+    if name is not None:
+        return name
     for name, dtype in DTYPES.items():
-        if array.dtype == dtype or (
-            array.dtype.kind == dtype.kind and array.itemsize == dtype.itemsize
-        ):
+        if array.dtype.kind == dtype.kind and array.itemsize == dtype.itemsize:
             return name
     raise ValueError(f"no KServe datatype for numpy dtype {array.dtype}")
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(text: str) -> str:
+    return json.dumps(text)
+
+
+def _little_endian_bytes(array: np.ndarray) -> bytes:
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.tobytes()
 
 
 def encode_response(
@@ -236,29 +264,25 @@ def encode_response(
     wanted = request.outputs or tuple(
         RequestedOutput(name, request.binary_default) for name in results
     )
-    tensors: list[dict[str, Any]] = []
+    parts: list[str] = []
     chunks: list[bytes] = []
     for out in wanted:
         array = results.get(out.name)
         if array is None:
             raise ApiError(400, f"unknown output {out.name!r}; the model has {sorted(results)}")
-        entry: dict[str, Any] = {
-            "name": out.name,
-            "datatype": datatype_of(array),
-            "shape": list(array.shape),
-        }
+        shape = ",".join(map(str, array.shape))
+        head = f'{{"name":{_quoted(out.name)},"datatype":"{datatype_of(array)}","shape":[{shape}]'
         if out.binary:
-            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-            entry["parameters"] = {"binary_data_size": len(data)}
+            data = _little_endian_bytes(array)
+            parts.append(f'{head},"parameters":{{"binary_data_size":{len(data)}}}}}')
             chunks.append(data)
         else:
-            entry["data"] = array.ravel().tolist()
-        tensors.append(entry)
-    head: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
-    if request.id is not None:
-        head["id"] = request.id
-    head["outputs"] = tensors
-    header = json.dumps(head, separators=(",", ":")).encode()
+            parts.append(f'{head},"data":{json.dumps(array.ravel().tolist())}}}')
+    rid = "" if request.id is None else f',"id":{json.dumps(request.id)}'
+    header = (
+        f'{{"model_name":{_quoted(model_name)},"model_version":{_quoted(model_version)}{rid},'
+        f'"outputs":[{",".join(parts)}]}}'
+    ).encode()
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

@@ -228,6 +228,7 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         log_level=config.log_level,
         access_log=False,
+        proxy_headers=False,
     )
 
 
