@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from models.synth.profiles import SITES
+from server.demo_agent import agent_stage
 from server.distill.config import (
     AugmentConfig,
     DataConfig,
@@ -29,7 +30,7 @@ from server.summary import print_run_summary
 SIZE = 64
 PER_SITE = 2000
 SEED = 0
-BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90}
+BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90, "agent": 60}
 """Stated time budget per stage on 2 CPU cores."""
 
 
@@ -72,13 +73,13 @@ def _finished(run_dir: Path, name: str) -> bool:
 
 
 def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = None) -> None:
-    """Synthetic data -> teacher (cached) -> distilled student -> summary."""
+    """Synthetic data -> teacher (cached) -> student -> export -> edge agent -> summary."""
     console = console or Console()
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     sites = list(SITES)
 
-    console.rule("stage 1/4: synthetic data")
+    console.rule("stage 1/5: synthetic data")
     t0 = time.perf_counter()
     data = workdir / "data"
     if not fresh and dataset_matches(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED):
@@ -88,8 +89,8 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     timings["data"] = time.perf_counter() - t0
 
     for stage, name, cfg in (
-        ("stage 2/4: teacher", "teacher", teacher_config(workdir)),
-        ("stage 3/4: distillation", "student", student_config(workdir)),
+        ("stage 2/5: teacher", "teacher", teacher_config(workdir)),
+        ("stage 3/5: distillation", "student", student_config(workdir)),
     ):
         console.rule(stage)
         t0 = time.perf_counter()
@@ -104,10 +105,15 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         timings[name if name == "teacher" else "distill"] = time.perf_counter() - t0
         print_run_summary(metrics, cfg.out, console)
 
-    console.rule("stage 4/4: export")
+    console.rule("stage 4/5: export")
     t0 = time.perf_counter()
     exported = _export_stage(workdir / "student", fresh=fresh, console=console)
     timings["export"] = time.perf_counter() - t0
+
+    console.rule("stage 5/5: edge agent")
+    t0 = time.perf_counter()
+    edge = agent_stage(workdir, exported, console)
+    timings["agent"] = time.perf_counter() - t0
 
     lines = [
         f"{stage:8s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
@@ -119,6 +125,10 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         f"teacher:  {workdir / 'teacher'}",
         f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
         f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
+        f"bundle:   {edge.bundle} (signed with {workdir / 'keys' / 'demo.key'})",
+        f"device:   {edge.root} (slots/, state.db, engines/); agent log {edge.log}",
+        f"tokens:   {edge.tokens}; serve again with",
+        f"          fovea-agent serve --root {edge.root} --port 8000",
     ]
     console.print(Panel("\n".join(lines), title="fovea demo: done"))
 
