@@ -148,11 +148,17 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         )
     slot_dir = root.current.resolve()
     backend, record = _open(root, slot_dir, manifest, config, log)
-    metrics = AgentMetrics(_telemetry())
+    telemetry = _Telemetry()
+    metrics = AgentMetrics(telemetry.read)
+
+    def on_batch(rows: int, _seconds: float) -> None:
+        metrics.observe_batch(rows)
+        telemetry.rows += rows
+
     batcher = DynamicBatcher(
         backend,
         BatcherSettings(max_batch=config.max_batch, max_wait_ms=config.max_wait_ms),
-        on_batch=lambda n, _s: metrics.observe_batch(n),
+        on_batch=on_batch,
     )
     info = model_info(
         manifest.name,
@@ -188,7 +194,7 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         store,
         screening,
         config,
-        telemetry=_telemetry(),
+        telemetry=telemetry.read,
         status_extra=status_extra,
         metrics=metrics,
     )
@@ -203,10 +209,26 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     return LoadedAgent(app, served, store, manifest)
 
 
-def _telemetry() -> Callable[[], dict[str, Any]]:
-    from edge_agent.telemetry import snapshot
+class _Telemetry:
+    """Device readings plus energy per inference (RAPL or Jetson rails) since the last reading."""
 
-    return snapshot
+    def __init__(self, root: Path = Path("/")) -> None:
+        from edge_agent.telemetry import EnergyMeter
+
+        self.root = root
+        self.meter = EnergyMeter(root)
+        self.rows = 0  # images inferred so far (the batcher's hook adds to it)
+        self._rows_seen = 0
+
+    def read(self) -> dict[str, Any]:
+        from edge_agent.telemetry import snapshot
+
+        rows, self._rows_seen = self.rows - self._rows_seen, self.rows
+        energy: dict[str, Any] = {"source": self.meter.source, "inferences": self.rows}
+        if self.meter.available:
+            energy["joules_total"] = self.meter.total_joules()
+            energy["joules_per_inference"] = self.meter.joules_per_inference(rows)
+        return {**snapshot(self.root), "energy": energy}
 
 
 def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
