@@ -56,3 +56,24 @@ def test_export_acceptance_quick(tiny_teacher: Path, tmp_path: Path) -> None:
     assert written, "no result file"
     result = json.loads(written[0].read_text())
     assert "int8" in json.dumps(result)
+
+
+@pytest.mark.slow
+def test_agent_load_quick(tmp_path: Path) -> None:
+    """The agent benchmark end to end on untrained models (no demo workdir): fields, no failures."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the agent benchmark pins the load generator and the agent to two cores")
+    _run(["benchmarks.agent_load", "--quick", "--workdir", str(tmp_path / "no-demo")], tmp_path)
+    result = json.loads((tmp_path / "agent_load_quick.json").read_text())
+    assert result["failed_requests"] == 0
+    assert result["generator_max_req_s"] > 0
+    for name in ("student", "teacher"):
+        model = result["models"][name]
+        assert "untrained" in result["sources"][name]
+        assert model["raw_best"]["img_s"] > 0 and model["ratio_binary_vs_raw"] > 0
+        assert model["cold_start_s"] > 0 and model["rss_mib_ready"] > 0
+        assert {"binary", "json", "jpeg"} <= set(model["load"])
+        for phase in (*model["load"].values(), model["half_load"]):
+            assert phase["failed"] == 0 and phase["ok"] > 0
+            assert 0 < phase["p50_ms"] <= phase["p99_ms"]
+    assert "agent / raw" in (tmp_path / "agent_load_quick.md").read_text()
