@@ -14,8 +14,10 @@ app = typer.Typer(
 )
 users_app = typer.Typer(no_args_is_help=True, help="Accounts: technicians, clinicians, admins.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+trust_app = typer.Typer(no_args_is_help=True, help="Trusted signing keys: signed updates only.")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(trust_app, name="trust")
 
 Root = Annotated[
     Path,
@@ -187,6 +189,52 @@ def audit_verify(root: Root) -> None:
     if not check.ok:
         raise _fail(f"audit log tampered at entry {check.first_bad_seq}: {check.reason}")
     typer.echo(f"audit log intact: {check.entries} entries, head {check.head_hash[:16]}")
+
+
+@trust_app.command("apply")
+def trust_apply(
+    update: Annotated[Path, typer.Argument(help="signed update (fovea keys rotate/revoke)")],
+    root: Root,
+) -> None:
+    """Verify a signed trust update and apply it to ROOT/keys (trusted/, revoked/)."""
+    from edge_agent.bundle import BundleError, apply_trust_update
+    from edge_agent.install import DeviceRoot, active_manifest
+
+    device = DeviceRoot(root).ensure()
+    try:
+        result = apply_trust_update(update, device.path / "keys")
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"applied trust update {result.sequence} (signed by {result.signer}): "
+        f"added {list(result.added)}, revoked {list(result.revoked)}; "
+        f"trusted now {list(result.trusted_now)}"
+    )
+    try:
+        active_manifest(device)
+    except (ValueError, RuntimeError):
+        typer.secho(
+            "warning: the installed bundle is no longer signed by a trusted key; install one "
+            "signed by a trusted key (fovea-agent install BUNDLE --allow-downgrade)",
+            fg=typer.colors.YELLOW, err=True,
+        )  # fmt: skip
+
+
+@trust_app.command("show")
+def trust_show(root: Root) -> None:
+    """Print the trusted and revoked key ids and the last applied update's sequence as JSON."""
+    from edge_agent.bundle import BundleError, read_state
+    from edge_agent.install import DeviceRoot
+
+    device = DeviceRoot(root)
+    try:
+        trusted, revoked = device.keys.load()
+        state = read_state(device.path / "keys")
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    out = {"sequence": state.sequence, "trusted": sorted(set(trusted) - set(revoked)),
+           "revoked": sorted(revoked)}  # fmt: skip
+    typer.echo(json.dumps(out, indent=2))
 
 
 @app.command()

@@ -21,6 +21,17 @@ from edge_agent.bundle.manifest import (
     agent_version,
     manifest_digest,
 )
+from edge_agent.bundle.trust import (
+    TrustApplied,
+    TrustEnvelope,
+    TrustState,
+    TrustUpdate,
+    apply_trust_update,
+    public_pem,
+    read_state,
+    read_trust_update,
+    sign_trust_update,
+)
 from edge_agent.bundle.verify import check_signature, check_versions, open_bundle, verify_tree
 
 __all__ = [
@@ -33,7 +44,12 @@ __all__ = [
     "Manifest",
     "PrecisionEntry",
     "Thresholds",
+    "TrustApplied",
+    "TrustEnvelope",
+    "TrustState",
+    "TrustUpdate",
     "agent_version",
+    "apply_trust_update",
     "build_bundle",
     "check_signature",
     "check_versions",
@@ -46,5 +62,9 @@ __all__ = [
     "manifest_digest",
     "manifest_from_export",
     "open_bundle",
+    "public_pem",
+    "read_state",
+    "read_trust_update",
+    "sign_trust_update",
     "verify_tree",
 ]
