@@ -170,3 +170,42 @@ def test_revocation_is_permanent_and_the_last_key_cannot_go(
     )
     with pytest.raises(BundleError, match=r"trusts revoked keys .* permanent"):
         apply_update(again, device.path)
+
+
+def test_a_crashed_apply_is_finished_by_the_same_update(
+    key_dir: Path,
+    first_key: KeyInfo,
+    device: DeviceRoot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signer revokes itself and adds a new key; the apply dies after the revocation."""
+    import edge_agent.bundle.trust as trust
+
+    new = generate_key(tmp_path / "next", "next")
+    pem = public_pem(load_private_key(first_key.private).public_key())
+    new_pem = public_pem(load_private_key(new.private).public_key())
+    update = _signed(
+        tmp_path / "swap.json", first_key, sequence=1,
+        trust={new.key_id: new_pem}, revoke={first_key.key_id: pem},
+    )  # fmt: skip
+    real = trust._write_key
+    calls: list[Path] = []
+
+    def dies_on_trusted(directory: Path, kid: str, key: object) -> None:
+        calls.append(directory)
+        if directory.name == "trusted":
+            raise OSError("power lost")
+        real(directory, kid, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trust, "_write_key", dies_on_trusted)
+    with pytest.raises(OSError, match="power lost"):
+        apply_update(update, device.path)
+    monkeypatch.undo()
+    assert read_state(device.path / "keys").pending is not None
+    assert _usable(device) == set()  # mid-apply: the old key is revoked, the new one not yet
+    applied = apply_update(update, device.path)
+    assert applied.trusted_now == (new.key_id,)
+    assert read_state(device.path / "keys").sequence == 1
+    with pytest.raises(BundleError, match="not newer"):
+        apply_update(update, device.path)
