@@ -119,7 +119,7 @@ class _Generator:
             pass
         elif now < self.window[1] and self.rate is None:
             return self.start(conn, now)
-        elif now < self.window[1] and self.backlog:
+        elif self.backlog:  # scheduled inside the window: still sent, even if late
             return self.start(conn, self.backlog.popleft())
         else:
             self.idle.append(conn)
