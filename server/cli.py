@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from models.synth.profiles import SITES
+from server import cli_flash
 from server import cli_keys
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets.")
 teacher_app = typer.Typer(no_args_is_help=True, help="The teacher model.")
 app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
+app.command("flash")(cli_flash.flash_command)
 app.add_typer(cli_keys.keys_app, name="keys")
 app.add_typer(cli_keys.bundle_app, name="bundle")
 console = Console()

@@ -1,0 +1,165 @@
+"""What a flash does: the plan (shared by all hosts), the targets, and what happened per host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from deploy.transport import Transport
+
+SupervisorKind = Literal["auto", "systemd", "process"]
+HostStatus = Literal["flashed", "unchanged", "failed"]
+
+DEFAULT_ROOT = "/var/lib/fovea"
+DEFAULT_PREFIX = "/opt/fovea"
+DEFAULT_PORT = 8000
+FLEET_ACCOUNT = "fleet"
+
+
+@dataclass(frozen=True)
+class FlashPlan:
+    """Settings shared by every host of one flash.
+
+    ``wheel`` is the fovea-edge wheel (built once per flash) and ``wheelhouse`` a folder of the
+    device architecture's dependency wheels (the site supplies Jetson builds); both may be None
+    when ``agent_venv`` names a virtual environment that already holds fovea-edge on the device
+    (then no venv is created and nothing is pip-installed). ``trusted_key`` is the bundle
+    signer's public key installed into the device's ``keys/trusted/``.
+    """
+
+    bundle: Path
+    trusted_key: Path
+    wheel: Path | None = None
+    wheelhouse: Path | None = None
+    agent_venv: str | None = None
+    device_python: str = "python3.11"
+    extras: str = "agent"
+    listen_host: str = "0.0.0.0"
+    supervisor: SupervisorKind = "auto"
+    service_user: str = "fovea"
+    unit_name: str = "fovea-agent"
+    fleet_account: str = FLEET_ACCOUNT
+    rotate_token: bool = False
+    ready_timeout: float = 120.0
+    step_timeout: float = 900.0
+    parallel: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.bundle.is_file():
+            raise ValueError(f"bundle {self.bundle} does not exist; build one: fovea bundle build")
+        if not self.trusted_key.is_file():
+            raise ValueError(f"trusted key {self.trusted_key} does not exist (the signer's .pub)")
+        if self.agent_venv is None and self.wheel is None:
+            raise ValueError("give the fovea-edge wheel to install, or agent_venv to reuse")
+        if self.wheel is not None and not self.wheel.is_file():
+            raise ValueError(f"wheel {self.wheel} does not exist")
+        if self.wheelhouse is not None and not self.wheelhouse.is_dir():
+            raise ValueError(f"wheelhouse {self.wheelhouse} is not a directory")
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        if self.ready_timeout <= 0:
+            raise ValueError(f"ready_timeout must be > 0, got {self.ready_timeout}")
+
+    def wheel_files(self) -> list[Path]:
+        """Every wheel to copy: fovea-edge's and the wheelhouse's."""
+        found = [self.wheel] if self.wheel is not None else []
+        if self.wheelhouse is not None:
+            names = {p.name for p in found}
+            found += sorted(
+                p for p in self.wheelhouse.glob("*.whl") if p.is_file() and p.name not in names
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class FlashTarget:
+    """One device: how to reach it and where Fovea lives on it.
+
+    ``root`` is the agent's device root, ``prefix`` holds the venv, copied wheels and bundles,
+    ``port`` is the agent's HTTP port (checked for readiness from the device itself).
+    """
+
+    transport: Transport
+    root: str = DEFAULT_ROOT
+    prefix: str = DEFAULT_PREFIX
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        for name in ("root", "prefix"):
+            value = getattr(self, name)
+            if not value.startswith("/"):
+                raise ValueError(f"{self.transport.host}: {name} {value!r} must be absolute")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"{self.transport.host}: port {self.port} not in 1..65535")
+
+    @property
+    def host(self) -> str:
+        """The device's display name."""
+        return self.transport.host
+
+    @property
+    def venv(self) -> str:
+        """The device venv made by the flash."""
+        return f"{self.prefix}/venv"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step on one host: whether it changed anything, and how long it took."""
+
+    name: str
+    changed: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What flashing one host did; ``token`` is the fleet account's token when one was issued."""
+
+    host: str
+    status: HostStatus
+    seconds: float
+    steps: tuple[StepResult, ...] = ()
+    error: str | None = None
+    url: str | None = None
+    supervisor: str | None = None
+    model: str | None = None
+    model_version: int | None = None
+    agent_version: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True unless the host failed."""
+        return self.status != "failed"
+
+
+def plan_lines(plan: FlashPlan, targets: list[FlashTarget]) -> list[str]:
+    """The plan as readable lines (what ``--dry-run`` prints); nothing is touched."""
+    wheels = plan.wheel_files()
+    size = sum(p.stat().st_size for p in wheels) / 1e6
+    lines = [
+        f"bundle {plan.bundle} ({plan.bundle.stat().st_size / 1e6:.1f} MB), "
+        f"trusted key {plan.trusted_key.name}",
+        f"agent: {f'existing venv {plan.agent_venv}' if plan.agent_venv else 'new venv'}; "
+        f"{len(wheels)} wheels ({size:.1f} MB)"
+        + (f" from {plan.wheelhouse}" if plan.wheelhouse else ""),
+    ]
+    for t in targets:
+        venv = plan.agent_venv or t.venv
+        lines += [
+            f"{t.host}:",
+            f"  probe: architecture, {plan.device_python}, Jetson (/etc/nv_tegra_release), PID 1",
+            f"  copy wheels and bundle to {t.prefix} (resumable; identical files skipped)",
+            f"  venv {venv}"
+            + ("" if plan.agent_venv else f" ({plan.device_python} -m venv; pip --no-index)"),
+            f"  trust {plan.trusted_key.name} in {t.root}/keys/trusted/",
+            f"  fovea-agent install {plan.bundle.name} --root {t.root} (skipped if installed)",
+            f"  supervisor {plan.supervisor}: unit {plan.unit_name}.service (systemd) or "
+            f"a process keeper; agent on {plan.listen_host}:{t.port}",
+            f"  account {plan.fleet_account!r} (admin) and its token",
+            f"  wait for http://127.0.0.1:{t.port}/v2/health/ready ({plan.ready_timeout:g} s)",
+        ]
+    return lines

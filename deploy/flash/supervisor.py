@@ -1,0 +1,240 @@
+"""Keeping the agent running on a device: systemd where PID 1 is systemd, else a process keeper.
+
+Both sit behind the small :class:`Supervisor` interface (install the service, start, restart,
+stop, ask whether it runs), which flashing and fleet rollouts use alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from deploy.flash.remote import read_text, sh, write_text
+from deploy.transport import Transport, TransportError
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """The agent service on one device: what runs, as whom, and what it may write."""
+
+    name: str
+    argv: tuple[str, ...]
+    root: str
+    prefix: str
+    user: str = "fovea"
+    python: str = "python3"
+    environment: tuple[tuple[str, str], ...] = field(default=(("PYTHONUNBUFFERED", "1"),))
+
+    @property
+    def log(self) -> str:
+        """Where the process keeper writes the agent's output."""
+        return f"{self.prefix}/run/{self.name}.log"
+
+    @property
+    def pidfile(self) -> str:
+        """The process keeper's pid file (the agent's pid is in ``<pidfile>.child``)."""
+        return f"{self.prefix}/run/{self.name}.pid"
+
+
+def render_unit(spec: ServiceSpec) -> str:
+    """A hardened systemd unit for the agent (restart on failure, own user, sandboxed)."""
+    env = "\n".join(f"Environment={k}={v}" for k, v in spec.environment)
+    return f"""\
+[Unit]
+Description=Fovea edge agent (retinal screening, KServe v2)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=exec
+User={spec.user}
+Group={spec.user}
+ExecStart={shlex.join(spec.argv)}
+WorkingDirectory={spec.root}
+{env}
+Restart=on-failure
+RestartSec=5
+TimeoutStopSec=30
+UMask=0077
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={spec.root}
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@runtime_checkable
+class Supervisor(Protocol):
+    """Start, restart and stop the agent service on one device."""
+
+    kind: str
+
+    async def install(self, spec: ServiceSpec) -> bool:
+        """Set up the service (idempotent); True when anything changed."""
+        ...
+
+    async def start(self) -> None:
+        """Start the service unless it runs."""
+        ...
+
+    async def restart(self) -> None:
+        """Restart the service (start it when stopped)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the service."""
+        ...
+
+    async def is_active(self) -> bool:
+        """Whether the service runs."""
+        ...
+
+
+class SystemdSupervisor:
+    """The agent as a systemd unit, run by a dedicated system user."""
+
+    kind = "systemd"
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        self.transport = transport
+        self.name = name
+
+    @property
+    def unit_path(self) -> str:
+        """Where the unit file goes."""
+        return f"/etc/systemd/system/{self.name}.service"
+
+    async def _ctl(self, *args: str) -> None:
+        (await self.transport.run(["systemctl", *args], timeout=120)).check()
+
+    async def install(self, spec: ServiceSpec) -> bool:
+        """Create the user, write the unit, hand the root to the user, reload, enable."""
+        user = shlex.quote(spec.user)
+        await sh(
+            self.transport,
+            f"id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home "
+            f"--home-dir {shlex.quote(spec.root)} --shell /usr/sbin/nologin {user}",
+        )
+        (await self.transport.run(["chown", "-R", f"{spec.user}:{spec.user}", spec.root])).check()
+        changed = await write_text(self.transport, self.unit_path, render_unit(spec))
+        if changed:
+            await self._ctl("daemon-reload")
+        await self._ctl("enable", f"{self.name}.service")
+        return changed
+
+    async def start(self) -> None:
+        """``systemctl start``."""
+        await self._ctl("start", f"{self.name}.service")
+
+    async def restart(self) -> None:
+        """``systemctl restart``."""
+        await self._ctl("restart", f"{self.name}.service")
+
+    async def stop(self) -> None:
+        """``systemctl stop``."""
+        await self._ctl("stop", f"{self.name}.service")
+
+    async def is_active(self) -> bool:
+        """``systemctl is-active``."""
+        res = await self.transport.run(["systemctl", "is-active", "--quiet", self.name])
+        return res.ok
+
+
+class ProcessSupervisor:
+    """The agent under ``python -m deploy.flash.keeper``, started detached with a pid file."""
+
+    kind = "process"
+
+    def __init__(self, transport: Transport, spec: ServiceSpec) -> None:
+        self.transport = transport
+        self.spec = spec
+
+    @property
+    def _spec_file(self) -> str:
+        return f"{self.spec.prefix}/run/{self.spec.name}.cmd"
+
+    async def _pid(self) -> int | None:
+        text = await read_text(self.transport, self.spec.pidfile)
+        if not text or not text.strip().isdigit():
+            return None
+        pid = int(text.strip())
+        alive = await self.transport.run(["kill", "-0", str(pid)])
+        return pid if alive.ok else None
+
+    async def install(self, spec: ServiceSpec) -> bool:
+        """Record the command; a changed command restarts a running keeper."""
+        self.spec = spec
+        await self.transport.run(["mkdir", "-p", f"{spec.prefix}/run"])
+        changed = await write_text(self.transport, self._spec_file, shlex.join(spec.argv) + "\n")
+        if changed and await self._pid() is not None:
+            await self.stop()
+        return changed
+
+    async def start(self) -> None:
+        """Start the keeper detached (setsid, output to the log) unless it runs."""
+        if await self._pid() is not None:
+            return
+        s = self.spec
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in s.environment)
+        keeper = [s.python, "-m", "deploy.flash.keeper", "--pidfile", s.pidfile, "--", *s.argv]
+        script = (
+            f"cd {shlex.quote(s.root)} && {env} setsid {shlex.join(keeper)} "
+            f">>{shlex.quote(s.log)} 2>&1 </dev/null &"
+        )
+        (await sh(self.transport, script)).check()
+        for _ in range(50):
+            if await self._pid() is not None:
+                return
+            await asyncio.sleep(0.1)
+        raise TransportError(self.transport.host, f"the process keeper did not start; see {s.log}")
+
+    async def restart(self) -> None:
+        """SIGHUP to the keeper (it restarts the agent), or start it."""
+        pid = await self._pid()
+        if pid is None:
+            await self.start()
+        else:
+            (await self.transport.run(["kill", "-HUP", str(pid)])).check()
+
+    async def stop(self) -> None:
+        """SIGTERM to the keeper, which stops the agent; waits until both are gone."""
+        pid = await self._pid()
+        if pid is None:
+            return
+        await self.transport.run(["kill", "-TERM", str(pid)])
+        for _ in range(300):
+            if await self._pid() is None:
+                return
+            await asyncio.sleep(0.1)
+        raise TransportError(self.transport.host, f"keeper pid {pid} did not stop in 30 s")
+
+    async def is_active(self) -> bool:
+        """Whether the keeper runs."""
+        return await self._pid() is not None
+
+
+async def detect_supervisor(transport: Transport, spec: ServiceSpec, kind: str) -> Supervisor:
+    """The supervisor for a device: systemd when asked or when PID 1 is systemd and we are root
+    (``auto``), else the process keeper."""
+    if kind == "auto":
+        probe = await sh(transport, 'test -d /run/systemd/system && test "$(id -u)" = 0')
+        kind = "systemd" if probe.ok else "process"
+    if kind == "systemd":
+        return SystemdSupervisor(transport, spec.name)
+    if kind == "process":
+        return ProcessSupervisor(transport, spec)
+    raise ValueError(f"{transport.host}: unknown supervisor {kind!r}; use auto, systemd or process")
