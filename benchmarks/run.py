@@ -31,6 +31,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
         ["--quick"],
     ),
     ("benchmarks.export_acceptance", ["--run", ".fovea/demo/student"], ["--quick"]),
+    ("benchmarks.agent_load", ["--workdir", ".fovea/demo"], ["--quick"]),
 ]
 
 
