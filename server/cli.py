@@ -10,8 +10,7 @@ import typer
 from rich.console import Console
 
 from models.synth.profiles import SITES
-from server import cli_flash
-from server import cli_keys
+from server import cli_flash, cli_fleet, cli_keys
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +24,7 @@ app.add_typer(teacher_app, name="teacher")
 app.command("flash")(cli_flash.flash_command)
 app.add_typer(cli_keys.keys_app, name="keys")
 app.add_typer(cli_keys.bundle_app, name="bundle")
+app.add_typer(cli_fleet.fleet_app, name="fleet")
 console = Console()
 
 
