@@ -39,6 +39,8 @@ from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines
 
 Log = Callable[[str], None]
+CHECKPOINT_DIR = "checkpoint"
+"""Where the export keeps the model's own weights: ``checkpoint/model.{json,safetensors}``."""
 
 
 class ExportInputError(ValueError):
@@ -224,9 +226,17 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
     recipe = engine_recipe(spec.size, config.tensorrt)
     (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2))
     engines = build_engines(tmp, recipe)
+    # the weights travel too (safetensors + JSON, never pickle): federated adaptation on the
+    # device trains the deployed model itself, and the next export starts from them
+    (tmp / CHECKPOINT_DIR).mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copyfile(
+            ckpt.with_suffix(suffix), (tmp / CHECKPOINT_DIR / "model").with_suffix(suffix)
+        )
     return {
         "schema_version": SCHEMA_VERSION,
         "checkpoint": str(ckpt),
+        "weights": f"{CHECKPOINT_DIR}/model.json",
         "model": {"name": meta.name, "family": meta.family, "parameters": meta.parameters},
         "preprocess": spec.model_dump(mode="json"),
         "opset": config.opset,

@@ -38,7 +38,9 @@ def test_manifest_carries_the_export(tiny_export: Path, bundle: Path, keyring: K
     fp32 = export["precisions"]["fp32"]
     assert manifest.precisions["fp32"].heldout_accuracy == fp32["heldout"]["accuracy"]
     assert manifest.engine_recipe == json.loads((tiny_export / "recipe.json").read_text())
-    on_disk = sorted(p.name for p in tiny_export.iterdir())
+    on_disk = sorted(
+        p.relative_to(tiny_export).as_posix() for p in tiny_export.rglob("*") if p.is_file()
+    )
     assert sorted(manifest.files) == on_disk
     signer = load_public_key(next(keyring.trusted.glob("*.pub")))
     assert manifest.signer == key_id(signer)

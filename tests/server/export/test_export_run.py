@@ -28,6 +28,7 @@ ARTIFACTS = (
     "validation.npz",
     "recipe.json",
     "export.json",
+    "checkpoint",
 )
 
 
@@ -44,6 +45,21 @@ def exported(
 def test_every_artifact_is_written(exported: Path) -> None:
     assert sorted(p.name for p in exported.iterdir()) == sorted(ARTIFACTS)
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_the_weights_travel_with_the_export(exported: Path) -> None:
+    import torch
+
+    from models.nets import load_checkpoint
+
+    report = json.loads((exported / "export.json").read_text())
+    model, meta = load_checkpoint(exported / report["weights"])
+    original, _ = load_checkpoint(report["checkpoint"])
+    for (name, a), b in zip(
+        model.state_dict().items(), original.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert meta.preprocess.model_dump(mode="json") == report["preprocess"]
 
 
 def test_report_covers_every_precision(exported: Path) -> None:
