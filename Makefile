@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip || true
-	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[server,agent,dev]'
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[server,agent,fl,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
