@@ -30,7 +30,7 @@ from server.summary import print_run_summary
 SIZE = 64
 PER_SITE = 2000
 SEED = 0
-BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90, "agent": 60}
+BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90, "devices": 90}
 """Stated time budget per stage on 2 CPU cores."""
 
 
@@ -110,10 +110,10 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     exported = _export_stage(workdir / "student", fresh=fresh, console=console)
     timings["export"] = time.perf_counter() - t0
 
-    console.rule("stage 5/5: edge agent")
+    console.rule("stage 5/5: devices (flash, fleet, screening)")
     t0 = time.perf_counter()
     edge = agent_stage(workdir, exported, console)
-    timings["agent"] = time.perf_counter() - t0
+    timings["devices"] = time.perf_counter() - t0
 
     lines = [
         f"{stage:8s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
@@ -126,9 +126,10 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
         f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
         f"bundle:   {edge.bundle} (signed with {workdir / 'keys' / 'demo.key'})",
-        f"device:   {edge.root} (slots/, state.db, engines/); agent log {edge.log}",
-        f"tokens:   {edge.tokens}; serve again with",
-        f"          fovea-agent serve --root {edge.root} --port 8000",
+        f"devices:  {', '.join(str(p) for p in edge.devices.values())}",
+        f"fleet:    {edge.fleet_db} (fovea fleet list --db {edge.fleet_db})",
+        f"tokens:   {edge.tokens}; serve a device again with",
+        f"          fovea-agent serve --root {next(iter(edge.devices.values()))} --port 8000",
     ]
     console.print(Panel("\n".join(lines), title="fovea demo: done"))
 

@@ -1,20 +1,18 @@
-"""The demo's edge stage: sign the exported student, install it on a local device root, serve it
-with ``fovea-agent`` and screen a few synthetic patients over HTTP, as a clinic would."""
+"""The demo's edge stage: sign the exported student, flash it onto three local devices the way
+``fovea flash`` does (no SSH), show the fleet, and let each device screen its own site's patients
+over HTTP while a clinician reviews them, as clinics would."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +22,27 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from deploy.flash import (
+    FlashPlan,
+    FlashTarget,
+    HostResult,
+    ProcessSupervisor,
+    ServiceSpec,
+    bundle_manifest,
+    flash,
+    summary_table,
+)
+from deploy.fleet import Device, Inventory, TransportSpec, poll
+from deploy.transport import LocalTransport
 from edge_agent.bundle import build_bundle, collect_files, generate_keypair
-from edge_agent.install import DeviceRoot, active_manifest
 from models.synth import SITES, generate
-from models.task import GRADE_NAMES
+from models.task import GRADE_NAMES, REFERABLE_MIN_GRADE
+from server.cli_fleet import print_devices
 
-SCREEN_SITE = "site-e"
-"""The site whose patients the demo screens: one no model was trained on."""
-READY_TIMEOUT_S = 90.0
+DEVICE_SITES = {"clinic-1": "site-a", "clinic-2": "site-b", "clinic-3": "site-e"}
+"""The demo's devices and the hospital each one serves (site-e: a camera no model trained on)."""
+PATIENTS_PER_DEVICE = 30
+READY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -39,84 +50,152 @@ class AgentDemo:
     """What the edge stage made and where it lives."""
 
     bundle: Path
-    root: Path
+    devices: dict[str, Path]
+    fleet_db: Path
     tokens: Path
     screened: int
-    log: Path
 
 
-def agent_stage(workdir: Path, export_dir: Path, console: Console) -> AgentDemo:
-    """Bundle + sign, install (when the export changed), serve, screen, review, stop."""
-    device = DeviceRoot(workdir / "device").ensure()
-    public = _keys(workdir / "keys", device)
-    bundle = _install_current(export_dir, workdir / "bundles", workdir / "keys", device, console)
-    tokens = _tokens(workdir / "device-tokens.json", device.path, console)
-    log = workdir / "agent.log"
-    with _serving(device.path, log, console) as url:
-        screened = _screen_patients(url, tokens, console)
-    console.print(f"signed by {public.name}; agent log: {log}")
-    return AgentDemo(bundle, device.path, workdir / "device-tokens.json", screened, log)
+def agent_stage(
+    workdir: Path, export_dir: Path, console: Console, *, patients: int = PATIENTS_PER_DEVICE
+) -> AgentDemo:
+    """Sign the export, flash it onto three local devices, fleet table, each device screens."""
+    keys = workdir / "keys"
+    public = _keys(keys)
+    bundle = _bundle(export_dir, workdir / "bundles", keys / "demo.key", console)
+    layout = _Layout(workdir)
+    targets = [
+        FlashTarget(LocalTransport(name), str(layout.root(name)), str(layout.prefix(name)), port)
+        for name, port in layout.ports().items()
+    ]
+    inventory = Inventory(layout.fleet_db)
+    known = {d.host for d in inventory.devices()}
+    plan = FlashPlan(
+        bundle=bundle, trusted_key=public, agent_venv=sys.prefix, supervisor="process",
+        listen_host="127.0.0.1", ready_timeout=READY_TIMEOUT_S,
+        rotate_token=not known >= set(DEVICE_SITES),
+    )  # fmt: skip
+    console.print(f"flashing {len(targets)} local devices (no SSH: LocalTransport) ...")
+    results = flash(targets, plan, console=console)
+    console.print(summary_table(results))
+    try:
+        failed = [f"{r.host}: {r.error}" for r in results if not r.ok]
+        if failed:
+            raise RuntimeError("flashing failed on " + "; ".join(failed))
+        for target, result in zip(targets, results, strict=True):
+            _register(inventory, target, result)
+        asyncio.run(poll(inventory))
+        print_devices(inventory.devices(), console)
+        tokens = _tokens(layout, console)
+        screened = 0
+        for target in targets:
+            url = inventory.get(target.host).url
+            site = DEVICE_SITES[target.host]
+            screened += _screen_patients(url, tokens[target.host], site, console, patients)
+    finally:
+        for target in targets:  # the demo leaves no agent running behind it
+            asyncio.run(ProcessSupervisor(target.transport, _service(target)).stop())
+    devices = {t.host: Path(t.root) for t in targets}
+    return AgentDemo(bundle, devices, layout.fleet_db, layout.tokens, screened)
 
 
-def _agent_command() -> list[str]:
-    script = Path(sys.executable).with_name("fovea-agent")
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("fovea-agent")
-    if found is None:
-        raise RuntimeError("fovea-agent is not installed: run `make install` (pip install -e .)")
-    return [found]
+class _Layout:
+    """Where the demo's devices live: ``devices/<name>/{root,opt}``, ports kept between runs."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "devices"
+        self.fleet_db = workdir / "fleet.db"
+        self.tokens = self.dir / "tokens.json"
+
+    def root(self, name: str) -> Path:
+        return self.dir / name / "root"
+
+    def prefix(self, name: str) -> Path:
+        return self.dir / name / "opt"
+
+    def ports(self) -> dict[str, int]:
+        path = self.dir / "ports.json"
+        ports: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+        for name in DEVICE_SITES:
+            ports.setdefault(name, _free_port())
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports, indent=1))
+        return ports
+
+
+def _service(target: FlashTarget) -> ServiceSpec:
+    return ServiceSpec("fovea-agent", ("true",), target.root, target.prefix)
+
+
+def _register(inventory: Inventory, target: FlashTarget, result: HostResult) -> None:
+    """Add a freshly flashed device to the fleet (a known one keeps its fleet token)."""
+    assert result.url is not None
+    known = {d.host: d for d in inventory.devices()}
+    token = result.token or (known[target.host].token if target.host in known else None)
+    if token is None:
+        raise RuntimeError(f"{target.host}: no fleet token; delete {inventory.path} and rerun")
+    spec = TransportSpec(
+        kind="local", root=target.root, agent=f"{sys.prefix}/bin/fovea-agent",
+        restart=("sh", "-c", f"kill -HUP $(cat {_service(target).pidfile})"),
+    )  # fmt: skip
+    device = Device(
+        host=target.host, url=result.url, token=token, site=DEVICE_SITES[target.host],
+        hardware="local device root", transport=spec,
+    )  # fmt: skip
+    inventory.add(device, replace=True)
 
 
 def _run_agent(*args: str) -> str:
-    out = subprocess.run([*_agent_command(), *args], capture_output=True, text=True)
+    agent = Path(sys.prefix) / "bin" / "fovea-agent"
+    out = subprocess.run([str(agent), *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"fovea-agent {' '.join(args)} failed:\n{out.stderr or out.stdout}")
     return out.stdout
 
 
-def _keys(keys: Path, device: DeviceRoot) -> Path:
-    """The demo's signing key (made once) and the device's trust in its public half."""
+def _keys(keys: Path) -> Path:
+    """The demo's signing key pair (made once); returns the public half."""
     private, public = keys / "demo.key", keys / "demo.pub"
     if not private.is_file():
         private, public = generate_keypair(keys, "demo")
-    trusted = device.path / "keys" / "trusted"
-    trusted.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(public, trusted / public.name)
     return public
 
 
-def _install_current(
-    export_dir: Path, bundles: Path, keys: Path, device: DeviceRoot, console: Console
-) -> Path:
-    """Install the export unless the device already runs exactly these files."""
-    installed = active_manifest(device)
-    if installed is not None and installed.files == collect_files(export_dir):
-        path = bundles / f"{installed.name}-v{installed.version}.tar"
-        console.print(f"device already runs {installed.name} v{installed.version}; reusing")
-        return path
-    version = installed.version + 1 if installed is not None else 1
-    bundles.mkdir(parents=True, exist_ok=True)
+def _bundle(export_dir: Path, bundles: Path, key: Path, console: Console) -> Path:
+    """The newest bundle if it holds exactly this export's files, else the next version."""
+    wanted = collect_files(export_dir)
+    built = sorted(bundles.glob("*-v*.tar"), key=lambda b: bundle_manifest(b).version)
+    if built:
+        last = bundle_manifest(built[-1])
+        if last.files == wanted:
+            console.print(f"reusing {built[-1]} (v{last.version}: the export has not changed)")
+            return built[-1]
+    version = bundle_manifest(built[-1]).version + 1 if built else 1
     name = json.loads((export_dir / "export.json").read_text())["model"]["name"]
-    path = build_bundle(export_dir, bundles / f"{name}-v{version}.tar", version, keys / "demo.key")
+    bundles.mkdir(parents=True, exist_ok=True)
+    path = build_bundle(export_dir, bundles / f"{name}-v{version}.tar", version, key)
     console.print(f"signed bundle: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    console.print(_run_agent("install", str(path), "--root", str(device.path)).rstrip())
     return path
 
 
-def _tokens(path: Path, root: Path, console: Console) -> dict[str, str]:
-    """A technician and a clinician account (tokens kept 0600 beside the device root)."""
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
+def _tokens(layout: _Layout, console: Console) -> dict[str, dict[str, str]]:
+    """A technician and a clinician account per device (tokens kept 0600)."""
+    if layout.tokens.is_file():
+        return dict(json.loads(layout.tokens.read_text()))
     tokens = {
-        role: _run_agent("users", "add", f"demo-{role}", "--role", role, "--root", str(root))
-        .strip()
-        .splitlines()[-1]
-        for role in ("technician", "clinician")
+        name: {
+            role: _run_agent(
+                "users", "add", f"demo-{role}", "--role", role, "--root", str(layout.root(name))
+            )
+            .strip()
+            .splitlines()[-1]
+            for role in ("technician", "clinician")
+        }
+        for name in DEVICE_SITES
     }
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(tokens, indent=1))
-    console.print(f"accounts demo-technician and demo-clinician; tokens in {path}")
+    layout.tokens.touch(mode=0o600)
+    layout.tokens.write_text(json.dumps(tokens, indent=1))
+    console.print(f"accounts demo-technician and demo-clinician on each device: {layout.tokens}")
     return tokens
 
 
@@ -124,38 +203,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextmanager
-def _serving(root: Path, log: Path, console: Console) -> Iterator[str]:
-    """``fovea-agent serve`` on a free loopback port until the block ends."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [*_agent_command(), "serve", "--root", str(root), "--host", "127.0.0.1"]
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=sink, stderr=sink)
-    try:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < READY_TIMEOUT_S:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the agent exited with {proc.returncode}; see {log}")
-            try:
-                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(f"the agent was not ready after {READY_TIMEOUT_S:.0f}s; see {log}")
-        console.print(f"agent ready at {url} in {time.perf_counter() - t0:.1f}s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -189,9 +236,9 @@ def _multipart(files: dict[str, bytes]) -> tuple[bytes, str]:
     )
 
 
-def _patients(n: int) -> list[tuple[dict[str, np.ndarray], dict[str, int]]]:
-    """``n`` two-eye patients of the unseen site, chosen to show every kind of answer."""
-    data = generate(SITES[SCREEN_SITE], 400, size=256, seed=7)
+def _patients(site: str, n: int) -> list[tuple[dict[str, np.ndarray], dict[str, int]]]:
+    """``n`` two-eye patients of ``site``: the first four show every kind of answer."""
+    data = generate(SITES[site], 4 * n + 200, size=256, seed=7)
     pairs: dict[str, list[int]] = {}
     for i, patient in enumerate(data.patient):
         pairs.setdefault(str(patient), []).append(i)
@@ -201,13 +248,14 @@ def _patients(n: int) -> list[tuple[dict[str, np.ndarray], dict[str, int]]]:
         g = data.grade[idx]
         return 3 if g.min() < 0 else 0 if g.max() >= 3 else 1 if g.max() == 0 else 2
 
-    chosen = [next(idx for idx in both if kind(idx) == k) for k in range(4)]
+    shown = [next(idx for idx in both if kind(idx) == k) for k in range(4)]
+    chosen = shown + [idx for idx in both if idx not in shown][: n - len(shown)]
     return [
         (
             {"left": data.images[a], "right": data.images[b]},
             {"left": int(data.grade[a]), "right": int(data.grade[b])},
         )
-        for a, b in chosen[:n]
+        for a, b in chosen
     ]
 
 
@@ -215,30 +263,44 @@ def _truth(grade: int) -> str:
     return "ungradable" if grade < 0 else GRADE_NAMES[grade]
 
 
-def _screen_patients(url: str, tokens: dict[str, str], console: Console, n: int = 4) -> int:
-    """Screen ``n`` patients (both eyes), show the answers; a clinician reviews every eye."""
-    table = Table(title=f"screening {n} patients of {SCREEN_SITE} over HTTP (POST /v1/screen)")
-    for col in ("patient", "eye", "true grade", "answer", "P(referable)", "patient decision"):
+def _answer(eye: dict[str, Any]) -> str:
+    if eye["quality"]["gradable"]:
+        return f"grade {eye['grade']} (P(referable) {eye['referable_probability']:.2f})"
+    return "retake: " + eye["quality"]["reasons"][0].split(";")[0][:40]
+
+
+def _screen_patients(
+    url: str, tokens: dict[str, str], site: str, console: Console, n: int = PATIENTS_PER_DEVICE
+) -> int:
+    """Screen ``n`` two-eye patients of ``site`` over HTTP; a clinician reviews every eye."""
+    table = Table(title=f"{url}: patients of {site} (POST /v1/screen), first four of {n}")
+    for col in ("patient", "left: truth / answer", "right: truth / answer", "decision"):
         table.add_column(col)
+    decisions: dict[str, int] = {}
     truths: list[tuple[str, int]] = []
-    for p, (images, truth) in enumerate(_patients(n)):
+    found = referable = 0
+    for p, (images, truth) in enumerate(_patients(site, n)):
         body, ctype = _multipart({eye: _jpeg(img) for eye, img in images.items()})
         answer = _post(f"{url}/v1/screen", tokens["technician"], body, ctype)
-        for e in answer["eyes"]:
-            truths.append((e["case_id"], truth[e["eye"]]))
-            if e["quality"]["gradable"]:
-                said = f"grade {e['grade']} ({GRADE_NAMES[e['grade']]})"
-                p_ref = f"{e['referable_probability']:.2f}"
-            else:
-                said, p_ref = "retake: " + e["quality"]["reasons"][0].split(";")[0][:50], "-"
-            table.add_row(
-                str(p + 1), e["eye"], _truth(truth[e["eye"]]), said, p_ref,
-                answer["patient"]["recommendation"] if e["eye"] == "left" else "",
-            )  # fmt: skip
+        eyes = {e["eye"]: e for e in answer["eyes"]}
+        decision = answer["patient"]["recommendation"]
+        decisions[decision] = decisions.get(decision, 0) + 1
+        for side, e in eyes.items():
+            truths.append((e["case_id"], truth[side]))
+            if truth[side] >= REFERABLE_MIN_GRADE:
+                referable += 1
+                found += bool(e["referable"])
+        if p < 4:
+            cells = [f"{_truth(truth[s])} / {_answer(eyes[s])}" for s in ("left", "right")]
+            table.add_row(str(p + 1), *cells, decision)
     console.print(table)
     for case_id, grade in truths:  # the clinician's verdicts: the synthetic labels
         verdict = {"grade": grade, "gradable": True} if grade >= 0 else {"gradable": False}
         body = json.dumps({**verdict, "comment": "demo: simulated clinician"}).encode()
         _post(f"{url}/v1/cases/{case_id}/review", tokens["clinician"], body, "application/json")
-    console.print(f"a clinician reviewed {len(truths)} cases (POST /v1/cases/ID/review)")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
+    console.print(
+        f"{site}: {n} patients ({counts}); referable eyes flagged {found} of {referable}; "
+        f"{len(truths)} clinician reviews recorded"
+    )
     return n
