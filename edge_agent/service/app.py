@@ -9,11 +9,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from edge_agent.service.auth import Action, Authenticator, Principal, TokenCache, authorize
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
-from edge_agent.service.fastpath import FastPathMiddleware, InferHandler
+from edge_agent.service.fastpath import INFER_PATH, InferHandler, LimitMiddleware
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.page import PAGE_HTML
 from edge_agent.service.predictor import Predictor
@@ -21,6 +22,26 @@ from edge_agent.service.screen import CaseStore, ScreeningSettings, screening_ro
 
 AGENT_NAME = "fovea-agent"
 EXTENSIONS = ("binary_tensor_data", "model_configuration")
+
+
+class AgentApp(FastAPI):
+    """FastAPI with KServe ``infer`` answered before any of it (middleware, routing, telemetry).
+
+    The hot path stays the outermost ASGI code uvicorn calls, so an infer request costs only
+    its own handler; every other request goes through FastAPI as usual.
+    """
+
+    infer_handler: InferHandler | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry."""
+        handler = self.infer_handler
+        if handler is not None and scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await handler(scope, receive, send, match)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -58,7 +79,7 @@ def create_app(
     telemetry: Callable[[], Mapping[str, Any]] | None = None,
     status_extra: Callable[[], Mapping[str, Any]] | None = None,
     metrics: AgentMetrics | None = None,
-) -> FastAPI:
+) -> AgentApp:
     """The agent's app over a loaded model, the account/case store and the screening rules.
 
     ``telemetry`` gives device readings (for /v1/status and /metrics); ``status_extra`` adds
@@ -72,7 +93,7 @@ def create_app(
     tokens = TokenCache(users, ttl=config.token_cache_seconds)
     started = time.time()
 
-    app = FastAPI(
+    app = AgentApp(
         title="Fovea edge agent",
         version=str(info.version),
         docs_url="/docs",
@@ -170,13 +191,8 @@ def create_app(
             predictor, cases, screening, config, metrics, require("screen"), require("review")
         )
     )
-    handler = InferHandler(predictor, tokens, metrics, config.max_request_bytes)
-    app.add_middleware(
-        FastPathMiddleware,
-        handler=handler,
-        max_bytes=config.max_request_bytes,
-        metrics=metrics,
-    )
+    app.infer_handler = InferHandler(predictor, tokens, metrics, config.max_request_bytes)
+    app.add_middleware(LimitMiddleware, max_bytes=config.max_request_bytes, metrics=metrics)
     return app
 
 

@@ -165,6 +165,70 @@ _CACHED_HEADER_BYTES = 2048
 _parse_small_header = functools.lru_cache(maxsize=256)(_parse_header)
 
 
+def _requested_outputs(spec: _RequestSpec) -> tuple[tuple[RequestedOutput, ...] | None, bool]:
+    binary_default = (spec.parameters or {}).get("binary_data_output") is True
+    if spec.outputs is None:
+        return None, binary_default
+    for o in spec.outputs:
+        if "classification" in (o.parameters or {}):
+            raise ApiError(400, f"output {o.name!r}: the classification extension is not supported")
+    outputs = tuple(
+        RequestedOutput(
+            o.name, bool((o.parameters or {}).get("binary_data", binary_default) is True)
+        )
+        for o in spec.outputs
+    )
+    return outputs, binary_default
+
+
+_PlannedTensor = tuple[str, np.dtype[Any], tuple[int, ...], int, int]
+"""One binary input: name, dtype, shape, element count, bytes."""
+
+
+@dataclass(frozen=True)
+class _BinaryPlan:
+    """A validated all-binary header: how to cut any body that carries it into arrays."""
+
+    id: str | None
+    tensors: tuple[_PlannedTensor, ...]
+    nbytes: int
+    datatypes: dict[str, str]
+    outputs: tuple[RequestedOutput, ...] | None
+    binary_default: bool
+
+    def request(self, blob: memoryview) -> InferRequest:
+        """The request for ``blob``, the ``nbytes`` bytes after the header."""
+        inputs: dict[str, np.ndarray] = {}
+        offset = 0
+        for name, dtype, shape, count, size in self.tensors:
+            inputs[name] = np.frombuffer(blob, dtype, count, offset).reshape(shape)
+            offset += size
+        return InferRequest(self.id, inputs, self.datatypes, self.outputs, self.binary_default)
+
+
+@functools.lru_cache(maxsize=256)
+def _binary_plan(header: bytes) -> _BinaryPlan | None:
+    """The plan for a header whose inputs are all binary; None when any carries JSON data."""
+    spec = _parse_header(header)
+    tensors: list[_PlannedTensor] = []
+    nbytes = 0
+    for tensor in spec.inputs:
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None or type(size) is not int or size < 0:
+            return None  # the general path explains what is wrong
+        if any(t[0] == tensor.name for t in tensors):
+            raise ApiError(400, f"input {tensor.name!r} appears more than once")
+        count = _element_count(tensor)
+        dtype = _dtype(tensor)
+        if tensor.data is not None or size != count * dtype.itemsize:
+            return None
+        tensors.append((tensor.name, dtype, tuple(tensor.shape), count, size))
+        nbytes += size
+    outputs, binary_default = _requested_outputs(spec)
+    datatypes = {t.name: t.datatype for t in spec.inputs}
+    return _BinaryPlan(spec.id, tuple(tensors), nbytes, datatypes, outputs, binary_default)
+
+
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     """Parse an infer request body; ``header_length`` is the Inference-Header-Content-Length.
 
@@ -179,12 +243,20 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             f"Inference-Header-Content-Length {header_length} is outside the body "
             f"({len(body)} bytes)",
         )
-    header = memoryview(body)[:header_length].tobytes()
+    header = body[:header_length]
+    blob = memoryview(body)[header_length:]
     if header_length <= _CACHED_HEADER_BYTES and b'"data"' not in header:
-        spec = _parse_small_header(header)  # binary requests repeat the same header
+        # binary requests repeat the same header: validate it once, then only cut the body
+        plan = _binary_plan(header)
+        if plan is not None and plan.nbytes == len(blob):
+            return plan.request(blob)
+        spec = _parse_small_header(header)
     else:
         spec = _parse_header(header)
-    blob = memoryview(body)[header_length:]
+    return _decode(spec, blob)
+
+
+def _decode(spec: _RequestSpec, blob: memoryview) -> InferRequest:
     offset = 0
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
@@ -209,20 +281,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         raise ApiError(
             400, f"{len(blob) - offset} bytes after the header belong to no input's binary data"
         )
-    binary_default = (spec.parameters or {}).get("binary_data_output") is True
-    outputs = None
-    if spec.outputs is not None:
-        outputs = tuple(
-            RequestedOutput(
-                o.name, bool((o.parameters or {}).get("binary_data", binary_default) is True)
-            )
-            for o in spec.outputs
-        )
-        for o in spec.outputs:
-            if "classification" in (o.parameters or {}):
-                raise ApiError(
-                    400, f"output {o.name!r}: the classification extension is not supported"
-                )
+    outputs, binary_default = _requested_outputs(spec)
     return InferRequest(spec.id, inputs, datatypes, outputs, binary_default)
 
 
@@ -251,6 +310,38 @@ def _little_endian_bytes(array: np.ndarray) -> bytes:
     return array.tobytes()
 
 
+@dataclass(frozen=True)
+class _BinaryLayout:
+    """A response header for fixed outputs, split where the request id goes."""
+
+    before_id: bytes
+    after_id: bytes
+    names: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _binary_layout(
+    model_name: str,
+    model_version: str,
+    wanted: tuple[RequestedOutput, ...],
+    shapes: tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...],
+) -> _BinaryLayout:
+    known = {name: (dtype, shape) for name, dtype, shape in shapes}
+    parts = []
+    for out in wanted:
+        if out.name not in known:
+            raise ApiError(400, f"unknown output {out.name!r}; the model has {sorted(known)}")
+        dtype, shape = known[out.name]
+        size = dtype.itemsize * math.prod(shape)
+        parts.append(
+            f'{{"name":{_quoted(out.name)},"datatype":"{datatype_of(np.empty(0, dtype))}",'
+            f'"shape":[{",".join(map(str, shape))}],"parameters":{{"binary_data_size":{size}}}}}'
+        )
+    before = f'{{"model_name":{_quoted(model_name)},"model_version":{_quoted(model_version)}'
+    after = f',"outputs":[{",".join(parts)}]}}'
+    return _BinaryLayout(before.encode(), after.encode(), tuple(out.name for out in wanted))
+
+
 def encode_response(
     model_name: str,
     model_version: str,
@@ -264,8 +355,16 @@ def encode_response(
     wanted = request.outputs or tuple(
         RequestedOutput(name, request.binary_default) for name in results
     )
+    rid = "" if request.id is None else f',"id":{json.dumps(request.id)}'
+    if all(out.binary for out in wanted):
+        # the common case: the header only depends on output shapes, so it is built once
+        shapes = tuple((name, a.dtype, a.shape) for name, a in results.items())
+        layout = _binary_layout(model_name, model_version, wanted, shapes)
+        header = b"".join((layout.before_id, rid.encode(), layout.after_id))
+        chunks = [_little_endian_bytes(results[name]) for name in layout.names]
+        return b"".join([header, *chunks]), len(header)
     parts: list[str] = []
-    chunks: list[bytes] = []
+    binary: list[bytes] = []
     for out in wanted:
         array = results.get(out.name)
         if array is None:
@@ -275,17 +374,16 @@ def encode_response(
         if out.binary:
             data = _little_endian_bytes(array)
             parts.append(f'{head},"parameters":{{"binary_data_size":{len(data)}}}}}')
-            chunks.append(data)
+            binary.append(data)
         else:
             parts.append(f'{head},"data":{json.dumps(array.ravel().tolist())}}}')
-    rid = "" if request.id is None else f',"id":{json.dumps(request.id)}'
     header = (
         f'{{"model_name":{_quoted(model_name)},"model_version":{_quoted(model_version)}{rid},'
         f'"outputs":[{",".join(parts)}]}}'
     ).encode()
-    if not chunks:
+    if not binary:
         return header, None
-    return b"".join([header, *chunks]), len(header)
+    return b"".join([header, *binary]), len(header)
 
 
 __all__ = [

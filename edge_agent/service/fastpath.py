@@ -1,7 +1,8 @@
 """The hot path: KServe ``infer`` as a plain ASGI handler in front of FastAPI, plus body limits.
 
-Infer requests skip routing, dependency injection and pydantic response models: the body is
-read once, binary tensors become numpy views of it, and the reply is one ``bytes`` write.
+Infer requests skip FastAPI entirely (middleware, routing, dependency injection, pydantic
+response models): the body is read once, binary tensors become numpy views of it, and the
+reply is one ``bytes`` write.
 """
 
 from __future__ import annotations
@@ -165,14 +166,11 @@ def _int_header(value: bytes | None, name: str) -> int | None:
         raise ApiError(400, f"header {name} must be an integer, got {value[:40]!r}") from None
 
 
-class FastPathMiddleware:
-    """Routes infer requests to the InferHandler and caps every other request body."""
+class LimitMiddleware:
+    """Caps the body of every request FastAPI answers and observes its status and latency."""
 
-    def __init__(
-        self, app: ASGIApp, handler: InferHandler, max_bytes: int, metrics: AgentMetrics
-    ) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: AgentMetrics) -> None:
         self.app = app
-        self.handler = handler
         self.max_bytes = max_bytes
         self.metrics = metrics
 
@@ -181,11 +179,6 @@ class FastPathMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST":
-            match = INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                await self.handler(scope, receive, send, match)
-                return
         start = time.perf_counter()
         status = 500
 
@@ -228,4 +221,4 @@ class FastPathMiddleware:
         await self.app(scope, replay, send)
 
 
-__all__ = ["INFER_PATH", "FastPathMiddleware", "InferHandler", "decompress", "read_body"]
+__all__ = ["INFER_PATH", "InferHandler", "LimitMiddleware", "decompress", "read_body"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -301,3 +302,53 @@ def test_page_is_served(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and "screen-form" in r.text
     assert client.get("/nowhere").json() == {"error": "Not Found"}
+
+
+def test_infer_never_enters_fastapi_middleware(new_agent: Any, tmp_path: Path) -> None:
+    agent = new_agent(tmp_path)
+    seen: list[str] = []
+
+    @agent.app.middleware("http")
+    async def record(request: Any, call_next: Any) -> Any:
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    x = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    body, headers = _binary_request(x)
+    with TestClient(agent.app) as client:
+        reply = client.post(URL, content=body, headers={**headers, **agent.headers()})
+        assert reply.status_code == 200
+        assert client.get("/v2/health/live").status_code == 200
+    assert seen == ["/v2/health/live"]
+
+
+def test_binary_infer_with_id_and_json_outputs_is_framed(
+    client: TestClient, agent: Any, expected: Any
+) -> None:
+    x = np.random.default_rng(2).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    raw = x.tobytes()
+    tensor = {"name": "images", "shape": list(x.shape), "datatype": "FP32"}
+    for rid in ("a", "b"):  # the same layout, a different id each time
+        head = {
+            "id": rid,
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [
+                {"name": "gradable_logit", "parameters": {"binary_data": True}},
+                {"name": "grade_logits", "parameters": {"binary_data": False}},
+            ],
+        }
+        header = json.dumps(head).encode()
+        r = client.post(
+            URL,
+            content=header + raw,
+            headers={"Inference-Header-Content-Length": str(len(header)), **agent.headers()},
+        )
+        assert r.status_code == 200, r.text
+        n = int(r.headers["inference-header-content-length"])
+        reply = json.loads(r.content[:n])
+        assert reply["id"] == rid
+        assert [o["name"] for o in reply["outputs"]] == ["gradable_logit", "grade_logits"]
+        np.testing.assert_allclose(
+            reply["outputs"][1]["data"], expected(x)["grade_logits"].ravel(), rtol=1e-6
+        )
+        assert np.frombuffer(r.content[n:], "<f4").tolist() == [4.0, 4.0]
