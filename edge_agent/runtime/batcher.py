@@ -1,7 +1,10 @@
 """Dynamic batching for asyncio code: concurrent requests share one backend call.
 
 Requests are gathered on the event loop (no thread hop per request); each batch is stacked
-into a preallocated buffer and run in one worker thread, so the loop keeps serving meanwhile.
+into a preallocated buffer and run in one worker thread, so the loop keeps serving meanwhile,
+or, where the process has a single core to itself, on the loop itself (``inline``): there the
+worker would only compete with the loop for the core and the GIL, and each hand-over costs more
+than the request handling it would overlap.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ class BatcherClosed(RuntimeError):
 
 @dataclass(frozen=True)
 class BatcherSettings:
-    """``max_batch`` images per backend call; wait at most ``max_wait_ms`` for a batch to fill."""
+    """``max_batch`` images per backend call; wait at most ``max_wait_ms`` for a batch to fill.
+
+    ``inline`` runs each batch on the event loop's thread instead of a worker thread;
+    ``check_finite=False`` skips the backend's NaN/inf check for callers that checked each
+    request already (one bad request then fails alone instead of failing its batch).
+    """
 
     max_batch: int = 16
     max_wait_ms: float = 2.0
+    inline: bool = False
+    check_finite: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -121,7 +131,7 @@ class DynamicBatcher:
         return taken
 
     def _run(self, batch: list[_Pending]) -> tuple[Outputs, float]:
-        """Worker thread: stack into the buffer and run the backend."""
+        """Worker thread (or the loop, inline): stack into the buffer and run the backend."""
         start = time.perf_counter()
         n = sum(len(p.images) for p in batch)
         if len(batch) == 1:
@@ -129,10 +139,14 @@ class DynamicBatcher:
         else:
             x = self._buffer[:n]
             np.concatenate([p.images for p in batch], out=x)
+        check = self.settings.check_finite
         if n <= self._max:
-            out = self.backend.infer(x)
+            out = self.backend.infer(x, check_finite=check)
         else:  # one oversized request: chunks of max_batch
-            parts = [self.backend.infer(x[i : i + self._max]) for i in range(0, n, self._max)]
+            parts = [
+                self.backend.infer(x[i : i + self._max], check_finite=check)
+                for i in range(0, n, self._max)
+            ]
             out = Outputs(
                 np.concatenate([p.grade_logits for p in parts]),
                 np.concatenate([p.gradable_logit for p in parts]),
@@ -166,7 +180,10 @@ class DynamicBatcher:
                 await self._wait_for_more()
             batch = self._take()
             try:
-                out, seconds = await loop.run_in_executor(self._executor, self._run, batch)
+                if self.settings.inline:
+                    out, seconds = self._run(batch)
+                else:
+                    out, seconds = await loop.run_in_executor(self._executor, self._run, batch)
             except BaseException as e:  # every waiter of the batch gets the error
                 for p in batch:
                     if not p.future.done():

@@ -25,7 +25,16 @@ class AgentConfig(BaseModel):
     precision: Literal["auto", "fp32", "fp16", "int8", "int8dyn"] = "auto"
     threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads")
     max_batch: int = Field(16, ge=1, le=1024, description="dynamic batching: rows per run")
-    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="dynamic batching: wait")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="dynamic batching: wait for a batch to fill (0: run as soon as the backend "
+        "is free; what arrives meanwhile forms the next batch)",
+    )
+    inline_batches: bool | None = Field(
+        None, description="run batches on the event loop, not a worker thread (None: on one core)"
+    )
     max_request_rows: int = Field(64, ge=1, le=4096, description="rows in one KServe request")
     max_request_bytes: int = Field(32 << 20, ge=1024, description="any request body")
     max_image_bytes: int = Field(20 << 20, ge=1024, description="one uploaded image")

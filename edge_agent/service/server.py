@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,19 @@ def _open(
     )
 
 
+def inline_batches(config: AgentConfig) -> bool:
+    """Whether batches run on the event loop; unset, when this process has one core.
+
+    On one core a worker thread cannot overlap the loop's request handling, it only adds a
+    GIL hand-over per batch.
+    """
+    if config.inline_batches is not None:
+        return config.inline_batches
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) == 1
+    return os.cpu_count() == 1
+
+
 @dataclass
 class LoadedAgent:
     """A ready app and what it holds open."""
@@ -157,7 +171,12 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     batcher = DynamicBatcher(
         backend,
-        BatcherSettings(max_batch=config.max_batch, max_wait_ms=config.max_wait_ms),
+        BatcherSettings(
+            max_batch=config.max_batch,
+            max_wait_ms=config.max_wait_ms,
+            inline=inline_batches(config),
+            check_finite=False,  # model_input() refuses NaN/inf per request, with its own 400
+        ),
         on_batch=on_batch,
     )
     info = model_info(

@@ -192,3 +192,17 @@ def test_batching_keeps_throughput_of_a_real_model(tiny_export: Path) -> None:
     batched = asyncio.run(main())
     assert np.mean(sizes) >= 12, sizes
     assert batched > 0.3 * raw, f"batched {batched:.0f} img/s vs raw {raw:.0f} img/s"
+
+
+def test_inline_batches_run_on_the_loop_and_skip_the_finite_check_when_told() -> None:
+    backend = _recording()
+    nan = np.full((3, 8, 8), np.nan, np.float32)
+
+    async def main() -> list[Outputs]:
+        settings = BatcherSettings(max_batch=8, max_wait_ms=0, inline=True, check_finite=False)
+        async with DynamicBatcher(backend, settings) as b:
+            return await asyncio.gather(b.submit(_image(1)), b.submit(nan))
+
+    one, unchecked = asyncio.run(main())
+    assert one.gradable_logit[0, 0] == 1 and np.isnan(unchecked.gradable_logit[0, 0])
+    assert backend.threads == {threading.get_ident()}
