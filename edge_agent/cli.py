@@ -247,6 +247,45 @@ def backup(dest: Annotated[Path, typer.Argument(help="file to write")], root: Ro
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+def node(
+    root: Root,
+    superlink: Annotated[str, typer.Option(help="the federation's SuperLink, HOST:PORT")],
+    insecure: Annotated[bool, typer.Option(help="no TLS (loopback tests only)")] = False,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA certificate (PEM) the SuperLink's TLS is checked with")
+    ] = None,
+    auth_key: Annotated[
+        Path | None, typer.Option(help="this node's private key (SuperNode authentication)")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="site name shown in the server's logs")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads for training")] = 2,
+    port: Annotated[int, typer.Option(help="local port of the SuperNode's runtime API")] = 9094,
+    trusted_entities: Annotated[
+        Path | None, typer.Option(help="YAML of publisher keys whose signed Apps may run")
+    ] = None,
+) -> None:
+    """Join federated rounds: run this device's Flower SuperNode (training at low priority)."""
+    from edge_agent.fl.node import NodeSettings, run_node
+
+    try:
+        settings = NodeSettings(
+            root=root,
+            superlink=superlink,
+            insecure=insecure,
+            root_certificates=root_certificates,
+            auth_key=auth_key,
+            site=site,
+            threads=threads,
+            port=port,
+            trusted_entities=trusted_entities,
+        )
+        code = run_node(settings)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
 @app.callback()
 def _root() -> None:
     """Fovea's edge agent: signed bundles in A/B slots, KServe v2 and screening over HTTP."""

@@ -1,0 +1,197 @@
+"""The device's Flower ClientApp: train and evaluate the deployed student on reviewed cases.
+
+Node config (``flower-supernode --node-config``): ``root`` (device root, required), ``site``
+(a name for logs), ``threads`` (torch threads for training, default 2).
+
+Test hook: node config ``fault = "nan" | "scale"`` makes the reply poisoned (all-NaN weights,
+or the update boosted x100) so end-to-end tests can prove the server rejects it. It is honoured
+ONLY when the SuperNode's environment has ``FOVEA_FL_ALLOW_FAULTS=1``; otherwise it is ignored
+with a warning. Never set that variable on a real device.
+
+Client-side DP: when the round config carries Flower's ``clipping_norm`` (server wrapper
+``DifferentialPrivacyClientSideFixedClipping``), Flower's ``fixedclipping_mod`` clips the reply;
+it needs codec ``none`` or ``fp16`` (the reply must keep the sent arrays' names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+
+from edge_agent.fl.device import load_deployed, load_reviewed
+from edge_agent.fl.local import Declined, evaluate_local, set_weights, train_local
+from edge_agent.fl.priority import BusyFile, lower_priority, pause_while_busy
+from edge_agent.fl.protocol import (
+    ARRAYS,
+    CONFIG,
+    M_BYTES_SENT,
+    M_DECLINED,
+    M_NUM_EXAMPLES,
+    METRICS,
+    S_REASON,
+    STATUS,
+    RoundConfig,
+    encode,
+    payload_bytes,
+)
+
+__all__ = ["FAULTS", "FAULT_ENV", "app", "apply_fault", "declined_content", "node_settings"]
+
+FAULT_ENV = "FOVEA_FL_ALLOW_FAULTS"
+FAULTS = ("nan", "scale")
+_SCALE = 100.0
+_CLIPPING_NORM = "clipping_norm"  # flwr.supercore.differential_privacy.KEY_CLIPPING_NORM
+
+log = logging.getLogger(__name__)
+app = ClientApp()
+
+
+def node_settings(node_config: dict[str, Any]) -> tuple[Path, str, int, str | None]:
+    """(root, site, threads, fault) from the node config; ``ValueError`` says what is wrong."""
+    if "root" not in node_config:
+        raise ValueError(
+            "node config has no 'root': start the SuperNode with --node-config "
+            "'root=\"/path/to/device-root\"' (fovea-agent node does)"
+        )
+    root = Path(str(node_config["root"]))
+    site = str(node_config.get("site", root.name))
+    threads = int(node_config.get("threads", 2))
+    fault = node_config.get("fault")
+    if fault is not None:
+        fault = str(fault)
+        if fault not in FAULTS:
+            raise ValueError(f"node config fault={fault!r}: use one of {', '.join(FAULTS)}")
+        if os.environ.get(FAULT_ENV) != "1":
+            log.warning("node config fault=%s ignored: %s=1 is not set", fault, FAULT_ENV)
+            fault = None
+    return root, site, threads, fault
+
+
+def apply_fault(
+    weights: dict[str, np.ndarray], reference: dict[str, np.ndarray], fault: str | None
+) -> dict[str, np.ndarray]:
+    """Poison a reply for tests: ``nan`` (all floats NaN) or ``scale`` (update x100)."""
+    if fault is None:
+        return weights
+    out = {}
+    for name, value in weights.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            out[name] = value
+        elif fault == "nan":
+            out[name] = np.full_like(value, np.nan)
+        else:
+            out[name] = (reference[name] + _SCALE * (value - reference[name])).astype(value.dtype)
+    return out
+
+
+def declined_content(reason: str) -> RecordDict:
+    """A reply that sits the round out: ``declined = 1``, no examples, and the reason."""
+    return RecordDict(
+        {
+            METRICS: MetricRecord({M_DECLINED: 1, M_NUM_EXAMPLES: 0}),
+            STATUS: ConfigRecord({S_REASON: reason}),
+        }
+    )
+
+
+def _dp_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's client-side clipping, only for rounds whose config carries a clipping norm."""
+    config = msg.content.config_records.get(CONFIG)
+    if config is not None and _CLIPPING_NORM in config:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+def _metric_record(metrics: dict[str, float]) -> MetricRecord:
+    values: dict[str, int | float | list[int] | list[float]] = dict(metrics)
+    return MetricRecord(values)
+
+
+def _arrays(msg: Message) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in msg.content.array_records[ARRAYS].items()}
+
+
+def _round_config(msg: Message) -> RoundConfig:
+    record = msg.content.config_records.get(CONFIG)
+    return RoundConfig.from_config(dict(record) if record is not None else {})
+
+
+_lowered = False
+
+
+def _lower_once(threads: int) -> None:
+    global _lowered
+    if not _lowered:
+        lower_priority(threads=threads)
+        _lowered = True
+
+
+@app.train(mods=[_dp_when_asked])
+def train(msg: Message, context: Context) -> Message:
+    """Train the deployed student from the round's global weights; reply arrays + metrics."""
+    root, site, threads, fault = node_settings(dict(context.node_config))
+    config = _round_config(msg)
+    global_weights = _arrays(msg)
+    try:
+        _lower_once(threads)
+        model, meta = load_deployed(root)
+        teacher, _ = load_deployed(root)
+        cases = load_reviewed(root, meta)
+        busy = BusyFile.for_root(root)
+        weights, metrics = train_local(
+            model,
+            global_weights,
+            cases,
+            config,
+            teacher=teacher,
+            pause=lambda: pause_while_busy(busy),
+        )
+    except Declined as exc:
+        log.info("site %s declines round %d: %s", site, config.server_round, exc)
+        return Message(declined_content(str(exc)), reply_to=msg)
+    weights = apply_fault(weights, global_weights, fault)
+    payload = encode(weights, global_weights, config.codec)
+    metrics[M_BYTES_SENT] = float(payload_bytes(payload))
+    metrics[M_DECLINED] = 0.0
+    log.info("site %s round %d: %s", site, config.server_round, metrics)
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in payload.items()}),
+            METRICS: _metric_record(metrics),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global weights, and the deployed model, on this site's held-out share."""
+    root, site, threads, _ = node_settings(dict(context.node_config))
+    config = _round_config(msg)
+    try:
+        _lower_once(threads)
+        model, meta = load_deployed(root)
+        cases = load_reviewed(root, meta)
+        if len(cases) < config.min_cases:
+            raise Declined(f"{len(cases)} reviewed cases, fewer than min-cases={config.min_cases}")
+        _, heldout = cases.split(config.heldout_fraction)
+        if len(heldout) == 0:
+            raise Declined("no held-out cases to evaluate on")
+        deployed = evaluate_local(model, heldout)
+        set_weights(model, _arrays(msg))
+        metrics = evaluate_local(model, heldout)
+    except Declined as exc:
+        log.info("site %s declines evaluation: %s", site, exc)
+        return Message(declined_content(str(exc)), reply_to=msg)
+    metrics[M_NUM_EXAMPLES] = metrics["eval-num-examples"]
+    metrics.update({f"deployed-{k}": v for k, v in deployed.items() if k.startswith("eval-")})
+    metrics[M_DECLINED] = 0.0
+    return Message(RecordDict({METRICS: _metric_record(metrics)}), reply_to=msg)

@@ -1,0 +1,233 @@
+"""One device's part of a round: train the deployed student on reviewed cases, evaluate held-out.
+
+Plain functions over a model and arrays, so they are unit-tested without Flower. The loss is
+
+``alpha * T^2 * KL(deployed || student) + (1 - alpha) * CE(grade) + mu/2 * ||w - w_global||^2``
+
+(distillation from the model the device serves, so adaptation does not forget, and the FedProx
+proximal term towards the round's global weights), plus ``alpha * MSE`` on the gradability logit
+against the deployed model (reviewed cases are all gradable, so it has no label to learn from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_agent.fl.protocol import (
+    M_EVAL_ACCURACY,
+    M_EVAL_NUM_EXAMPLES,
+    M_EVAL_REFERABLE_SENSITIVITY,
+    M_NUM_EXAMPLES,
+    M_TRAIN_LOSS,
+    RoundConfig,
+)
+from models.preprocess import PreprocessSpec
+from models.task import NUM_GRADES, is_referable, referable_probability
+
+__all__ = [
+    "M_EVAL_REFERABLE_POSITIVES",
+    "Declined",
+    "LocalCases",
+    "evaluate_local",
+    "get_weights",
+    "proximal_term",
+    "set_weights",
+    "train_local",
+]
+
+# Extra reply metric: referable cases in the held-out share (weights the sensitivity average).
+M_EVAL_REFERABLE_POSITIVES = "eval-referable-positives"
+
+
+class Declined(Exception):
+    """This device sits the round out; ``str(exc)`` is the reason sent to the server."""
+
+
+@dataclass(frozen=True)
+class LocalCases:
+    """A device's reviewed cases: preprocessed uint8 images (N, S, S, 3) and grades 0-4."""
+
+    images: np.ndarray
+    grades: np.ndarray
+    preprocess: PreprocessSpec
+
+    def __post_init__(self) -> None:
+        size = self.preprocess.size
+        if self.images.ndim != 4 or self.images.shape[1:] != (size, size, 3):
+            raise ValueError(
+                f"cases: expected (N, {size}, {size}, 3) images, got {self.images.shape}"
+            )
+        if self.images.dtype != np.uint8:
+            raise ValueError(f"cases: expected uint8 images, got {self.images.dtype}")
+        if self.grades.shape != (len(self.images),):
+            raise ValueError(f"cases: {len(self.images)} images but grades {self.grades.shape}")
+        if len(self.grades) and not ((self.grades >= 0) & (self.grades < NUM_GRADES)).all():
+            raise ValueError(f"cases: grades must be 0-{NUM_GRADES - 1}")
+
+    def __len__(self) -> int:
+        return len(self.grades)
+
+    def subset(self, index: np.ndarray) -> LocalCases:
+        """The cases at ``index``."""
+        return LocalCases(self.images[index], self.grades[index], self.preprocess)
+
+    def split(self, heldout_fraction: float) -> tuple[LocalCases, LocalCases]:
+        """(train, held-out). A case's side depends only on its pixels, so it never moves
+        between rounds as new cases arrive (held-out cases are never trained on)."""
+        if len(self) == 0 or heldout_fraction <= 0:
+            return self, self.subset(np.zeros(0, dtype=np.int64))
+        buckets = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(img.tobytes(), digest_size=4).digest(), "big")
+                % 10_000
+                for img in self.images
+            ]
+        )
+        held = buckets < round(heldout_fraction * 10_000)
+        return self.subset(np.flatnonzero(~held)), self.subset(np.flatnonzero(held))
+
+
+def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as numpy arrays (copies)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Load numpy weights (state_dict names); raises ``ValueError`` naming what does not fit."""
+    state = model.state_dict()
+    missing = sorted(set(state) - set(weights))
+    extra = sorted(set(weights) - set(state))
+    if missing or extra:
+        raise ValueError(f"weights do not fit the model: missing {missing[:3]}, extra {extra[:3]}")
+    tensors = {}
+    for name, target in state.items():
+        array = np.asarray(weights[name])
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(f"weights: {name!r} is {array.shape}, model has {tuple(target.shape)}")
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(array)).to(target.dtype)
+    model.load_state_dict(tensors)
+
+
+def proximal_term(model: nn.Module, reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``1/2 * sum ||w - w_ref||^2`` over the trainable parameters (FedProx, without mu)."""
+    total = torch.zeros(())
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            total = total + (param - reference[name]).pow(2).sum()
+    return 0.5 * total
+
+
+def _loss(
+    out: dict[str, torch.Tensor],
+    teacher: dict[str, torch.Tensor] | None,
+    grade: torch.Tensor,
+    config: RoundConfig,
+) -> torch.Tensor:
+    logits = out["grade_logits"]
+    hard = F.cross_entropy(logits, grade)
+    alpha, t = config.distill_alpha, config.distill_temperature
+    if teacher is None or alpha == 0.0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher["grade_logits"] / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    keep_gradable = F.mse_loss(out["gradable_logit"], teacher["gradable_logit"])
+    return alpha * (t * t) * soft + (1 - alpha) * hard + alpha * keep_gradable
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def train_local(
+    model: nn.Module,
+    global_weights: Mapping[str, np.ndarray],
+    cases: LocalCases,
+    config: RoundConfig,
+    *,
+    teacher: nn.Module | None = None,
+    pause: Callable[[], object] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Train ``model`` from ``global_weights`` on the train share of ``cases``.
+
+    ``teacher`` is the model the device serves (frozen; None: no distillation). ``pause`` is
+    called between batches (it blocks while screening is busy). Returns the new weights and the
+    reply metrics (train size and loss, held-out accuracy and referable sensitivity). Raises
+    :class:`Declined` when there are fewer than ``config.min_cases`` cases to train on.
+    """
+    if len(cases) < config.min_cases:
+        raise Declined(f"{len(cases)} reviewed cases, fewer than min-cases={config.min_cases}")
+    train, heldout = cases.split(config.heldout_fraction)
+    if len(train) == 0:
+        raise Declined("no reviewed cases left to train on after the held-out share")
+    set_weights(model, global_weights)
+    anchor = {k: v.detach().clone() for k, v in model.named_parameters()}
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+    rng = np.random.default_rng(config.server_round)
+    x_all = torch.from_numpy(train.preprocess.normalise(train.images))
+    y_all = torch.from_numpy(train.grades.astype(np.int64))
+    batch = min(config.batch_size, len(train))
+    losses: list[float] = []
+    for _ in range(config.local_epochs):
+        model.train()
+        losses = []
+        for index in _batches(len(train), batch, rng):
+            if len(index) < 2 and len(train) >= 2:
+                continue  # BatchNorm cannot train on one image
+            if pause is not None:
+                pause()
+            x, y = x_all[index], y_all[index]
+            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            with torch.no_grad():
+                target = teacher(x) if teacher is not None else None
+            loss = _loss(model(x), target, y, config)
+            total = loss + config.proximal_mu * proximal_term(model, anchor)
+            optimiser.zero_grad(set_to_none=True)
+            total.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+    metrics: dict[str, float] = {
+        M_NUM_EXAMPLES: float(len(train)),
+        M_TRAIN_LOSS: float(np.mean(losses)) if losses else float("nan"),
+    }
+    metrics.update(evaluate_local(model, heldout))
+    return get_weights(model), metrics
+
+
+def evaluate_local(
+    model: nn.Module, cases: LocalCases, referral_threshold: float = 0.5
+) -> dict[str, float]:
+    """Accuracy (grade), referable sensitivity and counts on ``cases`` (all zero when empty)."""
+    positives = is_referable(cases.grades)
+    if len(cases) == 0:
+        correct, detected = np.zeros(0, bool), np.zeros(0, bool)
+    else:
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
+        grade_logits = logits["grade_logits"].numpy()
+        correct = grade_logits.argmax(1) == cases.grades
+        detected = referable_probability(grade_logits) >= referral_threshold
+    n_pos = int(positives.sum())
+    return {
+        M_EVAL_ACCURACY: float(correct.mean()) if len(cases) else 0.0,
+        M_EVAL_REFERABLE_SENSITIVITY: float(detected[positives].mean()) if n_pos else 0.0,
+        M_EVAL_NUM_EXAMPLES: float(len(cases)),
+        M_EVAL_REFERABLE_POSITIVES: float(n_pos),
+    }

@@ -1,0 +1,136 @@
+"""Local training: loss goes down, FedProx pulls towards the global model, distillation keeps
+the deployed model's behaviour, the held-out share is stable, too few cases decline."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge_agent.fl.local import (
+    Declined,
+    LocalCases,
+    evaluate_local,
+    get_weights,
+    set_weights,
+    train_local,
+)
+from edge_agent.fl.protocol import M_EVAL_NUM_EXAMPLES, M_NUM_EXAMPLES, RoundConfig
+from models.nets import FundusNet
+
+BASE = RoundConfig(
+    local_epochs=3,
+    lr=0.05,
+    proximal_mu=0.0,
+    distill_alpha=0.0,
+    batch_size=8,
+    min_cases=8,
+    heldout_fraction=0.25,
+)
+
+
+def _ce(model: FundusNet, cases: LocalCases) -> float:
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
+    return float(F.cross_entropy(out["grade_logits"], torch.from_numpy(cases.grades)))
+
+
+def _distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return float(np.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a if a[k].dtype.kind == "f")))
+
+
+def test_training_lowers_the_loss_and_reports_metrics(
+    student: FundusNet, cases: LocalCases
+) -> None:
+    start = get_weights(student)
+    train, heldout = cases.split(BASE.heldout_fraction)
+    before = _ce(student, train)
+    weights, metrics = train_local(student, start, cases, BASE)
+    set_weights(student, weights)
+    assert _ce(student, train) < before
+    assert metrics[M_NUM_EXAMPLES] == len(train)
+    assert metrics[M_EVAL_NUM_EXAMPLES] == len(heldout) > 0
+    assert 0.0 <= metrics["eval-accuracy"] <= 1.0
+    assert np.isfinite(metrics["train-loss"])
+    assert weights.keys() == start.keys()
+    assert all(w.dtype == start[k].dtype for k, w in weights.items())
+
+
+def test_proximal_term_pulls_towards_the_global_weights(
+    student: FundusNet, cases: LocalCases
+) -> None:
+    start = get_weights(student)
+    free, _ = train_local(student, start, cases, BASE)
+    held, _ = train_local(student, start, cases, replace(BASE, proximal_mu=5.0))
+    assert _distance(held, start) < 0.7 * _distance(free, start)
+
+
+def test_distillation_keeps_the_deployed_model_s_predictions(
+    student: FundusNet, cases: LocalCases
+) -> None:
+    teacher = copy.deepcopy(student)
+    start = get_weights(student)
+    x = torch.from_numpy(cases.preprocess.normalise(cases.images))
+    with torch.no_grad():
+        target = teacher.eval()(x)["grade_logits"].softmax(1)
+
+    def drift(weights: dict[str, np.ndarray]) -> float:
+        set_weights(student, weights)
+        with torch.no_grad():
+            p = student.eval()(x)["grade_logits"].softmax(1)
+        return float((p - target).abs().sum(1).mean())
+
+    labels_only, _ = train_local(student, start, cases, BASE)
+    distilled, _ = train_local(
+        student, start, cases, replace(BASE, distill_alpha=0.9), teacher=teacher
+    )
+    assert drift(distilled) < drift(labels_only)
+
+
+def test_too_few_cases_decline_with_a_reason(student: FundusNet, cases: LocalCases) -> None:
+    few = cases.subset(np.arange(5))
+    with pytest.raises(Declined, match=r"5 reviewed cases.*min-cases=8"):
+        train_local(student, get_weights(student), few, BASE)
+
+
+def test_pause_runs_between_batches(student: FundusNet, cases: LocalCases) -> None:
+    calls: list[int] = []
+    config = replace(BASE, local_epochs=1)
+    train_local(student, get_weights(student), cases, config, pause=lambda: calls.append(1))
+    train, _ = cases.split(config.heldout_fraction)
+    assert len(calls) == -(-len(train) // config.batch_size)
+
+
+def test_heldout_share_is_stable_as_cases_arrive(
+    case_factory: Callable[..., LocalCases],
+) -> None:
+    make = case_factory
+    small: LocalCases = make(30)
+    grown = LocalCases(
+        np.concatenate([small.images, make(20, seed=9).images]),
+        np.concatenate([small.grades, make(20, seed=9).grades]),
+        small.preprocess,
+    )
+    _, held_small = small.split(0.3)
+    _, held_grown = grown.split(0.3)
+    kept = {img.tobytes() for img in held_grown.images}
+    assert held_small.images.shape[0] > 0
+    assert all(img.tobytes() in kept for img in held_small.images)
+
+
+def test_set_weights_names_what_does_not_fit(student: FundusNet) -> None:
+    weights = get_weights(student)
+    weights["head.weight"] = weights["head.weight"][:, :2]
+    with pytest.raises(ValueError, match=r"head\.weight"):
+        set_weights(student, weights)
+
+
+def test_evaluate_on_no_cases_is_all_zero(student: FundusNet, cases: LocalCases) -> None:
+    metrics = evaluate_local(student, cases.subset(np.zeros(0, dtype=np.int64)))
+    assert metrics[M_EVAL_NUM_EXAMPLES] == 0 and metrics["eval-accuracy"] == 0.0
