@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -96,14 +97,32 @@ def supernode_command(settings: NodeSettings, executable: Path | None = None) ->
 
 
 def run_node(settings: NodeSettings) -> int:
-    """Run the SuperNode in the foreground until it exits; returns its exit status."""
+    """Run the SuperNode in the foreground until it exits; returns its exit status.
+
+    SIGTERM/SIGINT to this process stop the SuperNode too (systemd stops the unit's main
+    process; an orphaned SuperNode would keep its port and keep taking rounds).
+    """
     if not Path(settings.root).is_dir():
         raise ValueError(f"--root {settings.root}: no such device root")
     executable = find_supernode()
     env = dict(os.environ)
     # the SuperNode starts flwr-clientapp by name: the venv's bin must be on PATH
     env["PATH"] = os.pathsep.join([str(executable.parent), env.get("PATH", "")])
+    child = subprocess.Popen(supernode_command(settings, executable), env=env)
+
+    def _stop(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return subprocess.call(supernode_command(settings, executable), env=env)
-    except KeyboardInterrupt:
-        return 130
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled above
+                child.terminate()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()

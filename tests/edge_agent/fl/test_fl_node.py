@@ -57,3 +57,41 @@ def test_cli_reports_bad_settings_without_a_traceback(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "--root-certificates" in result.output and "Traceback" not in result.output
+
+
+def test_stopping_the_node_stops_its_supernode(tmp_path: Path) -> None:
+    """SIGTERM to ``fovea-agent node`` must not leave an orphaned SuperNode holding its port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fake = tmp_path / "bin" / "flower-supernode"
+    fake.parent.mkdir()
+    pidfile = tmp_path / "child.pid"
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))"
+        "\ntime.sleep(60)\n"
+    )
+    fake.chmod(0o755)
+    code = (
+        "import sys; from pathlib import Path; import edge_agent.fl.node as n; "
+        f"n.find_supernode = lambda: Path({str(fake)!r}); "
+        f"sys.exit(n.run_node(n.NodeSettings(root=Path({str(tmp_path)!r}), "
+        "superlink='127.0.0.1:9092', insecure=True)))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[3])
+    deadline = time.monotonic() + 20
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "the fake SuperNode never started"
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    time.sleep(0.2)
+    status = Path(f"/proc/{child}/status")
+    alive = status.exists() and "\tZ" not in status.read_text().split("State:")[1][:4]
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive
