@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from models.synth.profiles import SITES
-from server import cli_flash, cli_fleet, cli_keys
+from server import cli_federation, cli_flash, cli_fleet, cli_keys
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +25,7 @@ app.command("flash")(cli_flash.flash_command)
 app.add_typer(cli_keys.keys_app, name="keys")
 app.add_typer(cli_keys.bundle_app, name="bundle")
 app.add_typer(cli_fleet.fleet_app, name="fleet")
+app.add_typer(cli_federation.federation_app, name="federation")
 console = Console()
 
 

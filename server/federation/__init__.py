@@ -1,0 +1,44 @@
+"""Federated adaptation (Flower's Message API): the ServerApp, validation, promotion, registry.
+
+Importing this package does not import Flower; ``server.federation.app`` holds the ServerApp
+(``flwr run`` loads ``server.federation.app:app``).
+"""
+
+from server.federation.promotion import Decision, PackageConfig, decide, promote
+from server.federation.registry import DecisionRecord, Participant, Registry, RoundRecord
+from server.federation.settings import (
+    RUN_CONFIG_DEFAULTS,
+    STRATEGIES,
+    FederationSettings,
+    SettingsError,
+)
+from server.federation.state import RunCheckpoint, RunState, StateError, load_state, save_state
+from server.federation.validation import Candidate, Verdict, decode_update, screen_updates
+from server.federation.weights import load_weights, resolve_checkpoint, save_weights
+
+__all__ = [
+    "RUN_CONFIG_DEFAULTS",
+    "STRATEGIES",
+    "Candidate",
+    "Decision",
+    "DecisionRecord",
+    "FederationSettings",
+    "PackageConfig",
+    "Participant",
+    "Registry",
+    "RoundRecord",
+    "RunCheckpoint",
+    "RunState",
+    "SettingsError",
+    "StateError",
+    "Verdict",
+    "decide",
+    "decode_update",
+    "load_state",
+    "load_weights",
+    "promote",
+    "resolve_checkpoint",
+    "save_state",
+    "save_weights",
+    "screen_updates",
+]
