@@ -134,6 +134,9 @@ def add(
     restart: Annotated[str | None, typer.Option(help="command that restarts the agent")] = None,
     key: Annotated[Path | None, typer.Option(help="SSH private key")] = None,
     known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file")] = None,
+    wheelhouse: Annotated[
+        str | None, typer.Option(help="agent wheel folder on the device (default: PREFIX/wheels)")
+    ] = None,
     replace: Annotated[bool, typer.Option(help="overwrite a device of this name")] = False,
 ) -> None:
     """Add a device to the inventory (then `fovea fleet poll` fills in what it runs)."""
@@ -148,11 +151,14 @@ def add(
             spec = TransportSpec(
                 kind="ssh", root=root, agent=agent, restart=argv, user=target.user,
                 address=target.host, port=target.port, key=str(key) if key else None,
-                known_hosts=str(known_hosts) if known_hosts else None,
+                known_hosts=str(known_hosts) if known_hosts else None, wheelhouse=wheelhouse,
             )  # fmt: skip
         else:
             assert local is not None
-            spec = TransportSpec(kind="local", root=str(local.resolve()), agent=agent, restart=argv)
+            spec = TransportSpec(
+                kind="local", root=str(local.resolve()), agent=agent, restart=argv,
+                wheelhouse=wheelhouse,
+            )  # fmt: skip
         device = Device(
             host=host, url=url, token=token, site=site, hardware=hardware, transport=spec
         )

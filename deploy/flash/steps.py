@@ -20,6 +20,10 @@ STEPS: tuple[str, ...] = (
     "probe", "copy", "venv", "trust", "install", "account", "service", "ready",
 )  # fmt: skip
 """The step names, in order (progress shows them)."""
+WHEEL_STAMP = ".fovea-wheel.sha256"
+"""File in the device venv: sha256 of the fovea-edge wheel flash installed there (a re-flash
+with the same wheel skips pip). The wheel itself stays in ``PREFIX/wheels/``, where fleet agent
+upgrades find it as the way back."""
 
 _READY_SCRIPT = """\
 import sys, time, urllib.request
@@ -160,7 +164,7 @@ class HostFlash:
             (await self.tr.run([self.agent, "version"])).check()
             return False, f"reusing {self.venv}"
         assert self.plan.wheel is not None
-        stamp, want = f"{self.venv}/.fovea-wheel.sha256", file_sha256(self.plan.wheel)
+        stamp, want = f"{self.venv}/{WHEEL_STAMP}", file_sha256(self.plan.wheel)
         had = await read_text(self.tr, stamp)
         if had is not None and had.strip() == want:
             return False, "up to date"

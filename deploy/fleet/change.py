@@ -107,7 +107,12 @@ class BundleChange:
 
 @dataclass
 class AgentChange:
-    """Upgrade the agent to a fovea-edge wheel; back: the device's kept wheel of the old one."""
+    """Upgrade the agent to a fovea-edge wheel; back: the device's kept wheel of the old one.
+
+    Wheels live in the device's wheelhouse (``TransportSpec.wheels``: ``PREFIX/wheels`` for a
+    flashed device, where flash leaves the wheel it installed); each upgrade leaves its wheel
+    there too, so the next upgrade can go back to it.
+    """
 
     artifact: Path
     kind: str = "agent"
@@ -132,9 +137,9 @@ class AgentChange:
         previous = await ops.wheel_for(before) if before else None
         if previous is None:
             raise DeviceError(
-                f"{host}: no wheel of its current agent ({before}) in "
-                f"{ops.spec.root}/agent-wheels, so an upgrade could not be rolled back; copy that "
-                "wheel there (or re-flash the device) and run the upgrade again"
+                f"{host}: no wheel of its current agent ({before}) in {ops.wheelhouse()}, so an "
+                "upgrade could not be rolled back; copy that wheel there (or re-flash the device "
+                "from a wheel) and run the upgrade again"
             )
         self._previous[host] = previous
         await ops.install_wheel(self.artifact)

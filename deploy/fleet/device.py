@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.flash.steps import WHEEL_STAMP
 from deploy.fleet import probe
 from deploy.fleet.inventory import Device, TransportSpec
 from deploy.transport import LocalTransport, SshTarget, SshTransport, Transport, TransportError
@@ -18,9 +19,10 @@ Connect = Callable[[Device], Transport]
 
 INCOMING = "incoming"
 """Folder of the device root where bundles are copied before they are installed."""
-AGENT_WHEELS = "agent-wheels"
-"""Folder of the device root holding agent wheels (the previous one is the way back)."""
+AGENT_EXTRAS = "agent"
+"""The fovea-edge extra a device's agent is installed with."""
 COMMAND_TIMEOUT_S = 600.0
+_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null"}  # the device's wheelhouse only, as flash installs
 _WHEEL = re.compile(r"^fovea_edge-([^-]+)-.*\.whl$")
 
 
@@ -69,10 +71,16 @@ class DeviceOps:
     def _remote(self, *parts: str) -> str:
         return "/".join([self.spec.root.rstrip("/"), *parts])
 
-    async def _run(self, step: str, argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
+    async def _run(
+        self,
+        step: str,
+        argv: list[str],
+        timeout: float = COMMAND_TIMEOUT_S,
+        env: dict[str, str] | None = None,
+    ) -> str:
         t0 = time.perf_counter()
         try:
-            result = await self.transport.run(argv, timeout=timeout)
+            result = await self.transport.run(argv, timeout=timeout, env=env)
         except TransportError as exc:
             raise DeviceError(f"{self.device.host}: {step}: {exc}") from None
         finally:
@@ -108,20 +116,32 @@ class DeviceOps:
         out = await self._run("agent version", [self.spec.agent, "version"], timeout=60)
         return out.strip().split()[-1] if out.strip() else "unknown"
 
+    def wheelhouse(self) -> str:
+        """The device's wheel folder (see ``TransportSpec.wheels``); DeviceError when unknown."""
+        folder = self.spec.wheels
+        if folder is None:
+            raise DeviceError(
+                f"{self.device.host}: its agent wheel folder is unknown (agent "
+                f"{self.spec.agent!r} is not PREFIX/venv/bin/fovea-agent); re-add the device "
+                "with `fovea fleet add ... --wheelhouse DIR --replace`"
+            )
+        return folder
+
     async def install_wheel(self, wheel: Path) -> None:
-        """Copy an agent wheel into the device's wheel folder and pip-install it (no deps)."""
-        remote = self._remote(AGENT_WHEELS, wheel.name)
+        """Copy an agent wheel into the device's wheelhouse (kept there: the way back from the
+        next upgrade) and pip-install it into the agent's venv from that wheelhouse only."""
+        remote = f"{self.wheelhouse().rstrip('/')}/{wheel.name}"
         await self._put("copy", wheel, remote)
         await self._pip("pip install", remote)
 
     async def wheel_for(self, version: str) -> str | None:
         """The device's kept wheel of agent ``version`` (for the way back), if it has one."""
-        folder = self._remote(AGENT_WHEELS)
         code = (
             "import pathlib,sys; p=pathlib.Path(sys.argv[1]); "
             "print('\\n'.join(str(f) for f in sorted(p.glob('fovea_edge-*.whl'))) if p.is_dir() "
             "else '')"
         )
+        folder = self.wheelhouse()
         out = await self._run("find wheel", [self.spec.python, "-c", code, folder], timeout=60)
         for line in out.splitlines():
             if _WHEEL.match(Path(line).name) and wheel_version(Path(line)) == version:
@@ -133,8 +153,14 @@ class DeviceOps:
         await self._pip("pip reinstall", remote_wheel)
 
     async def _pip(self, step: str, remote_wheel: str) -> None:
-        argv = [self.spec.python, "-m", "pip", "install", "--no-deps", "--force-reinstall"]
-        await self._run(step, [*argv, "--no-index", "--disable-pip-version-check", remote_wheel])
+        # the wheel's own dependencies come from the same wheelhouse (a new agent may need more)
+        argv = [self.spec.python, "-m", "pip", "install", "--no-index", "--find-links",
+                self.wheelhouse(), "--disable-pip-version-check", "-q"]  # fmt: skip
+        await self._run(step, [*argv, f"{remote_wheel}[{AGENT_EXTRAS}]"], env=_PIP_ENV)
+        python = Path(self.spec.python)
+        if python.is_absolute():  # the venv no longer holds the wheel flash stamped: a re-flash
+            stamp = str(python.parents[1] / WHEEL_STAMP)  # installs its own wheel again
+            await self._run("pip install", ["rm", "-f", stamp], timeout=60)
 
     async def restart(self) -> None:
         """Restart the agent with the device's restart command (its supervisor)."""
@@ -183,7 +209,7 @@ class DeviceOps:
 
 
 __all__ = [
-    "AGENT_WHEELS",
+    "AGENT_EXTRAS",
     "INCOMING",
     "Connect",
     "DeviceError",

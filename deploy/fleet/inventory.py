@@ -62,12 +62,29 @@ class TransportSpec(BaseModel):
     port: int = Field(22, ge=1, le=65535)
     key: str | None = Field(None, description="SSH private key on this workstation")
     known_hosts: str | None = Field(None, description="known_hosts file (default: ~/.ssh)")
+    wheelhouse: str | None = Field(
+        None,
+        description="folder on the device with the agent's wheels (fovea-edge and its "
+        "dependencies); default: `wheels` beside the venv of an absolute `agent` path",
+    )
 
     @property
     def python(self) -> str:
         """The device's Python beside its fovea-agent (for agent upgrades)."""
         agent = Path(self.agent)
         return str(agent.with_name("python")) if len(agent.parts) > 1 else "python3"
+
+    @property
+    def wheels(self) -> str | None:
+        """The device's wheelhouse: ``wheelhouse``, or for ``PREFIX/venv/bin/fovea-agent`` (the
+        layout ``fovea flash`` makes) ``PREFIX/wheels``, where flash keeps the wheels it
+        installed; None when neither applies."""
+        if self.wheelhouse is not None:
+            return self.wheelhouse
+        agent = Path(self.agent)
+        if agent.is_absolute() and agent.parent.name == "bin" and len(agent.parts) > 3:
+            return str(agent.parents[2] / "wheels")
+        return None
 
 
 class Device(BaseModel):
