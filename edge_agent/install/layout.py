@@ -59,6 +59,11 @@ class DeviceRoot:
         return self.path / "agent.yaml"
 
     @property
+    def busy_file(self) -> Path:
+        """Touched while the agent infers; federated training on the device pauses meanwhile."""
+        return self.path / "run" / "busy"
+
+    @property
     def updates_log(self) -> Path:
         """The update history, one JSON object per line."""
         return self.path / "updates.jsonl"

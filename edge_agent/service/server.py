@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +166,12 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     telemetry = _Telemetry()
     metrics = AgentMetrics(telemetry.read)
 
+    busy = _BusyMark(root.busy_file)
+
     def on_batch(rows: int, _seconds: float) -> None:
         metrics.observe_batch(rows)
         telemetry.rows += rows
+        busy.touch()
 
     batcher = DynamicBatcher(
         backend,
@@ -226,6 +230,25 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     app.router.lifespan_context = lifespan
     return LoadedAgent(app, served, store, manifest)
+
+
+class _BusyMark:
+    """Refreshes the device's busy file while batches run (at most twice a second), so that
+    federated training on the device (edge_agent.fl) yields to screening."""
+
+    def __init__(self, path: Path, every_s: float = 0.5) -> None:
+        self.path, self.every_s, self._last = path, every_s, 0.0
+
+    def touch(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+        except OSError:
+            pass  # a read-only root must not fail inference; training just will not pause
 
 
 class _Telemetry:

@@ -34,3 +34,16 @@ def test_energy_says_unavailable_where_nothing_measures_it(tmp_path: Path) -> No
     energy = _Telemetry(tmp_path).read()["energy"]
     assert energy["source"].startswith("unavailable")
     assert "joules_per_inference" not in energy
+
+
+def test_inference_marks_the_device_busy_for_federated_training(tmp_path: Path) -> None:
+    from edge_agent.fl.priority import BUSY_FILE, BusyFile
+    from edge_agent.install import DeviceRoot
+    from edge_agent.service.server import _BusyMark
+
+    root = DeviceRoot(tmp_path)
+    assert root.busy_file == tmp_path / BUSY_FILE, "agent and trainer must agree on the file"
+    trainer_view = BusyFile.for_root(tmp_path)
+    assert not trainer_view.is_busy()
+    _BusyMark(root.busy_file).touch()
+    assert trainer_view.is_busy()
