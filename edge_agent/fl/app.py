@@ -164,7 +164,7 @@ def train(msg: Message, context: Context) -> Message:
     log.info("site %s round %d: %s", site, config.server_round, metrics)
     content = RecordDict(
         {
-            ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in payload.items()}),
+            ARRAYS: ArrayRecord({k: Array(np.array(v, order="C")) for k, v in payload.items()}),
             METRICS: _metric_record(metrics),
         }
     )

@@ -36,6 +36,16 @@ CREATE TABLE IF NOT EXISTS decisions (
     deployed TEXT NOT NULL, per_site TEXT NOT NULL, bundle TEXT, version INTEGER);
 """
 
+
+def _to_sql_id(node_id: int) -> int:
+    """Flower node ids are unsigned 64-bit; SQLite integers are signed (two's complement)."""
+    return node_id - (1 << 64) if node_id >= 1 << 63 else node_id
+
+
+def _from_sql_id(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
 OUTCOMES = ("accepted", "declined", "rejected", "error", "timeout")
 
 
@@ -136,7 +146,7 @@ class Registry:
             db.executemany(
                 "INSERT OR REPLACE INTO participants VALUES (?,?,?,?,?,?)",
                 [
-                    (record.round, p.phase, p.node_id, p.outcome, p.reason,
+                    (record.round, p.phase, _to_sql_id(p.node_id), p.outcome, p.reason,
                      json.dumps(dict(p.metrics)))
                     for p in participants
                 ],
@@ -166,7 +176,10 @@ class Registry:
             args = (round_,)
         with self._db() as db:
             rows = db.execute(query + " ORDER BY round, phase DESC, node_id", args).fetchall()
-        return [(r[0], Participant(r[1], r[2], r[3], r[4], json.loads(r[5]))) for r in rows]
+        return [
+            (r[0], Participant(_from_sql_id(r[1]), r[2], r[3], r[4], json.loads(r[5])))
+            for r in rows
+        ]
 
     def rejections(self) -> list[tuple[int, Participant]]:
         """Every rejected update, with its round."""
