@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from models.synth.profiles import SITES
-from server import cli_federation, cli_flash, cli_fleet, cli_keys
+from server import cli_compress, cli_federation, cli_flash, cli_fleet, cli_keys, cli_report
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +26,8 @@ app.add_typer(cli_keys.keys_app, name="keys")
 app.add_typer(cli_keys.bundle_app, name="bundle")
 app.add_typer(cli_fleet.fleet_app, name="fleet")
 app.add_typer(cli_federation.federation_app, name="federation")
+app.command("report")(cli_report.report_command)
+app.command("compress")(cli_compress.compress_command)
 console = Console()
 
 

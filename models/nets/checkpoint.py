@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from models.nets.base import FundusNet, count_parameters
 from models.nets.registry import build_model
@@ -45,6 +47,8 @@ class CheckpointMeta(BaseModel):
     """Teachers this model learned from, oldest first (empty for a model trained on labels)."""
     metrics: dict[str, float] = Field(default_factory=dict)
     """Headline validation metrics (point values)."""
+    resized: bool = False
+    """Layer widths come from the weights, not from ``config`` (a structurally pruned model)."""
 
     @property
     def generation(self) -> int:
@@ -65,6 +69,7 @@ def save_checkpoint(
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = CheckpointMeta(
+        resized=_differs_from_config(model),
         name=name,
         family=model.family,
         config=model.config,
@@ -80,6 +85,40 @@ def save_checkpoint(
     json_path = path.with_suffix(".json")
     json_path.write_text(meta.model_dump_json(indent=2))
     return json_path
+
+
+def _differs_from_config(model: FundusNet) -> bool:
+    fresh = build_model(model.family, model.config).state_dict()
+    return any(fresh[k].shape != v.shape for k, v in model.state_dict().items() if k in fresh)
+
+
+def resize_to_state_(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter and buffer of ``model`` the shape it has in ``state``, in place.
+
+    Convolution, batch-norm, linear and layer-norm attributes follow (a depthwise convolution
+    stays depthwise), so a model pruned by slicing channels can be rebuilt from its weights.
+    """
+    for prefix, module in model.named_modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in tensors:
+            key = f"{prefix}.{name}" if prefix else name
+            if key in state and state[key].shape != tensor.shape:
+                fresh = torch.empty(state[key].shape, dtype=tensor.dtype)
+                if isinstance(tensor, nn.Parameter):
+                    setattr(module, name, nn.Parameter(fresh, tensor.requires_grad))
+                else:
+                    module.register_buffer(name, fresh)
+        if isinstance(module, nn.Conv2d):
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            module.out_channels = module.weight.shape[0]
+            module.groups = module.out_channels if depthwise else module.groups
+            module.in_channels = module.weight.shape[1] * module.groups
+        elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+            module.num_features = module.weight.shape[0]
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            module.normalized_shape = tuple(module.weight.shape)
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
@@ -100,8 +139,11 @@ def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
     model = build_model(meta.family, meta.config)
+    state = load_file(str(weights))
+    if meta.resized:
+        resize_to_state_(model, state)
     try:
-        model.load_state_dict(load_file(str(weights)))
+        model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[1:3]
         raise ValueError(

@@ -44,6 +44,9 @@ class ExportConfig(_Strict):
     min_calibration: int = Field(32, ge=1)
     """Fewer calibration images than this is an error, not a silently poor INT8 model."""
     calibration_methods: list[CalibrationName] = ["MinMax", "Entropy", "Percentile"]
+    int8_source: Literal["calibrate", "qat"] = "calibrate"
+    """"qat": take the run's ``model.qat.onnx`` (``fovea compress``'s QAT step, already Q/DQ)
+    as the INT8 model instead of calibrating."""
     max_excluded: int = Field(8, ge=0)
     """The accuracy-aware fallback keeps at most this many layers in float."""
     sensitivity_samples: int = Field(128, ge=8)

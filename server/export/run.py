@@ -40,6 +40,8 @@ from server.export.tensorrt import build_engines
 
 Log = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoint"
+QAT_FILE = "model.qat.onnx"
+"""A run's quantisation-aware-trained Q/DQ model (``int8_source: qat``)."""
 """Where the export keeps the model's own weights: ``checkpoint/model.{json,safetensors}``."""
 
 
@@ -106,6 +108,24 @@ def _speed_note(name: str, fp32: dict[str, float], mine: dict[str, float]) -> st
     return ""
 
 
+def _qat_int8(run_dir: Path, tmp: Path, log: Log) -> Path:
+    """The run's quantisation-aware-trained Q/DQ model as ``model.int8.onnx``."""
+    src = run_dir / QAT_FILE
+    if not src.is_file():
+        raise ExportInputError(
+            f"int8_source is qat but {src} does not exist; end the `fovea compress` run with a "
+            "qat step, or set int8_source: calibrate"
+        )
+    model = onnx.load(str(src))
+    ops = {n.op_type for n in model.graph.node}
+    if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
+        raise ExportInputError(f"{src} has no QuantizeLinear/DequantizeLinear nodes: not Q/DQ")
+    log(f"INT8: taking the quantisation-aware-trained {src}")
+    dest = tmp / "model.int8.onnx"
+    shutil.copyfile(src, dest)
+    return dest
+
+
 def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str, Any]:
     model, meta, ckpt = _load_student(run_dir)
     splits = _load_data(run_dir)
@@ -149,7 +169,15 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         fp16 = convert_fp16(fp32, tmp / "model.fp16.onnx")
         files["fp16"] = fp16.path
         extra["fp16"] = {"clamped": fp16.clamped, "warnings": fp16.warnings}
-    if "int8" in config.precisions:
+    if "int8" in config.precisions and config.int8_source == "qat":
+        files["int8"] = _qat_int8(run_dir, tmp, log)
+        write_ranges(
+            activation_scales(onnx.load(str(files["int8"]))),
+            tmp / "int8_ranges.json",
+            tmp / CALIBRATION_CACHE,
+        )
+        extra["int8"] = {"method": "qat", "source": str(run_dir / QAT_FILE)}
+    elif "int8" in config.precisions:
         log("INT8: calibrating " + ", ".join(config.calibration_methods))
         select = SelectionSet(splits.val, spec, threshold)
         int8 = quantize_int8(

@@ -1,0 +1,231 @@
+"""``compress(config)``: run the declared steps with a checkpoint after each, resume, report.
+
+The output directory is also a valid run directory for ``fovea export``: ``student.json`` (the
+final model), ``config.yaml`` (its data settings) and, after a ``qat`` step, ``model.qat.onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.nets import Ancestor, FundusNet, build_model, load_checkpoint, save_checkpoint
+from models.nets.base import count_parameters
+from models.nets.checkpoint import CheckpointMeta
+from models.preprocess import PreprocessSpec
+from server.compress.config import CompressConfig, StartModel, Step
+from server.compress.measure import curve_point
+from server.compress.qat import QAT_ONNX
+from server.compress.recover import evaluate
+from server.compress.report import write_report
+from server.compress.steps import Log, StepContext, run_step
+from server.distill.config import dump_config
+from server.distill.data import load_splits
+from server.distill.scoring import HEADLINE, ScoreOptions, compare, score_model
+from server.distill.trainer import Reporter, TrainingData, pick_device
+
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class CompressOutcome:
+    """Where the run wrote its results, and the report's content."""
+
+    out: Path
+    checkpoint: Path
+    report: dict[str, Any]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _start_model(cfg: CompressConfig, teacher: FundusNet | None) -> FundusNet:
+    if isinstance(cfg.start, StartModel):
+        torch.manual_seed(cfg.distill.seed)
+        return build_model(cfg.start.model.name, cfg.start.model.config)
+    if cfg.start == "teacher":
+        assert teacher is not None
+        import copy
+
+        model = copy.deepcopy(teacher)
+    else:
+        model = load_checkpoint(cfg.start)[0]
+    for p in model.parameters():
+        p.requires_grad_(True)  # the teacher's copy comes frozen
+    return model
+
+
+def _finished(out: Path, steps: list[Step]) -> list[dict[str, Any]]:
+    """Records of the steps already done, in order, while they match the declared steps."""
+    path = out / PROGRESS_FILE
+    if not path.is_file():
+        return []
+    done = json.loads(path.read_text()).get("steps", [])
+    kept = []
+    for step, record in zip(steps, done, strict=False):
+        if record.get("digest") != step.digest() or not Path(record["checkpoint"]).is_file():
+            break
+        kept.append(record)
+    return kept
+
+
+def _step_dir(out: Path, index: int, step: Step) -> Path:
+    return out / "steps" / f"{index + 1:02d}-{step.name}"
+
+
+def compress(
+    cfg: CompressConfig,
+    *,
+    log: Log = print,
+    report: Reporter | None = None,
+    resume: bool = True,
+) -> CompressOutcome:
+    """Run ``cfg.steps`` in order from the start model; write checkpoints and the report."""
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    dcfg = cfg.run_distill_config()
+    (out / "config.yaml").write_text(dump_config(dcfg))
+    (out / "compress.json").write_text(json.dumps(cfg.dump(), indent=2))
+    splits = load_splits(dcfg.data, dcfg.seed)
+    teacher: FundusNet | None = None
+    teacher_meta: CheckpointMeta | None = None
+    if cfg.teacher is not None:
+        teacher, teacher_meta = load_checkpoint(cfg.teacher)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    spec = teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
+    data = TrainingData(spec, splits.train, splits.val)
+    lineage = list(teacher_meta.lineage) if teacher_meta else []
+    if teacher_meta:
+        lineage.append(
+            Ancestor(
+                name=teacher_meta.name,
+                family=teacher_meta.family,
+                parameters=teacher_meta.parameters,
+                metrics=teacher_meta.metrics,
+            )
+        )
+
+    done = _finished(out, cfg.steps) if resume else []
+    model = _start_model(cfg, teacher)
+    base = StepContext(
+        data=data,
+        teacher=teacher,
+        distill=dcfg,
+        out_dir=out,
+        log=log,
+        report=report,
+        test=splits.test,
+        teacher_path=cfg.teacher,
+        teacher_parameters=count_parameters(teacher) if teacher is not None else None,
+    )
+    start_metrics = evaluate(model, base)
+    curve = [curve_point("start", model, start_metrics, spec.size, cfg.latency_runs)]
+    records: list[dict[str, Any]] = []
+    for i, step in enumerate(cfg.steps):
+        directory = _step_dir(out, i, step)
+        if i < len(done):
+            record = done[i]
+            model = load_checkpoint(record["checkpoint"])[0]
+            log(f"step {i + 1}/{len(cfg.steps)} {step.name}: done before, reusing its checkpoint")
+        else:
+            marker = directory / "step.json"
+            if directory.exists() and (
+                not resume
+                or not marker.is_file()
+                or json.loads(marker.read_text()).get("digest") != step.digest()
+            ):
+                shutil.rmtree(directory)  # another step's (or a restarted run's) partial work
+            directory.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"digest": step.digest(), **step.as_json()}))
+            log(f"step {i + 1}/{len(cfg.steps)} {step.name} ({step.kind})")
+            t0 = time.perf_counter()
+            context = StepContext(**{**base.__dict__, "out_dir": directory})
+            result = run_step(step.kind, model, context, step.settings)
+            model = result.model.cpu()
+            ckpt = save_checkpoint(
+                model,
+                directory / "model",
+                name=step.name,
+                preprocess=spec,
+                lineage=lineage,
+                metrics=result.metrics,
+            )
+            points = [p for p in result.curve if p.get("label") != "input"] or [
+                curve_point("output", model, result.metrics, spec.size, cfg.latency_runs)
+            ]
+            record = {
+                "index": i + 1,
+                "name": step.name,
+                "kind": step.kind,
+                "digest": step.digest(),
+                "checkpoint": str(ckpt),
+                "seconds": time.perf_counter() - t0,
+                "parameters": count_parameters(model),
+                "metrics": result.metrics,
+                "details": result.details,
+                "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+                "curve": [{**p, "step": step.name} for p in points],
+            }
+            _write_json(out / PROGRESS_FILE, {"schema_version": 1, "steps": [*records, record]})
+        records.append(record)
+        curve.extend(record["curve"])
+    return _finish(cfg, model, records, curve, lineage, teacher, splits, spec, log)
+
+
+def _finish(
+    cfg: CompressConfig,
+    model: FundusNet,
+    records: list[dict[str, Any]],
+    curve: list[dict[str, Any]],
+    lineage: list[Ancestor],
+    teacher: FundusNet | None,
+    splits: Any,
+    spec: PreprocessSpec,
+    log: Log,
+) -> CompressOutcome:
+    out = cfg.out
+    dcfg = cfg.distill
+    log("scoring the final model and the teacher ...")
+    opts = ScoreOptions(
+        dcfg.referral_sensitivity, dcfg.bootstrap, dcfg.seed, pick_device(dcfg.train.device)
+    )
+    split_arrays = {"val": splits.val, "test": splits.test}
+    scored = score_model(model, split_arrays, spec, opts)
+    headline = {k: scored.entry["val"][k]["value"] for k in HEADLINE}
+    headline["referral_threshold"] = scored.entry["referral_threshold"]
+    ckpt = save_checkpoint(
+        model, out / "student", name="student", preprocess=spec, lineage=lineage, metrics=headline
+    )
+    qat = [r["artifacts"]["qat_onnx"] for r in records if "qat_onnx" in r["artifacts"]]
+    stale = out / QAT_ONNX
+    stale.unlink(missing_ok=True)
+    if qat and records[-1]["kind"] == "qat":
+        shutil.copyfile(qat[-1], stale)
+    result: dict[str, Any] = {
+        "schema_version": 1,
+        "student": scored.entry,
+        "steps": records,
+        "curve": curve,
+        "config": cfg.dump(),
+    }
+    if teacher is not None:
+        t_scored = score_model(teacher, split_arrays, spec, opts)
+        split = "test" if splits.test is not None else "val"
+        result["teacher"] = t_scored.entry
+        result |= compare(scored, t_scored, split, resamples=dcfg.bootstrap, seed=dcfg.seed)
+        result["parameter_ratio"] = count_parameters(model) / count_parameters(teacher)
+    paths = write_report(result, out)
+    result["files"] = {k: str(v) for k, v in paths.items()}
+    _write_json(out / "report.json", result)
+    return CompressOutcome(out=out, checkpoint=ckpt, report=result)
