@@ -1,12 +1,25 @@
-"""``make bench``: every benchmark in turn, with the settings the closing notes quote.
+"""``make bench``: every benchmark in turn, then one merged ``latest.json`` and ``latest.md``.
 
-``python -m benchmarks.run --quick`` runs the smoke-sized versions instead.
+``python -m benchmarks.run --quick`` runs the smoke-sized versions instead; ``--only NAME ...``
+runs some of them and keeps the other results of the last suite run in ``latest.json``.
+Benchmark modules named ``benchmarks/compress_*.py`` or ``benchmarks/federation_*.py`` join the
+suite by themselves (full size without flags, smoke size with ``--quick``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.headline import markdown_table
+from benchmarks.report import RESULTS, machine
+
+LATEST = "latest"
 
 SUITE: list[tuple[str, list[str], list[str]]] = [
     # (module, full-size arguments, quick arguments)
@@ -32,17 +45,108 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ),
     ("benchmarks.export_acceptance", ["--run", ".fovea/demo/student"], ["--quick"]),
     ("benchmarks.agent_load", ["--workdir", ".fovea/demo"], ["--quick"]),
+    ("benchmarks.deploy_acceptance", [], ["--devices", "2", "--soak", "1"]),
+    ("benchmarks.federation_acceptance", [], ["--quick"]),
+    ("benchmarks.gpu", ["--workdir", ".fovea/demo"], ["--quick"]),
 ]
 
 
-def main() -> None:
-    """Run each benchmark module as its own process."""
-    quick = "--quick" in sys.argv[1:]
-    for module, full, small in SUITE:
-        args = small if quick else full
-        print(f"== {module} {' '.join(args)}", flush=True)
-        subprocess.run([sys.executable, "-m", module, *args], check=True)
+def suite() -> list[tuple[str, list[str], list[str]]]:
+    """The fixed suite plus any ``compress_*`` / ``federation_*`` benchmark modules present."""
+    known = {module for module, _, _ in SUITE}
+    here = Path(__file__).parent
+    found = sorted(
+        f"benchmarks.{p.stem}" for pattern in ("compress_*.py", "federation_*.py")
+        for p in here.glob(pattern)
+    )  # fmt: skip
+    return SUITE + [(m, [], ["--quick"]) for m in found if m not in known]
+
+
+def _snapshot(results: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in results.glob("*.json") if p.stem != LATEST}
+
+
+def run_one(module: str, args: list[str], results: Path) -> tuple[dict[str, Any], str | None]:
+    """Run one benchmark as its own process; (name -> result written, error or None)."""
+    before = _snapshot(results) if results.is_dir() else {}
+    print(f"== {module} {' '.join(args)}", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", module, *args], check=False)
+    written = {}
+    for path, mtime in (_snapshot(results) if results.is_dir() else {}).items():
+        if before.get(path) != mtime:
+            written[path.stem] = json.loads(path.read_text())
+    error = None if done.returncode == 0 else f"exit status {done.returncode}"
+    if error is None and not written:
+        error = "wrote no result file"
+    print(f"== {module}: {time.perf_counter() - start:.0f} s, {error or 'ok'}", flush=True)
+    return written, error
+
+
+def merge(
+    previous: dict[str, Any] | None,
+    written: dict[str, dict[str, Any]],
+    failed: dict[str, str],
+    *,
+    quick: bool,
+    keep_previous: bool,
+) -> dict[str, Any]:
+    """The merged suite result: this run's results (over the previous run's, when kept)."""
+    benchmarks = dict(previous.get("benchmarks", {})) if previous and keep_previous else {}
+    benchmarks.update(written)
+    return {
+        "schema_version": 1,
+        "machine": machine(),
+        "quick": quick,
+        "benchmarks": benchmarks,
+        "failed": failed,
+    }
+
+
+def write_latest(latest: dict[str, Any], results: Path) -> tuple[Path, Path]:
+    """Write ``latest.json`` and the headline table ``latest.md``, with the full tables below."""
+    results.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results / f"{LATEST}.json", results / f"{LATEST}.md"
+    json_path.write_text(json.dumps(latest, indent=2))
+    md = ["# Benchmark results", "", markdown_table(latest)]
+    for name in latest["benchmarks"]:
+        table = results / f"{name}.md"
+        if table.is_file():
+            md += [f"## {name}", "", table.read_text()]
+    md_path.write_text("\n".join(md))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite (or ``--only`` some of it) and write the merged results."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke-sized runs (CI)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="e.g. gpu export_acceptance")
+    args = ap.parse_args(argv)
+    chosen = suite()
+    if args.only:
+        wanted = {n.removeprefix("benchmarks.") for n in args.only}
+        unknown = wanted - {m.removeprefix("benchmarks.") for m, _, _ in chosen}
+        if unknown:
+            ap.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; see benchmarks/run.py")
+        chosen = [s for s in chosen if s[0].removeprefix("benchmarks.") in wanted]
+    written: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for module, full, small in chosen:
+        found, error = run_one(module, small if args.quick else full, RESULTS)
+        written.update(found)
+        if error:
+            failed[module.removeprefix("benchmarks.")] = error
+    previous_path = RESULTS / f"{LATEST}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
+    latest = merge(previous, written, failed, quick=args.quick, keep_previous=bool(args.only))
+    json_path, md_path = write_latest(latest, RESULTS)
+    print("\n" + markdown_table(latest))
+    print(f"wrote {json_path} and {md_path}")
+    if failed:
+        print(f"failed: {', '.join(f'{k} ({v})' for k, v in failed.items())}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

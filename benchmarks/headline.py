@@ -1,0 +1,211 @@
+"""The headline comparisons of a suite run: one row per comparison, from the merged results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["headline_rows", "machine_line", "markdown_table"]
+
+Row = list[str]
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _synth(r: dict[str, Any]) -> list[Row]:
+    seconds = list((r.get("seconds") or {}).values())
+    if not seconds:
+        return []
+    what = f"synthetic generator, {r.get('n')} images at {r.get('size')} px, one thread"
+    return [[what, f"{min(seconds):.1f}-{max(seconds):.1f} s per site"]]
+
+
+def _export(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for name, m in (r.get("rows") or {}).items():
+        acc, b1, tput = m.get("accuracy"), m.get("latency_ms_batch1"), m.get("throughput_img_s")
+        if b1 is None or tput is None:
+            continue
+        size = f", {m['size_bytes'] / 1e3:,.0f} kB" if m.get("size_bytes") else ""
+        accuracy = f"accuracy {acc:.2f}%, " if isinstance(acc, int | float) else ""
+        ratio = m.get("throughput_ratio_vs_first")
+        vs = f" ({ratio:.1f}x the teacher)" if ratio and ratio != 1.0 else ""
+        rows.append(
+            [
+                f"{name}",
+                f"{accuracy}{b1:.2f} ms at batch 1, {tput:,.0f} img/s at batch "
+                f"{m.get('throughput_batch', 32)}{vs}{size}",
+            ]
+        )
+    return rows
+
+
+def _distill(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    ratios = [v.get("accuracy_ratio") for v in (r.get("student_vs_teacher") or {}).values()]
+    ratios = [x for x in ratios if isinstance(x, int | float)]
+    if ratios:
+        rows.append(
+            [
+                "distilled student accuracy / teacher (unseen site, per seed)",
+                f"{min(ratios):.3f}-{max(ratios):.3f}",
+            ]
+        )
+    acc = _get(r, "distilled_minus_scratch", "over_seeds", "accuracy")
+    if acc:
+        rows.append(
+            [
+                "distilled minus from-scratch student, accuracy",
+                f"{100 * acc['mean']:+.2f} points [{100 * acc['low']:+.2f}, "
+                f"{100 * acc['high']:+.2f}]",
+            ]
+        )
+    mon = r.get("monitors")
+    if mon:
+        rows.append(
+            [
+                "monitors on / off, epoch time",
+                f"{mon.get('epoch_time_ratio_on_off', float('nan')):.3f} (monitors "
+                f"{100 * mon.get('share_of_epoch', float('nan')):.1f}% of an epoch)",
+            ]
+        )
+    return rows
+
+
+def _agent(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for name, m in (r.get("models") or {}).items():
+        raw, ratio = _get(m, "raw_best", "img_s"), m.get("ratio_binary_vs_raw")
+        served = _get(m, "load", "binary", "requests_per_s")
+        if raw is None or ratio is None:
+            continue
+        rows.append(
+            [
+                f"agent end to end vs raw ONNX Runtime session ({name})",
+                f"{served or 0:,.0f} vs {raw:,.0f} img/s ({ratio:.2f})",
+            ]
+        )
+    return rows
+
+
+def _deploy(r: dict[str, Any]) -> list[Row]:
+    flash, ok = r.get("flash") or {}, r.get("rollout_ok") or {}
+    if not flash:
+        return []
+    return [
+        [
+            f"flash {r.get('devices')} devices in parallel; canary rollout",
+            f"{flash.get('seconds', 0):.1f} s; rollout {ok.get('status', '?')} in "
+            f"{ok.get('seconds', 0):.1f} s",
+        ]
+    ]
+
+
+def _federation(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for codec, m in (r.get("codecs") or {}).items():
+        rows.append(
+            [
+                f"federated bytes per client per round, codec {codec}",
+                f"{m.get('bytes_per_client_round', 0):,.0f}",
+            ]
+        )
+    target = r.get("rounds_to_target") or {}
+    if "fedavg" in target:
+        rows.append(
+            [
+                f"rounds to mean accuracy {target.get('target_mean_accuracy', 0):.1f}%",
+                f"FedAvg {target.get('fedavg')}, FedProx {target.get('fedprox')}",
+            ]
+        )
+    return rows
+
+
+def _gpu(r: dict[str, Any]) -> list[Row]:
+    if r.get("skipped"):
+        return [
+            [
+                "GPU: teacher and student, fp32 vs fp16 (PyTorch CUDA, ONNX Runtime CUDA)",
+                str(r["skipped"]),
+            ]
+        ]
+    rows = []
+    for name, m in (r.get("rows") or {}).items():
+        if m.get("skipped"):
+            rows.append([f"GPU {name}", str(m["skipped"])])
+        else:
+            rows.append(
+                [
+                    f"GPU {name}",
+                    f"{m['latency_ms_batch1']:.2f} ms at batch 1, "
+                    f"{m['throughput_img_s']:,.0f} img/s at batch {m['batch']}",
+                ]
+            )
+    return rows
+
+
+_EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "synth_speed": _synth,
+    "export_acceptance": _export,
+    "distill_acceptance": _distill,
+    "agent_load": _agent,
+    "deploy_acceptance": _deploy,
+    "federation_acceptance": _federation,
+    "gpu": _gpu,
+}
+
+
+def headline_rows(latest: dict[str, Any]) -> list[Row]:
+    """[comparison, result, benchmark] for every benchmark in a merged ``latest.json``."""
+    rows: list[Row] = []
+    for name, result in (latest.get("benchmarks") or {}).items():
+        base = name.removesuffix("_quick")
+        extract = _EXTRACTORS.get(base)
+        try:
+            found = extract(result) if extract else []
+        except (KeyError, TypeError, ValueError):
+            found = []
+        if not found:
+            found = [[f"{base}: see benchmarks/results/{name}.md", "(no headline)"]]
+        rows += [[*row, name] for row in found]
+    for name, error in (latest.get("failed") or {}).items():
+        rows.append([name, f"FAILED: {error}", name])
+    return rows
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One sentence naming the machine: CPU model, cores, GPU or none, date."""
+    gpu = machine.get("gpu") or "no GPU"
+    return (
+        f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {gpu}; "
+        f"run {machine.get('date', '?')}"
+    )
+
+
+def markdown_table(latest: dict[str, Any]) -> str:
+    """The headline table in Markdown, with its machine line above it."""
+    lines = [
+        f"Machine: {machine_line(latest.get('machine') or {})}"
+        + (" (quick, smoke-sized run)" if latest.get("quick") else ""),
+        "",
+        "| comparison | result | benchmark |",
+        "|---|---|---|",
+    ]
+    for comparison, result, name in headline_rows(latest):
+        lines.append(f"| {comparison} | {result} | `{name}` |")
+    elsewhere = {
+        n: r["machine"]
+        for n, r in (latest.get("benchmarks") or {}).items()
+        if isinstance(r.get("machine"), dict)
+        and (r["machine"].get("cpu"), r["machine"].get("gpu"), r["machine"].get("cores"))
+        != tuple((latest.get("machine") or {}).get(k) for k in ("cpu", "gpu", "cores"))
+    }
+    for name, m in elsewhere.items():
+        lines.append(f"\n`{name}` ran on another machine: {machine_line(m)}.")
+    return "\n".join(lines) + "\n"

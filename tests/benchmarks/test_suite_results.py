@@ -1,0 +1,127 @@
+"""The suite's merged results: latest.json / latest.md, the README table, the GPU section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import readme_table, run
+from benchmarks.headline import headline_rows, markdown_table
+
+MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "gpu": None, "date": "2026-01-02 03:04"}
+
+
+def _fake_results(results: Path) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    export = {
+        "benchmark": "export_acceptance",
+        "machine": MACHINE,
+        "rows": {
+            "teacher (PyTorch fp32)": {
+                "accuracy": 74.7,
+                "latency_ms_batch1": 3.5,
+                "throughput_img_s": 629.0,
+                "throughput_batch": 32,
+                "throughput_ratio_vs_first": 1.0,
+            },
+            "student int8 (ORT)": {
+                "accuracy": 71.4,
+                "latency_ms_batch1": 0.27,
+                "size_bytes": 92826,
+                "throughput_img_s": 4638.0,
+                "throughput_batch": 32,
+                "throughput_ratio_vs_first": 7.4,
+            },
+        },
+    }
+    federation = {
+        "benchmark": "federation_acceptance",
+        "machine": {**MACHINE, "cores": 16},
+        "codecs": {"fp16": {"bytes_per_client_round": 157020.0}},
+        "rounds_to_target": {"target_mean_accuracy": 65.6, "fedavg": 3, "fedprox": 2},
+    }
+    for payload in (export, federation):
+        (results / f"{payload['benchmark']}.json").write_text(json.dumps(payload))
+        (results / f"{payload['benchmark']}.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+def test_headline_table_names_every_comparison_and_the_machine(tmp_path: Path) -> None:
+    _fake_results(tmp_path)
+    written = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    latest = run.merge(
+        None, written, {"agent_load": "exit status 1"}, quick=False, keep_previous=False
+    )
+    latest["machine"] = MACHINE
+    json_path, md_path = run.write_latest(latest, tmp_path)
+    assert set(json.loads(json_path.read_text())["benchmarks"]) == {
+        "export_acceptance",
+        "federation_acceptance",
+    }
+    md = md_path.read_text()
+    assert "Machine: Test CPU 9000, 2 cores, no GPU; run 2026-01-02 03:04" in md
+    assert "student int8 (ORT)" in md and "7.4x the teacher" in md and "93 kB" in md
+    assert "codec fp16 | 157,020" in md and "FedAvg 3, FedProx 2" in md
+    assert "FAILED: exit status 1" in md
+    assert "`federation_acceptance` ran on another machine" in md  # 16 cores there
+    assert "## export_acceptance" in md  # the full tables follow the headline table
+
+
+def test_unknown_benchmark_keeps_a_pointer_row() -> None:
+    rows = headline_rows({"benchmarks": {"compress_x_quick": {"whatever": 1}}})
+    assert rows == [
+        [
+            "compress_x: see benchmarks/results/compress_x_quick.md",
+            "(no headline)",
+            "compress_x_quick",
+        ]
+    ]
+
+
+def test_readme_table_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    latest = {"machine": MACHINE, "benchmarks": {"gpu": {"skipped": "skipped: no GPU"}}}
+    (tmp_path / "latest.json").write_text(json.dumps(latest))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# X\n\n## Benchmarks\n\n<!-- bench:start -->\n| old |\n<!-- bench:end -->\n\nafter\n"
+    )
+    args = ["--latest", str(tmp_path / "latest.json"), "--readme", str(readme)]
+    assert readme_table.main([*args, "--check"]) == 1
+    assert readme_table.main(args) == 0
+    text = readme.read_text()
+    assert "| old |" not in text and text.endswith("<!-- bench:end -->\n\nafter\n")
+    assert "Test CPU 9000, 2 cores, no GPU" in text and "skipped: no GPU" in text
+    assert readme_table.main([*args, "--check"]) == 0
+    readme.write_text("no markers")
+    assert readme_table.main(args) == 2
+
+
+def test_the_repository_readme_has_the_markers() -> None:
+    text = readme_table.README.read_text()
+    assert text.index(readme_table.START) < text.index(readme_table.END)
+
+
+def test_only_gpu_runs_for_real_and_keeps_earlier_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run.py --quick --only gpu``: the real GPU benchmark (skipped on a CPU machine), merged."""
+    _fake_results(tmp_path)
+    earlier = {"machine": MACHINE, "benchmarks": {"export_acceptance": {"rows": {}}}}
+    (tmp_path / "latest.json").write_text(json.dumps(earlier))
+    monkeypatch.setenv("FOVEA_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    assert run.main(["--quick", "--only", "gpu"]) == 0
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert set(latest["benchmarks"]) == {"export_acceptance", "gpu_quick"}
+    assert latest["machine"]["cores"] >= 1 and "date" in latest["machine"]
+    gpu = latest["benchmarks"]["gpu_quick"]
+    if latest["machine"]["gpu"] is None:
+        assert gpu["skipped"] == "skipped: no GPU"
+        assert "skipped: no GPU" in (tmp_path / "latest.md").read_text()
+    else:
+        assert gpu["rows"]
+
+
+def test_markdown_table_of_an_empty_run() -> None:
+    assert "| comparison | result | benchmark |" in markdown_table({})
