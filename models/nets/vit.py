@@ -42,10 +42,10 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, head_dim: int | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dim // heads)
+        self.attn = Attention(dim, heads, head_dim or dim // heads)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -54,6 +54,22 @@ class Block(nn.Module):
         """Block."""
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+
+def _per_layer_heads(
+    dim: int, depth: int, heads: int | list[int], head_dim: int | None
+) -> list[int]:
+    """Heads of each block; a list (as head pruning leaves it) needs an explicit head_dim."""
+    if isinstance(heads, int):
+        if heads < 1 or (head_dim is None and dim % heads):
+            raise ValueError(f"vit needs dim divisible by heads ({dim}, {heads})")
+        return [heads] * depth
+    per_layer = [int(h) for h in heads]
+    if len(per_layer) != depth or min(per_layer, default=0) < 1:
+        raise ValueError(f"vit heads {per_layer} must give every one of {depth} blocks >= 1 head")
+    if head_dim is None:
+        raise ValueError("vit with per-block heads needs head_dim (the width of one head)")
+    return per_layer
 
 
 class ViT(FundusNet):
@@ -65,35 +81,34 @@ class ViT(FundusNet):
         self,
         dim: int = 96,
         depth: int = 6,
-        heads: int = 4,
+        heads: int | list[int] = 4,
         patch: int = 8,
         mlp_ratio: float = 2.0,
         image_size: int = 64,
         dropout: float = 0.1,
+        head_dim: int | None = None,
     ) -> None:
-        if dim % heads or image_size % patch:
-            raise ValueError(
-                f"vit needs dim divisible by heads ({dim}, {heads}) and image_size by patch "
-                f"({image_size}, {patch})"
-            )
-        super().__init__(
-            {
-                "dim": dim,
-                "depth": depth,
-                "heads": heads,
-                "patch": patch,
-                "mlp_ratio": mlp_ratio,
-                "image_size": image_size,
-                "dropout": dropout,
-            },
-            dim,
-            dropout,
-        )
+        per_layer = _per_layer_heads(dim, depth, heads, head_dim)
+        if image_size % patch:
+            raise ValueError(f"vit needs image_size divisible by patch ({image_size}, {patch})")
+        config: dict[str, object] = {
+            "dim": dim,
+            "depth": depth,
+            "heads": heads if isinstance(heads, int) else list(heads),
+            "patch": patch,
+            "mlp_ratio": mlp_ratio,
+            "image_size": image_size,
+            "dropout": dropout,
+        }
+        if head_dim is not None:
+            config["head_dim"] = head_dim
+        super().__init__(config, dim, dropout)
         self.grid = image_size // patch
         self.patch = nn.Conv2d(3, dim, patch, patch)
         self.pos = nn.Parameter(torch.zeros(1, self.grid * self.grid, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        hd = head_dim or dim // per_layer[0]
+        self.blocks = nn.ModuleList(Block(dim, h, mlp_ratio, hd) for h in per_layer)
         self.norm = nn.LayerNorm(dim)
 
     @property
