@@ -3,6 +3,10 @@
 Node config (``flower-supernode --node-config``): ``root`` (device root, required), ``site``
 (a name for logs), ``threads`` (torch threads for training, default 2).
 
+Under Flower's simulation runtime a node has only ``partition-id`` / ``num-partitions``: the
+ClientApp then builds (once, cached under run config ``sim-dir``) a small simulated device root
+for that partition (:mod:`edge_agent.fl.simulated`) and trains on it through the same path.
+
 Test hook: node config ``fault = "nan" | "scale"`` makes the reply poisoned (all-NaN weights,
 or the update boosted x100) so end-to-end tests can prove the server rejects it. It is honoured
 ONLY when the SuperNode's environment has ``FOVEA_FL_ALLOW_FAULTS=1``; otherwise it is ignored
@@ -42,6 +46,7 @@ from edge_agent.fl.protocol import (
     encode,
     payload_bytes,
 )
+from edge_agent.fl.simulated import SimulatedSite, ensure_site, is_simulated
 
 __all__ = ["FAULTS", "FAULT_ENV", "app", "apply_fault", "declined_content", "node_settings"]
 
@@ -73,6 +78,15 @@ def node_settings(node_config: dict[str, Any]) -> tuple[Path, str, int, str | No
             log.warning("node config fault=%s ignored: %s=1 is not set", fault, FAULT_ENV)
             fault = None
     return root, site, threads, fault
+
+
+def _site_settings(context: Context) -> tuple[Path, str, int, str | None]:
+    """:func:`node_settings`, or a simulated node's site (one thread, never a fault)."""
+    node_config = dict(context.node_config)
+    if is_simulated(node_config):
+        site = SimulatedSite.from_context(node_config, dict(context.run_config))
+        return ensure_site(site), site.name, 1, None
+    return node_settings(node_config)
 
 
 def apply_fault(
@@ -137,7 +151,7 @@ def _lower_once(threads: int) -> None:
 @app.train(mods=[_dp_when_asked])
 def train(msg: Message, context: Context) -> Message:
     """Train the deployed student from the round's global weights; reply arrays + metrics."""
-    root, site, threads, fault = node_settings(dict(context.node_config))
+    root, site, threads, fault = _site_settings(context)
     config = _round_config(msg)
     global_weights = _arrays(msg)
     try:
@@ -174,7 +188,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global weights, and the deployed model, on this site's held-out share."""
-    root, site, threads, _ = node_settings(dict(context.node_config))
+    root, site, threads, _ = _site_settings(context)
     config = _round_config(msg)
     try:
         _lower_once(threads)

@@ -65,6 +65,9 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | int | float | str] = {
     "export-config": "",
     "signing-key": "",
     "bundle-version": 0,
+    # scale rehearsal: simulated sites (edge_agent.fl.simulated), only under `--simulation`
+    "sim-dir": ".fovea/federation/sim-sites",
+    "sim-cases": 32,
 }
 
 
@@ -109,6 +112,8 @@ class FederationSettings:
     export_config: str
     signing_key: str
     bundle_version: int
+    sim_dir: str
+    sim_cases: int
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,6 +142,8 @@ class FederationSettings:
             (self.heldout_limit >= 1, "heldout-limit", "must be >= 1"),
             (self.promotion_margin >= 0, "promotion-margin", "must be >= 0 points"),
             (self.bundle_version >= 0, "bundle-version", "must be >= 0 (0: deployed + 1)"),
+            (bool(self.sim_dir), "sim-dir", "must not be empty"),
+            (self.sim_cases >= 1, "sim-cases", "must be >= 1"),
         ]
         for ok, key, what in checks:
             if not ok:
