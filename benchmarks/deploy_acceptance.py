@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, help="where devices go (default: a temp dir)")
     ap.add_argument("--devices", type=int, default=3)
     ap.add_argument("--soak", type=float, default=5.0, help="canary soak seconds")
+    ap.add_argument("--quick", action="store_true", help="2 devices, 1 s soak (CI smoke size)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.devices, args.soak = 2, 1.0
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fovea-deploy-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
          f"canary {canary.host}: {canary.result} (revert {canary.steps.get('revert', 0):.1f}s)"],
         ["final bundle versions", "", "", ", ".join(f"{h}=v{v}" for h, v in final.items())],
     ]  # fmt: skip
-    write("deploy_acceptance", payload, table)
+    write("deploy_acceptance" + ("_quick" if args.quick else ""), payload, table)
     if ok.status != "succeeded" or back.status != "rolled back" or set(final.values()) != {2}:
         raise SystemExit("acceptance not met: see the table above")
 

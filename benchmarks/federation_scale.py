@@ -317,11 +317,14 @@ def main(argv: list[str] | None = None) -> None:
         help="Ray CPUs per simulated ClientApp (fewer run at once when higher)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+    parser.add_argument("--quick", action="store_true", help="4 sites, 1 round (CI smoke size)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sites, args.rounds, args.cases = 4, 1, 8
     config = ScaleConfig(args.sites, args.rounds, args.cases, args.workdir.resolve(),
                          args.model, args.cpus_per_site, args.timeout)  # fmt: skip
     result = rehearse(config)
-    write(NAME, result, _table(result))
+    write(NAME + ("_quick" if args.quick else ""), result, _table(result))
     if result["status"] != "finished":
         sys.exit(f"the rehearsal did not finish (status {result['status']!r}); see the logs")
 
