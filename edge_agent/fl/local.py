@@ -2,11 +2,13 @@
 
 Plain functions over a model and arrays, so they are unit-tested without Flower. The loss is
 
-``alpha * T^2 * KL(deployed || student) + (1 - alpha) * CE(grade) + mu/2 * ||w - w_global||^2``
+``alpha * T^2 * KL(deployed || student) + (1 - alpha) * CE_w(grade) + mu/2 * ||w - w_global||^2``
 
 (distillation from the model the device serves, so adaptation does not forget, and the FedProx
-proximal term towards the round's global weights), plus ``alpha * MSE`` on the gradability logit
-against the deployed model (reviewed cases are all gradable, so it has no label to learn from).
+proximal term towards the round's global weights; ``CE_w`` weighs each grade by its share of the
+device's cases to the power ``-class_balance``, because referable cases are rare in clinics),
+plus ``alpha * MSE`` on the gradability logit against the deployed model (reviewed cases are all
+gradable, so it has no label to learn from).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "M_EVAL_REFERABLE_POSITIVES",
     "Declined",
     "LocalCases",
+    "class_weights",
     "evaluate_local",
     "get_weights",
     "proximal_term",
@@ -124,14 +127,28 @@ def proximal_term(model: nn.Module, reference: Mapping[str, torch.Tensor]) -> to
     return 0.5 * total
 
 
+def class_weights(grades: np.ndarray, power: float) -> np.ndarray:
+    """Per-grade loss weights ``share ** -power``, scaled so the mean weight per case is 1
+    (absent grades get 1)."""
+    counts = np.bincount(grades, minlength=NUM_GRADES).astype(np.float64)
+    weights = np.ones(NUM_GRADES)
+    present = counts > 0
+    if power == 0.0 or not present.any():
+        return weights.astype(np.float32)
+    weights[present] = (counts[present] / counts.sum()) ** -power
+    weights[present] *= counts.sum() / (counts[present] * weights[present]).sum()
+    return weights.astype(np.float32)
+
+
 def _loss(
     out: dict[str, torch.Tensor],
     teacher: dict[str, torch.Tensor] | None,
     grade: torch.Tensor,
     config: RoundConfig,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     logits = out["grade_logits"]
-    hard = F.cross_entropy(logits, grade)
+    hard = F.cross_entropy(logits, grade, weight=weight)
     alpha, t = config.distill_alpha, config.distill_temperature
     if teacher is None or alpha == 0.0:
         return hard
@@ -181,6 +198,7 @@ def train_local(
     rng = np.random.default_rng(config.server_round)
     x_all = torch.from_numpy(train.preprocess.normalise(train.images))
     y_all = torch.from_numpy(train.grades.astype(np.int64))
+    weight = torch.from_numpy(class_weights(train.grades, config.class_balance))
     batch = min(config.batch_size, len(train))
     losses: list[float] = []
     for _ in range(config.local_epochs):
@@ -196,7 +214,7 @@ def train_local(
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             with torch.no_grad():
                 target = teacher(x) if teacher is not None else None
-            loss = _loss(model(x), target, y, config)
+            loss = _loss(model(x), target, y, config, weight)
             total = loss + config.proximal_mu * proximal_term(model, anchor)
             optimiser.zero_grad(set_to_none=True)
             total.backward()

@@ -94,6 +94,9 @@ class RoundConfig:
     min_cases: int = 16
     codec: str = "none"
     heldout_fraction: float = 0.2
+    class_balance: float = 0.5
+    """Grade weights of the hard loss: ``(share of the grade) ** -class_balance`` (0: plain
+    cross-entropy, 1: inverse frequency), so rare referable grades are not drowned out."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -107,6 +110,7 @@ class RoundConfig:
             (self.min_cases >= 1, "min-cases must be >= 1"),
             (self.codec in CODECS, f"codec must be one of {', '.join(CODECS)}"),
             (0.0 <= self.heldout_fraction < 1.0, "heldout-fraction must be in [0, 1)"),
+            (0.0 <= self.class_balance <= 1.0, "class-balance must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -53,6 +53,7 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | int | float | str] = {
     "min-cases": 16,
     "codec": "none",
     "heldout-fraction": 0.2,
+    "class-balance": 0.5,
     # differential privacy (Flower's fixed-clipping wrappers)
     "dp": "none",
     "dp-noise-multiplier": 1.0,
@@ -102,6 +103,7 @@ class FederationSettings:
     min_cases: int
     codec: str
     heldout_fraction: float
+    class_balance: float
     dp: str
     dp_noise_multiplier: float
     dp_clipping_norm: float
@@ -183,6 +185,7 @@ class FederationSettings:
                 min_cases=self.min_cases,
                 codec=self.codec,
                 heldout_fraction=self.heldout_fraction,
+                class_balance=self.class_balance,
             )
         except ValueError as e:
             raise SettingsError(str(e)) from None

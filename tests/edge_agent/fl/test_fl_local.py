@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from edge_agent.fl.local import (
     Declined,
     LocalCases,
+    class_weights,
     evaluate_local,
     get_weights,
     set_weights,
@@ -31,6 +32,7 @@ BASE = RoundConfig(
     batch_size=8,
     min_cases=8,
     heldout_fraction=0.25,
+    class_balance=0.0,
 )
 
 
@@ -60,6 +62,38 @@ def test_training_lowers_the_loss_and_reports_metrics(
     assert np.isfinite(metrics["train-loss"])
     assert weights.keys() == start.keys()
     assert all(w.dtype == start[k].dtype for k, w in weights.items())
+
+
+def test_class_weights_lift_rare_grades_and_keep_the_mean_weight() -> None:
+    grades = np.array([0] * 80 + [1] * 10 + [2] * 8 + [4] * 2)
+    assert np.allclose(class_weights(grades, 0.0), 1.0)
+    w = class_weights(grades, 0.5)
+    assert w[4] > w[2] > w[1] > w[0]
+    assert w[3] == 1.0  # absent grade
+    assert np.isclose(w[grades].mean(), 1.0)
+    full = class_weights(grades, 1.0)  # inverse frequency: every present grade weighs the same
+    counts = np.bincount(grades, minlength=5)
+    assert np.allclose((full * counts)[counts > 0], (full * counts)[0])
+
+
+def test_class_balanced_training_lowers_the_weighted_loss(
+    student: FundusNet, cases: LocalCases
+) -> None:
+    config = replace(BASE, class_balance=1.0, lr=0.01)
+    train, _ = cases.split(config.heldout_fraction)
+    weight = torch.from_numpy(class_weights(train.grades, 1.0))
+
+    def weighted_ce(model: FundusNet) -> float:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.from_numpy(train.preprocess.normalise(train.images)))
+        grades = torch.from_numpy(train.grades)
+        return float(F.cross_entropy(out["grade_logits"], grades, weight=weight))
+
+    before = weighted_ce(student)
+    weights, _ = train_local(student, get_weights(student), cases, config)
+    set_weights(student, weights)
+    assert weighted_ce(student) < before
 
 
 def test_proximal_term_pulls_towards_the_global_weights(
