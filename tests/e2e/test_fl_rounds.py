@@ -1,8 +1,9 @@
 """Federated rounds over real processes: a SuperLink and three SuperNodes on 127.0.0.1.
 
-Two FedProx rounds on three non-IID devices run to completion and end in a promotion decision;
-everything the devices sent is inflated from the wire and holds nothing but the model's arrays
-and numeric metrics.
+Two FedProx rounds on three non-IID devices run to completion and promote the candidate into the
+next signed bundle (the margin is wide open so the packaging path always runs); everything the
+devices sent is inflated from the wire and holds nothing but the model's arrays and numeric
+metrics.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def test_two_rounds_promote_or_keep_over_real_processes(
     config = fl_config(
         run_dir, **{"num-rounds": 2, "strategy": "fedprox", "codec": "fp16", "promote": True,
                     "distill-config": str(world["distill_config"]),
-                    "signing-key": str(world["key"]), "heldout-limit": 64}
+                    "signing-key": str(world["key"]), "heldout-limit": 64,
+                    # the deployed export carries no manifest: the next version is given
+                    "bundle-version": 2, "promotion-margin": 100.0}
     )  # fmt: skip
     outcome = fed.run(config, timeout=240)
     assert outcome.completed, f"{outcome.status}: {outcome.details}\n{fed.logs()}"
@@ -86,12 +89,12 @@ def test_two_rounds_promote_or_keep_over_real_processes(
     decisions = registry.decisions()
     assert len(decisions) == 1 and decisions[0].reason
     decision = decisions[0]
-    if decision.promoted:
-        assert decision.bundle and decision.version == 2
-        summary = verify(Path(decision.bundle), world["key"].parent)
-        assert summary.version == 2
-    else:
-        assert "kept" in decision.reason or "not promoted" in decision.reason
+    assert decision.promoted, f"{decision.reason}\n{fed.logs()}"
+    assert decision.bundle and decision.version == 2
+    bundle = Path(decision.bundle)
+    assert bundle.is_file() and bundle.parent == run_dir / "bundles"
+    summary = verify(bundle, world["key"].parent)
+    assert summary.manifest.version == 2 and summary.verified_by
 
     sent = assert_only_arrays_and_metrics(fed, world["checkpoint"])
     # baseline evaluation + 2 x (train + evaluate), three devices each
