@@ -77,3 +77,19 @@ def test_agent_load_quick(tmp_path: Path) -> None:
             assert phase["failed"] == 0 and phase["ok"] > 0
             assert 0 < phase["p50_ms"] <= phase["p99_ms"]
     assert "agent / raw" in (tmp_path / "agent_load_quick.md").read_text()
+
+
+def test_federation_acceptance_quick(tmp_path: Path) -> None:
+    """The federation benchmark smoke-sized: every codec, both strategies, the acceptance check."""
+    _run(["benchmarks.federation_acceptance", "--quick", "--no-cache", "--threads", "1"], tmp_path)
+    result = json.loads((tmp_path / "federation_acceptance_quick.json").read_text())
+    codecs = result["codecs"]
+    assert set(codecs) == {"none", "fp16", "int8-delta"}
+    sent = [codecs[c]["bytes_per_client_round"] for c in ("none", "fp16", "int8-delta")]
+    assert sent[0] > sent[1] > sent[2] > 0
+    adaptation = result["adaptation"]
+    assert isinstance(adaptation["accepted"], bool)
+    assert {"accuracy", "sensitivity", "n"} <= set(adaptation["adapted"])
+    rounds = result["rounds_to_target"]
+    assert len(rounds["fedavg_curve"]) == len(rounds["fedprox_curve"]) == 3  # round 0 + 2
+    assert "rounds to mean accuracy" in (tmp_path / "federation_acceptance_quick.md").read_text()
