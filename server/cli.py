@@ -128,7 +128,7 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where data and runs go")] = Path(".fovea/demo"),
     fresh: Annotated[bool, typer.Option(help="ignore cached stages")] = False,
 ) -> None:
-    """Run the loop on built-in defaults: synthetic data -> teacher -> distilled student."""
+    """The whole loop on built-in defaults, from synthetic data to a rolled-out new bundle."""
     from server.demo import run_demo
 
     try:

@@ -1,16 +1,18 @@
-"""``fovea demo``: the loop on built-in defaults, each stage resumable and timed."""
+"""``fovea demo``: the whole loop on built-in defaults, each stage resumable and timed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
 
 from models.synth.profiles import SITES
-from server.demo_agent import agent_stage
+from server.demo_agent import agent_stage, rollout_stage
 from server.distill.config import (
     AugmentConfig,
     DataConfig,
@@ -30,7 +32,16 @@ from server.summary import print_run_summary
 SIZE = 64
 PER_SITE = 2000
 SEED = 0
-BUDGET_SECONDS = {"data": 30, "teacher": 240, "distill": 210, "export": 90, "devices": 90}
+BUDGET_SECONDS = {
+    "data": 30,
+    "teacher": 240,
+    "distill": 210,
+    "export": 90,
+    "devices": 90,
+    "federation": 180,
+    "rollout": 60,
+    "report": 20,
+}
 """Stated time budget per stage on 2 CPU cores."""
 
 
@@ -72,15 +83,54 @@ def _finished(run_dir: Path, name: str) -> bool:
     return (run_dir / "metrics.json").is_file() and (run_dir / f"{name}.json").is_file()
 
 
+class _Stages:
+    """``demo.json``: which of the later stages finished, and on what input (a stage whose input
+    changed runs again, and every stage after it)."""
+
+    def __init__(self, workdir: Path, fresh: bool) -> None:
+        self.path = workdir / "demo.json"
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.is_file() and not fresh:
+            self.done = dict(json.loads(self.path.read_text()).get("stages", {}))
+
+    def result(self, name: str, key: str) -> dict[str, Any] | None:
+        """What stage ``name`` recorded, if it finished on input ``key``."""
+        entry = self.done.get(name)
+        return entry if entry is not None and entry.get("key") == key else None
+
+    def record(self, name: str, key: str, **outputs: Any) -> None:
+        """Mark ``name`` finished (dropping the stages after it) and save atomically."""
+        order = list(BUDGET_SECONDS)
+        for later in order[order.index(name) + 1 :]:
+            self.done.pop(later, None)
+        self.done[name] = {"key": key, **outputs}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"schema_version": 1, "stages": self.done}, indent=1))
+        tmp.replace(self.path)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = None) -> None:
-    """Synthetic data -> teacher (cached) -> student -> export -> edge agent -> summary."""
+    """The whole loop: synthetic data -> teacher (cached) -> student -> export -> signed bundle
+    -> three flashed devices screen their sites -> federated rounds -> promotion -> rollout ->
+    report. Each stage resumes: what finished is reused unless its input changed."""
     console = console or Console()
+    workdir = workdir.resolve()  # device roots and run configs need absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     sites = list(SITES)
+    stages = _Stages(workdir, fresh)
+    total = len(BUDGET_SECONDS)
 
-    console.rule("stage 1/5: synthetic data")
-    t0 = time.perf_counter()
+    def rule(name: str, title: str) -> float:
+        number = list(BUDGET_SECONDS).index(name) + 1
+        console.rule(f"stage {number}/{total}: {title} (budget {BUDGET_SECONDS[name]} s)")
+        return time.perf_counter()
+
+    t0 = rule("data", "synthetic data")
     data = workdir / "data"
     if not fresh and dataset_matches(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED):
         console.print(f"reusing {data}")
@@ -88,12 +138,11 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         synthesise(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED, progress=True)
     timings["data"] = time.perf_counter() - t0
 
-    for stage, name, cfg in (
-        ("stage 2/5: teacher", "teacher", teacher_config(workdir)),
-        ("stage 3/5: distillation", "student", student_config(workdir)),
+    for stage, title, name, cfg in (
+        ("teacher", "teacher", "teacher", teacher_config(workdir)),
+        ("distill", "distillation", "student", student_config(workdir)),
     ):
-        console.rule(stage)
-        t0 = time.perf_counter()
+        t0 = rule(stage, title)
         if not fresh and _finished(cfg.out, name):
             console.print(f"reusing {cfg.out} (delete it, or pass --fresh, to retrain)")
             metrics = json.loads((cfg.out / "metrics.json").read_text())
@@ -102,34 +151,88 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
                 metrics = run(
                     cfg, name=name, log=console.print, report=report, resume=not fresh
                 ).metrics
-        timings[name if name == "teacher" else "distill"] = time.perf_counter() - t0
+        timings[stage] = time.perf_counter() - t0
         print_run_summary(metrics, cfg.out, console)
 
-    console.rule("stage 4/5: export")
-    t0 = time.perf_counter()
+    t0 = rule("export", "export")
     exported = _export_stage(workdir / "student", fresh=fresh, console=console)
     timings["export"] = time.perf_counter() - t0
 
-    console.rule("stage 5/5: devices (flash, fleet, screening)")
-    t0 = time.perf_counter()
-    edge = agent_stage(workdir, exported, console)
+    t0 = rule("devices", "devices: sign, flash, fleet, screening")
+    key = _digest(exported / "export.json")
+    devices = stages.result("devices", key)
+    if devices is None:
+        edge = agent_stage(workdir, exported, console)
+        devices = {
+            "bundle": str(edge.bundle),
+            "devices": {k: str(v) for k, v in edge.devices.items()},
+            "screened": edge.screened,
+        }
+        stages.record("devices", key, **devices)
+    else:
+        console.print(
+            f"reusing: {len(devices['devices'])} devices flashed with {devices['bundle']}"
+        )
     timings["devices"] = time.perf_counter() - t0
+    deployed = Path(devices["bundle"])
+
+    t0 = rule("federation", "federated rounds and promotion")
+    key = _digest(deployed)
+    fed = stages.result("federation", key)
+    if fed is None:
+        from server.demo_federation import federation_stage
+
+        roots = {name: Path(root) for name, root in devices["devices"].items()}
+        outcome = federation_stage(
+            workdir, roots, exported, deployed, workdir / "keys" / "demo.key", console
+        )
+        candidate = outcome.bundle if outcome.promoted else None
+        fed = {"promoted": candidate is not None, "bundle": str(candidate) if candidate else None,
+               "reason": outcome.reason}  # fmt: skip
+        stages.record("federation", key, **fed)
+    else:
+        console.print(f"reusing the federated run: {fed['reason']}")
+    timings["federation"] = time.perf_counter() - t0
+
+    t0 = rule("rollout", "rollout of the promoted bundle")
+    if fed["bundle"] is None:
+        console.print(f"nothing to roll out: the deployed model stays ({fed['reason']})")
+        rolled = "not needed"
+    else:
+        key = _digest(Path(fed["bundle"]))
+        done = stages.result("rollout", key)
+        if done is None:
+            rolled = rollout_stage(workdir, deployed, Path(fed["bundle"]), console)
+            stages.record("rollout", key, status=rolled)
+        else:
+            rolled = str(done["status"])
+            console.print(f"reusing: the rollout of {fed['bundle']} {rolled}")
+    timings["rollout"] = time.perf_counter() - t0
+
+    t0 = rule("report", "report")
+    from server.report import build_report
+
+    report_path = build_report(workdir, log=console.print)
+    timings["report"] = time.perf_counter() - t0
 
     lines = [
-        f"{stage:8s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
+        f"{stage:10s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
         for stage, seconds in timings.items()
     ]
+    first = next(iter(devices["devices"].values()))
     lines += [
+        f"{'total':10s} {sum(timings.values()):6.0f}s (budget {sum(BUDGET_SECONDS.values())}s)",
         "",
+        f"report:   {report_path}",
         f"data:     {data}",
         f"teacher:  {workdir / 'teacher'}",
         f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
         f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
-        f"bundle:   {edge.bundle} (signed with {workdir / 'keys' / 'demo.key'})",
-        f"devices:  {', '.join(str(p) for p in edge.devices.values())}",
-        f"fleet:    {edge.fleet_db} (fovea fleet list --db {edge.fleet_db})",
-        f"tokens:   {edge.tokens}; serve a device again with",
-        f"          fovea-agent serve --root {next(iter(edge.devices.values()))} --port 8000",
+        f"bundles:  {deployed.parent} (signed with {workdir / 'keys' / 'demo.key'})",
+        f"devices:  {', '.join(devices['devices'].values())}",
+        f"fleet:    {workdir / 'fleet.db'} (fovea fleet list --db {workdir / 'fleet.db'})",
+        f"federated: {fed['reason']}; rollout: {rolled}",
+        f"serve a device again: fovea-agent serve --root {first} --port 8000",
     ]
     console.print(Panel("\n".join(lines), title="fovea demo: done"))
 
@@ -145,6 +248,7 @@ def _export_stage(run_dir: Path, *, fresh: bool, console: Console) -> Path:
         not fresh
         and done.is_file()
         and done.stat().st_mtime >= (run_dir / "student.json").stat().st_mtime
+        and (out / "checkpoint" / "model.json").is_file()  # exports before weights travelled
     ):
         console.print(f"reusing {out} (delete it, or pass --fresh, to export again)")
         report = json.loads(done.read_text())

@@ -13,6 +13,8 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +34,24 @@ from deploy.flash import (
     flash,
     summary_table,
 )
-from deploy.fleet import Device, Inventory, TransportSpec, poll
+from deploy.fleet import (
+    BundleChange,
+    Device,
+    Inventory,
+    RolloutPlan,
+    TransportSpec,
+    poll,
+    rollout,
+)
 from deploy.transport import LocalTransport
 from edge_agent.bundle import build_bundle, collect_files, generate_keypair
 from models.synth import SITES, generate
 from models.task import GRADE_NAMES, REFERABLE_MIN_GRADE
-from server.cli_fleet import print_devices
+from server.cli_fleet import print_devices, print_rollout
 
-DEVICE_SITES = {"clinic-1": "site-a", "clinic-2": "site-b", "clinic-3": "site-e"}
-"""The demo's devices and the hospital each one serves (site-e: a camera no model trained on)."""
+DEVICE_SITES = {"clinic-1": "site-a", "clinic-2": "site-b", "clinic-3": "site-d"}
+"""The demo's devices and the hospital each one serves; site-e, which no device has, is the
+server's held-out site for the promotion decision."""
 PATIENTS_PER_DEVICE = 30
 READY_TIMEOUT_S = 120.0
 
@@ -60,9 +71,43 @@ def agent_stage(
     workdir: Path, export_dir: Path, console: Console, *, patients: int = PATIENTS_PER_DEVICE
 ) -> AgentDemo:
     """Sign the export, flash it onto three local devices, fleet table, each device screens."""
-    keys = workdir / "keys"
-    public = _keys(keys)
-    bundle = _bundle(export_dir, workdir / "bundles", keys / "demo.key", console)
+    bundle = _bundle(export_dir, workdir / "bundles", workdir / "keys" / "demo.key", console)
+    layout = _Layout(workdir)
+    with _running_fleet(workdir, bundle, console) as (targets, inventory):
+        print_devices(inventory.devices(), console)
+        tokens = _tokens(layout, console)
+        screened = 0
+        for target in targets:
+            url = inventory.get(target.host).url
+            site = DEVICE_SITES[target.host]
+            screened += _screen_patients(url, tokens[target.host], site, console, patients)
+    devices = {t.host: Path(t.root) for t in targets}
+    return AgentDemo(bundle, devices, layout.fleet_db, layout.tokens, screened)
+
+
+def rollout_stage(workdir: Path, deployed: Path, candidate: Path, console: Console) -> str:
+    """Roll ``candidate`` (the promoted bundle) out to the demo's fleet: one canary, a short
+    soak on health and error metrics, then the rest; returns the rollout's status."""
+    with _running_fleet(workdir, deployed, console) as (_, inventory):
+
+        def log(host: str, text: str) -> None:
+            console.log(f"[bold]{host}[/bold] {text}")
+
+        plan = RolloutPlan(canary=1, soak_s=5.0, check_interval_s=1.0, ready_timeout_s=60.0)
+        result = asyncio.run(rollout(inventory, BundleChange(candidate), plan, on=log))
+        print_rollout(result, console)
+        asyncio.run(poll(inventory))
+        print_devices(inventory.devices(), console)
+    return result.status
+
+
+@contextmanager
+def _running_fleet(
+    workdir: Path, bundle: Path, console: Console
+) -> Iterator[tuple[list[FlashTarget], Inventory]]:
+    """The demo's devices flashed with ``bundle`` (idempotent), registered in the fleet and
+    polled, agents running until the block ends (the demo leaves no agent behind)."""
+    public = _keys(workdir / "keys")
     layout = _Layout(workdir)
     targets = [
         FlashTarget(LocalTransport(name), str(layout.root(name)), str(layout.prefix(name)), port)
@@ -85,18 +130,10 @@ def agent_stage(
         for target, result in zip(targets, results, strict=True):
             _register(inventory, target, result)
         asyncio.run(poll(inventory))
-        print_devices(inventory.devices(), console)
-        tokens = _tokens(layout, console)
-        screened = 0
-        for target in targets:
-            url = inventory.get(target.host).url
-            site = DEVICE_SITES[target.host]
-            screened += _screen_patients(url, tokens[target.host], site, console, patients)
+        yield targets, inventory
     finally:
-        for target in targets:  # the demo leaves no agent running behind it
+        for target in targets:
             asyncio.run(ProcessSupervisor(target.transport, _service(target)).stop())
-    devices = {t.host: Path(t.root) for t in targets}
-    return AgentDemo(bundle, devices, layout.fleet_db, layout.tokens, screened)
 
 
 class _Layout:
@@ -163,6 +200,7 @@ def _keys(keys: Path) -> Path:
 
 def _bundle(export_dir: Path, bundles: Path, key: Path, console: Console) -> Path:
     """The newest bundle if it holds exactly this export's files, else the next version."""
+    _keys(key.parent)
     wanted = collect_files(export_dir)
     built = sorted(bundles.glob("*-v*.tar"), key=lambda b: bundle_manifest(b).version)
     if built:

@@ -52,13 +52,23 @@ def _export_inputs(export_dir: Path, work: Path) -> tuple[Path, Path | None]:
     """(the student's distillation config, an export config file with the deployed export's
     own settings) read from the export's ``export.json``."""
     report = json.loads((export_dir / "export.json").read_text())
-    run_dir = Path(str(report.get("checkpoint", export_dir / "student.json"))).parent
+    # `fovea export RUN_DIR` writes RUN_DIR/export by default; else the checkpoint it names
+    run_dir = export_dir.parent
+    if not (run_dir / "config.yaml").is_file():
+        run_dir = Path(str(report.get("checkpoint", export_dir / "student.json"))).parent
     distill_config = run_dir / "config.yaml"
     if not distill_config.is_file():
         raise FileNotFoundError(
             f"no distillation config at {distill_config} (the run directory {export_dir}/"
             "export.json names): the federation needs it for the server's held-out site"
         )
+    # the ServerApp runs in Flower's app directory: give it the config with absolute paths
+    raw = yaml.safe_load(distill_config.read_text())
+    data = raw.get("data", {})
+    if data.get("dir") and not Path(data["dir"]).is_absolute():
+        data["dir"] = str(Path(data["dir"]).resolve())
+        distill_config = work / "distill-config.yaml"
+        distill_config.write_text(yaml.safe_dump(raw))
     if "config" not in report:
         return distill_config, None
     export_config = work / "export-config.yaml"

@@ -40,9 +40,9 @@ from server.export.tensorrt import build_engines
 
 Log = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoint"
+"""Where the export keeps the model's own weights: ``checkpoint/model.{json,safetensors}``."""
 QAT_FILE = "model.qat.onnx"
 """A run's quantisation-aware-trained Q/DQ model (``int8_source: qat``)."""
-"""Where the export keeps the model's own weights: ``checkpoint/model.{json,safetensors}``."""
 
 
 class ExportInputError(ValueError):
@@ -263,7 +263,7 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         )
     return {
         "schema_version": SCHEMA_VERSION,
-        "checkpoint": str(ckpt),
+        "checkpoint": str(ckpt.resolve()),
         "weights": f"{CHECKPOINT_DIR}/model.json",
         "model": {"name": meta.name, "family": meta.family, "parameters": meta.parameters},
         "preprocess": spec.model_dump(mode="json"),
