@@ -30,6 +30,7 @@ __all__ = [
     "LinkOptions",
     "federation_app",
     "run_config_toml",
+    "run_outcome",
     "status_view",
     "superlink_command",
 ]
@@ -49,8 +50,11 @@ class LinkOptions:
     port: int = 8000
     tls_dir: Path | None = None
     supernode_auth: bool = False
+    register: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.register and not self.supernode_auth:
+            raise ValueError("--register only makes sense with --supernode-auth")
         if self.supernode_auth and self.tls_dir is None:
             raise ValueError("SuperNode authentication requires TLS: pass --tls-dir")
         if self.tls_dir is not None:
@@ -58,6 +62,9 @@ class LinkOptions:
                        if not (self.tls_dir / n).is_file()]  # fmt: skip
             if missing:
                 raise ValueError(f"--tls-dir {self.tls_dir} lacks {', '.join(missing)}")
+        for key in self.register:
+            if not key.is_file():
+                raise ValueError(f"--register {key}: no such public key file")
 
     @property
     def address(self) -> str:
@@ -139,6 +146,25 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
     raise RuntimeError(f"flower-superlink did not listen on {host}:{port} within {timeout:g} s")
 
 
+def run_outcome(log: Path, env: dict[str, str], bin_dir: Path) -> tuple[str, str]:
+    """(status, details) of the run ``flwr run`` logged to ``log``, as ``flwr ls`` reports it."""
+    run_id = None
+    for line in log.read_text(errors="replace").splitlines():
+        if "Successfully started run" in line:
+            run_id = line.rsplit(" ", 1)[-1].strip()
+    if run_id is None:
+        return "not-started", "flwr run did not start a run"
+    out = subprocess.run(
+        [str(bin_dir / "flwr"), "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+        capture_output=True, text=True, env=env, cwd=APP_DIR, timeout=60,
+    )  # fmt: skip
+    try:
+        run = json.loads(out.stdout)["runs"][0]
+        return str(run["status"]), str(run.get("status-details", ""))
+    except (ValueError, KeyError, IndexError):
+        return "unknown", f"flwr ls gave no run status: {(out.stdout + out.stderr)[-500:]}"
+
+
 def status_view(registry: Registry, num_rounds: int | None = None) -> Group:
     """Rounds (counts, weighted metrics), rejected updates and decisions as rich tables."""
     rounds = Table(title="rounds")
@@ -199,7 +225,8 @@ def start(
     """Start a SuperLink, run the federation (rounds, then promotion) and show its progress."""
     try:
         settings = _load_settings(config, set_ or [])
-        link = LinkOptions(host, port, tls_dir.resolve() if tls_dir else None, supernode_auth)
+        link = LinkOptions(host, port, tls_dir.resolve() if tls_dir else None, supernode_auth,
+                           tuple(k.resolve() for k in register or []))  # fmt: skip
     except (SettingsError, ValueError, OSError) as e:
         console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -223,9 +250,15 @@ def start(
     )  # fmt: skip
     try:
         _wait_port(link.host, link.port, link_proc, 60)
-        for key in register or []:
-            subprocess.run([str(bin_dir / "flwr"), "supernode", "register", str(key), CONNECTION],
-                           check=True, env=env, cwd=APP_DIR)  # fmt: skip
+        for key in link.register:
+            reg = subprocess.run(
+                [str(bin_dir / "flwr"), "supernode", "register", str(key), CONNECTION],
+                capture_output=True, text=True, env=env, cwd=APP_DIR,
+            )  # fmt: skip
+            if reg.returncode:
+                raise RuntimeError(f"registering SuperNode key {key} failed:\n"
+                                   f"{(reg.stdout + reg.stderr).strip()[-1500:]}")  # fmt: skip
+            console.print(f"registered SuperNode key {key}")
         flwr_log = (run_dir / "flwr-run.log").open("ab")
         run = subprocess.Popen(
             [str(bin_dir / "flwr"), "run", str(APP_DIR), CONNECTION, "--stream",
@@ -241,10 +274,21 @@ def start(
                 time.sleep(1.0)
                 live.update(status_view(registry, settings.num_rounds))
             live.update(status_view(registry, settings.num_rounds))
+        console.line()  # a non-terminal Live leaves its last line open
         console.print(f"registry {run_dir / 'registry.db'}, plot {run_dir / 'rounds.png'}")
         if run.returncode:
             console.print(f"[red]flwr run exited with {run.returncode}[/red]; see the run log")
             raise typer.Exit(1)
+        # `flwr run --stream` exits 0 even when the ServerApp raised: ask the SuperLink
+        run_status, details = run_outcome(run_dir / "flwr-run.log", env, bin_dir)
+        if run_status != "finished:completed":
+            console.print(f"[red]run {run_status}[/red]: {details or 'see the run log'}",
+                          soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1)
+    except RuntimeError as e:
+        console.print(f"[red]error:[/red] {e} (SuperLink log {state / 'superlink.log'})",
+                      soft_wrap=True)  # fmt: skip
+        raise typer.Exit(1) from None
     finally:
         link_proc.terminate()
         try:
