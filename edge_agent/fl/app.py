@@ -44,6 +44,7 @@ from edge_agent.fl.protocol import (
     STATUS,
     RoundConfig,
     encode,
+    is_trained,
     payload_bytes,
 )
 from edge_agent.fl.simulated import SimulatedSite, ensure_site, is_simulated
@@ -117,11 +118,27 @@ def declined_content(reason: str) -> RecordDict:
 
 
 def _dp_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Flower's client-side clipping, only for rounds whose config carries a clipping norm."""
-    config = msg.content.config_records.get(CONFIG)
-    if config is not None and _CLIPPING_NORM in config:
-        return fixedclipping_mod(msg, context, call_next)
-    return call_next(msg, context)
+    """Flower's client-side clipping, only for rounds whose config carries a clipping norm.
+
+    The mod adds the clipped update to the sent float32 arrays, so an fp16 reply comes back
+    float32: it is cast back to float16 so the reply keeps the codec the server expects.
+    """
+    config = _config(msg)
+    if _CLIPPING_NORM not in config:
+        return call_next(msg, context)
+    out = fixedclipping_mod(msg, context, call_next)
+    if out.has_error() or _round_config(msg).codec != "fp16" or ARRAYS not in out.content:
+        return out
+    record = out.content.array_records[ARRAYS]
+    out.content[ARRAYS] = ArrayRecord(
+        {
+            name: Array(np.asarray(value, order="C").astype(np.float16))
+            if is_trained(value)
+            else Array(np.asarray(value, order="C"))
+            for name, value in ((k, record[k].numpy()) for k in record)
+        }
+    )
+    return out
 
 
 def _metric_record(metrics: dict[str, float]) -> MetricRecord:
@@ -133,9 +150,30 @@ def _arrays(msg: Message) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in msg.content.array_records[ARRAYS].items()}
 
 
-def _round_config(msg: Message) -> RoundConfig:
+def _config(msg: Message) -> dict[str, Any]:
     record = msg.content.config_records.get(CONFIG)
-    return RoundConfig.from_config(dict(record) if record is not None else {})
+    return dict(record) if record is not None else {}
+
+
+def _round_config(msg: Message) -> RoundConfig:
+    return RoundConfig.from_config(_config(msg))
+
+
+def _reply_order(
+    weights: dict[str, np.ndarray], received: dict[str, np.ndarray], *, clipped: bool
+) -> dict[str, np.ndarray]:
+    """The reply's weights in the order the server sent them (``fixedclipping_mod`` compares
+    the key lists, order included). Under client-side clipping the integer buffers
+    (``num_batches_tracked``) echo the received ones: the server keeps its own anyway, and
+    their counts must not count in the clipped update's norm."""
+    missing = sorted(set(received) - set(weights))
+    if missing:
+        raise ValueError(f"trained weights lack {len(missing)} received arrays, e.g. {missing[0]}")
+    out = {}
+    for name, value in received.items():
+        out[name] = value if clipped and not is_trained(np.asarray(value)) else weights[name]
+    out.update({k: v for k, v in weights.items() if k not in received})
+    return out
 
 
 _lowered = False
@@ -172,6 +210,7 @@ def train(msg: Message, context: Context) -> Message:
         log.info("site %s declines round %d: %s", site, config.server_round, exc)
         return Message(declined_content(str(exc)), reply_to=msg)
     weights = apply_fault(weights, global_weights, fault)
+    weights = _reply_order(weights, global_weights, clipped=_CLIPPING_NORM in _config(msg))
     payload = encode(weights, global_weights, config.codec)
     metrics[M_BYTES_SENT] = float(payload_bytes(payload))
     metrics[M_DECLINED] = 0.0

@@ -141,6 +141,12 @@ class FederationSettings:
             (self.dp in DP_MODES, "dp", f"use one of {', '.join(DP_MODES)}"),
             (self.dp_noise_multiplier >= 0, "dp-noise-multiplier", "must be >= 0"),
             (self.dp_clipping_norm > 0, "dp-clipping-norm", "must be > 0"),
+            (
+                not (self.dp == "client-fixed" and self.codec == "int8-delta"),
+                "codec",
+                "dp client-fixed needs codec none or fp16 (fixedclipping_mod clips the reply's "
+                "arrays against the sent ones, by name)",
+            ),
             (self.heldout_limit >= 1, "heldout-limit", "must be >= 1"),
             (self.promotion_margin >= 0, "promotion-margin", "must be >= 0 points"),
             (self.bundle_version >= 0, "bundle-version", "must be >= 0 (0: deployed + 1)"),
