@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -30,6 +30,19 @@ class Ancestor(BaseModel):
     parameters: int
     metrics: dict[str, float] = Field(default_factory=dict)
 
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _nan(cls, metrics: Any) -> Any:
+        return _undefined(metrics)
+
+
+def _undefined(metrics: Any) -> Any:
+    """JSON writes an undefined metric (NaN: no referable case to measure) as null; read it back
+    as NaN rather than refusing the checkpoint."""
+    if isinstance(metrics, dict):
+        return {k: float("nan") if v is None else v for k, v in metrics.items()}
+    return metrics
+
 
 class CheckpointMeta(BaseModel):
     """The JSON beside the weights."""
@@ -46,8 +59,14 @@ class CheckpointMeta(BaseModel):
     lineage: list[Ancestor] = Field(default_factory=list)
     """Teachers this model learned from, oldest first (empty for a model trained on labels)."""
     metrics: dict[str, float] = Field(default_factory=dict)
-    """Headline validation metrics (point values)."""
+    """Headline validation metrics (point values; NaN where undefined)."""
     resized: bool = False
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _nan(cls, metrics: Any) -> Any:
+        return _undefined(metrics)
+
     """Layer widths come from the weights, not from ``config`` (a structurally pruned model)."""
 
     @property

@@ -1,4 +1,6 @@
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +60,15 @@ def test_checkpoint_with_wrong_weights_is_refused(tmp_path) -> None:  # type: ig
     path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not fit"):
         load_checkpoint(path)
+
+
+def test_an_undefined_metric_survives_the_json_round_trip(tmp_path: Path) -> None:
+    """A validation split without referable cases has no sensitivity (NaN), written as null."""
+    model = build_model("resnet-student")
+    path = save_checkpoint(
+        model, tmp_path / "m", name="m", preprocess=PreprocessSpec(size=32),
+        metrics={"accuracy": 0.5, "referable_sensitivity": float("nan")},
+    )  # fmt: skip
+    _, meta = load_checkpoint(path)
+    assert meta.metrics["accuracy"] == 0.5
+    assert math.isnan(meta.metrics["referable_sensitivity"])
