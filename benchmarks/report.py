@@ -43,7 +43,9 @@ def write(name: str, payload: dict[str, Any], table: list[list[str]]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2))
+    # results are committed: name this checkout's files relative to it, not by a machine's path
+    text = json.dumps(payload, indent=2).replace(json.dumps(str(Path.cwd()) + "/")[1:-1], "")
+    path.write_text(text)
     head, *rows = table
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
