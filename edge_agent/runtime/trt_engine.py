@@ -76,7 +76,7 @@ def engine_cache_key(bundle_digest: str, gpu: GpuInfo, trt_version: str, precisi
     return f"{digest}-{gpu_slug}-{gpu.sm}-trt{trt_version}-{precision}"
 
 
-def _calibrator(trt: Any, cache: Path) -> Any:
+def cache_calibrator(trt: Any, cache: Path) -> Any:
     """An IInt8EntropyCalibrator2 that replays a calibration cache (no images needed)."""
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):
@@ -135,7 +135,7 @@ def build_engine(trt: Any, bundle_dir: Path, recipe: EngineRecipe, step: EngineS
             if flag in ("FP16", "INT8"):
                 config.set_flag(getattr(trt.BuilderFlag, flag))
         if step.calibration_cache:
-            config.int8_calibrator = _calibrator(trt, bundle_dir / step.calibration_cache)
+            config.int8_calibrator = cache_calibrator(trt, bundle_dir / step.calibration_cache)
             config.set_calibration_profile(profile)
     if recipe.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA

@@ -5,47 +5,12 @@ from __future__ import annotations
 import shlex
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from edge_agent.runtime.trt_engine import EngineRecipe, EngineStep
 from server.export.config import TensorRTConfig
 
 TrtPrecision = Literal["fp32", "fp16", "int8"]
 CALIBRATION_CACHE = "calibration.cache"
 TIMING_CACHE = "timing.cache"
-
-
-class EngineStep(BaseModel):
-    """How to build one precision's engine on one TensorRT generation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    precision: TrtPrecision
-    trt: Literal["8.5", "10+"]
-    onnx: str
-    """The ONNX file (relative to the export dir) the engine is built from."""
-    flags: list[str]
-    """Builder flags: FP16/INT8 on 8.5; STRONGLY_TYPED on 10 and 11."""
-    calibration_cache: str | None = None
-    verified: bool
-    """False until this path has been run against real TensorRT."""
-    trtexec: str
-
-
-class EngineRecipe(BaseModel):
-    """Everything needed to build the engines, independent of this machine."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: Literal[1] = 1
-    input: str
-    image_size: int
-    min_batch: int
-    opt_batch: int
-    max_batch: int
-    workspace_mb: int
-    dla_core: int | None
-    timing_cache: str = TIMING_CACHE
-    steps: list[EngineStep]
 
 
 def _trtexec(onnx: str, plan: str, size: int, cfg: TensorRTConfig, extra: list[str]) -> str:

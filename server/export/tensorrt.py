@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.runtime.trt_engine import cache_calibrator
 from server.export.recipe import CALIBRATION_CACHE, TIMING_CACHE, EngineRecipe, EngineStep
 
 NOT_INSTALLED = "skipped: TensorRT not installed"
@@ -52,28 +53,6 @@ def _gpu_sm() -> str | None:
     return f"sm{major}{minor}"
 
 
-def _calibrator(trt: Any, cache: Path) -> Any:
-    """An IInt8EntropyCalibrator2 that replays a calibration cache (no images needed)."""
-
-    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names: list[str]) -> None:
-            return None  # every range comes from the cache
-
-        def read_calibration_cache(self) -> bytes:
-            return cache.read_bytes()
-
-        def write_calibration_cache(self, data: bytes) -> None:
-            return None
-
-    return CacheCalibrator()
-
-
 def _build_one(trt: Any, export_dir: Path, recipe: EngineRecipe, step: EngineStep) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -104,7 +83,7 @@ def _build_one(trt: Any, export_dir: Path, recipe: EngineRecipe, step: EngineSte
         if flag in ("FP16", "INT8"):
             config.set_flag(getattr(trt.BuilderFlag, flag))
     if step.calibration_cache:
-        config.int8_calibrator = _calibrator(trt, export_dir / CALIBRATION_CACHE)
+        config.int8_calibrator = cache_calibrator(trt, export_dir / CALIBRATION_CACHE)
         config.set_calibration_profile(profile)
     if recipe.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
