@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shlex
-from typing import Literal
 
 from edge_agent.runtime.trt_engine import EngineRecipe, EngineStep
 from server.export.config import TensorRTConfig
 
-TrtPrecision = Literal["fp32", "fp16", "int8"]
 CALIBRATION_CACHE = "calibration.cache"
 TIMING_CACHE = "timing.cache"
 
