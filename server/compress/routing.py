@@ -103,9 +103,14 @@ class RouterConfig:
     batch_size: int = 64
     width: int = 8
     seed: int = 0
+    balance: float = 0.1
+    """Weight of the load-balancing term ``KL(mean routing weights || uniform)`` per batch: it
+    keeps the router from settling on the one teacher that is best on average, while leaving
+    each image free to pick its own."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 2 or self.width < 1:
+        bad = self.epochs < 1 or self.lr <= 0 or self.batch_size < 2 or self.width < 1
+        if bad or self.balance < 0:
             raise ValueError(f"bad router settings: {self}")
 
 
@@ -120,13 +125,20 @@ def _teacher_probs(
     return torch.stack(grade, 1), torch.stack(gradable, 1)  # (N, K, 5), (N, K, 1)
 
 
+def _imbalance(weights: torch.Tensor) -> torch.Tensor:
+    """``KL(mean weight per teacher || uniform)``: 0 when the batch uses every teacher alike."""
+    mean = weights.mean(0).clamp_min(_EPS)
+    return (mean * (mean * weights.shape[1]).log()).sum()
+
+
 def train_router(
     teachers: list[FundusNet], data: TrainingData, cfg: RouterConfig, device: str = "auto"
 ) -> Router:
     """A router that maximises the likelihood of the labels under the teachers' mixture.
 
     Teachers are frozen; their predictions on the (unaugmented) training images are computed
-    once. An image's best teacher gets the weight, so a router learns who is right where.
+    once. An image's best teacher gets the weight, so a router learns who is right where; the
+    balancing term (``cfg.balance``) stops it from collapsing onto one teacher for every image.
     """
     dev = pick_device(device)
     probs, gprobs = _teacher_probs(teachers, data, dev)
@@ -149,6 +161,7 @@ def train_router(
             loss = -p[known].gather(1, y[known].unsqueeze(1)).clamp_min(_EPS).log().mean()
             g = (w.unsqueeze(2) * gprobs[idx].to(dev)).sum(1).reshape(-1).clamp(_EPS, 1 - _EPS)
             loss = torch.nan_to_num(loss) + F.binary_cross_entropy(g, gradable[idx].to(dev))
+            loss = loss + cfg.balance * _imbalance(w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -226,6 +239,8 @@ class MultiTeacherSettings(StepSettings):
     epochs: int | None = Field(None, ge=1)
     """Distillation epochs (default: the run's ``train.epochs``)."""
     router_epochs: int = Field(3, ge=1)
+    router_balance: float = Field(0.1, ge=0)
+    """Weight of the router's load-balancing term (see :class:`RouterConfig`)."""
 
 
 @register_step("multi_teacher", MultiTeacherSettings)
@@ -242,7 +257,9 @@ def multi_teacher_step(
     modes: list[Literal["routed", "averaged"]] = (
         ["routed", "averaged"] if settings.mode == "compare" else [settings.mode]
     )
-    router = RouterConfig(epochs=settings.router_epochs, seed=cfg.seed)
+    router = RouterConfig(
+        epochs=settings.router_epochs, seed=cfg.seed, balance=settings.router_balance
+    )
     results: dict[str, MultiTeacherOutcome] = {}
     for mode in modes:
         start = copy.deepcopy(model) if len(modes) > 1 else model

@@ -71,6 +71,22 @@ def test_the_router_learns_to_trust_the_teacher_that_knows(data: Any, tiny_teach
     assert int(w.argmax()) == 1 and float(w[1]) > 0.5
 
 
+def test_the_balancing_term_keeps_every_teacher_in_use(data: Any, tiny_teacher: Path) -> None:
+    good = load_checkpoint(tiny_teacher)[0]
+    bad = _teachers()[:2]
+    x = torch.from_numpy(data.spec.normalise(data.val.images[:64]))
+    mean = {}
+    for balance in (0.0, 10.0):
+        cfg = RouterConfig(epochs=2, batch_size=32, balance=balance)
+        router = train_router([bad[0], good, bad[1]], data, cfg)
+        with torch.no_grad():
+            mean[balance] = router(x).mean(0)
+    assert float(mean[10.0].min()) > 0.2  # near 1/3 each
+    assert float(mean[10.0][1]) < float(mean[0.0][1])
+    with pytest.raises(ValueError, match="router"):
+        RouterConfig(balance=-1.0)
+
+
 def test_routed_and_averaged_distillation_train_the_student(
     data: Any, tiny_teacher: Path, distill_config: Any, tmp_path: Path
 ) -> None:
