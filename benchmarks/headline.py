@@ -150,6 +150,75 @@ def _gpu(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _compress(r: dict[str, Any]) -> list[Row]:
+    ratio, retention = r.get("parameter_ratio"), r.get("accuracy_retention")
+    if ratio is None or retention is None:
+        return []
+    i8 = r.get("int8") or {}
+    rows = [
+        [
+            "compressed student: teacher's parameters; accuracy kept; referable sensitivity",
+            f"1/{1 / ratio:.1f}; {100 * retention:.1f}%; "
+            f"{r.get('referable_sensitivity_difference_points', float('nan')):+.1f} points",
+        ]
+    ]
+    if "qat_int8_heldout_accuracy" in i8:
+        rows.append(
+            [
+                "QAT INT8 vs post-training INT8, held-out accuracy",
+                f"{i8['qat_int8_heldout_accuracy']:.1f}% vs {i8['ptq_int8_heldout_accuracy']:.1f}%",
+            ]
+        )
+    return rows
+
+
+def _compress_heads(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    heads = r.get("heads")
+    if heads:
+        lat = heads["latency"]
+        key = "onnxruntime_b32_ms"
+        rows.append(
+            [
+                "ViT attention heads pruned to 0.6: accuracy lost after recovery; latency",
+                f"{heads['loss_points_vs_student']['test']:+.1f} points; "
+                f"{lat['unpruned'][key]:.1f} -> {lat['pruned'][key]:.1f} ms (ORT, batch 32)",
+            ]
+        )
+    chain = r.get("chain")
+    if chain:
+        rows.append(
+            [
+                f"teacher-assistant chain minus direct distillation "
+                f"({chain['ratio']:.0f}x smaller)",
+                f"{chain['chain_minus_direct_points']:+.1f} points",
+            ]
+        )
+    routing = r.get("routing")
+    if routing:
+        rows.append(
+            [
+                "routed minus averaged multi-teacher distillation",
+                f"{routing['routed_minus_averaged_points']:+.1f} points (validation)",
+            ]
+        )
+    return rows
+
+
+def _federation_scale(r: dict[str, Any]) -> list[Row]:
+    sites, pss = (r.get("config") or {}).get("sites"), r.get("peak_pss_mib")
+    if sites is None or pss is None:
+        return []
+    rounds = [x.get("seconds") for x in r.get("rounds") or [] if x.get("round", 0) >= 1]
+    per_round = ", ".join(f"{x:.0f}" for x in rounds if isinstance(x, int | float))
+    return [
+        [
+            f"federated rounds with {sites} simulated sites on this machine",
+            f"{per_round} s per round; peak {pss / 1024:.2f} GiB PSS",
+        ]
+    ]
+
+
 _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "synth_speed": _synth,
     "export_acceptance": _export,
@@ -158,6 +227,9 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "deploy_acceptance": _deploy,
     "federation_acceptance": _federation,
     "gpu": _gpu,
+    "compress_acceptance": _compress,
+    "compress_heads": _compress_heads,
+    "federation_scale": _federation_scale,
 }
 
 

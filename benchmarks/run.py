@@ -1,7 +1,10 @@
 """``make bench``: every benchmark in turn, then one merged ``latest.json`` and ``latest.md``.
 
 ``python -m benchmarks.run --quick`` runs the smoke-sized versions instead; ``--only NAME ...``
-runs some of them and keeps the other results of the last suite run in ``latest.json``.
+runs some of them and keeps the other results of the last suite run in ``latest.json``;
+``--reuse NAME ...`` takes those benchmarks' last result files (``results/NAME.json``, perhaps
+written on another machine, such as the GPU run of ``distill_acceptance``) instead of running
+them, and the table names the machine and date each came from.
 Benchmark modules named ``benchmarks/compress_*.py`` or ``benchmarks/federation_*.py`` join the
 suite by themselves (full size without flags, smoke size with ``--quick``).
 """
@@ -83,6 +86,18 @@ def run_one(module: str, args: list[str], results: Path) -> tuple[dict[str, Any]
     return written, error
 
 
+def reuse_one(name: str, results: Path, *, quick: bool) -> tuple[dict[str, Any], str | None]:
+    """An earlier run's result of ``name`` (name -> result), or an error when there is none."""
+    stem = f"{name}_quick" if quick else name
+    path = results / f"{stem}.json"
+    if not path.is_file():
+        return {}, f"--reuse: no earlier result at {path}; run it first"
+    result = json.loads(path.read_text())
+    when = (result.get("machine") or {}).get("date", "an unknown date")
+    print(f"== {name}: reused {path} (run {when})", flush=True)
+    return {stem: result}, None
+
+
 def merge(
     previous: dict[str, Any] | None,
     written: dict[str, dict[str, Any]],
@@ -122,16 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke-sized runs (CI)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="e.g. gpu export_acceptance")
+    ap.add_argument(
+        "--reuse",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="take results/NAME.json from an earlier run instead of running NAME",
+    )
     args = ap.parse_args(argv)
     chosen = suite()
-    if args.only:
-        wanted = {n.removeprefix("benchmarks.") for n in args.only}
-        unknown = wanted - {m.removeprefix("benchmarks.") for m, _, _ in chosen}
+    names = {m.removeprefix("benchmarks.") for m, _, _ in chosen}
+    for option in ("only", "reuse"):
+        unknown = {n.removeprefix("benchmarks.") for n in getattr(args, option) or []} - names
         if unknown:
             ap.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; see benchmarks/run.py")
+    if args.only:
+        wanted = {n.removeprefix("benchmarks.") for n in args.only}
         chosen = [s for s in chosen if s[0].removeprefix("benchmarks.") in wanted]
     written: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
+    reuse = {n.removeprefix("benchmarks.") for n in args.reuse}
+    chosen = [s for s in chosen if s[0].removeprefix("benchmarks.") not in reuse]
+    for name in sorted(reuse):
+        found, error = reuse_one(name, RESULTS, quick=args.quick)
+        written.update(found)
+        if error:
+            failed[name] = error
     for module, full, small in chosen:
         found, error = run_one(module, small if args.quick else full, RESULTS)
         written.update(found)

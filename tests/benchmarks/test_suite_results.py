@@ -123,5 +123,49 @@ def test_only_gpu_runs_for_real_and_keeps_earlier_results(
         assert gpu["rows"]
 
 
+def test_reuse_takes_an_earlier_result_from_another_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--only gpu --reuse federation_acceptance``: the reused result is merged as written and
+    the table says which machine it came from; reusing a missing result is a failure."""
+    _fake_results(tmp_path)
+    (tmp_path / "federation_acceptance.json").rename(tmp_path / "federation_acceptance_quick.json")
+    monkeypatch.setenv("FOVEA_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    args = ["--quick", "--only", "gpu", "--reuse", "federation_acceptance"]
+    assert run.main(args) == 0
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest["benchmarks"]["federation_acceptance_quick"]["machine"]["cores"] == 16
+    table = (tmp_path / "latest.md").read_text()
+    assert "FedAvg 3, FedProx 2" in table
+    assert "`federation_acceptance_quick` ran on another machine" in table
+    assert run.main(["--quick", "--only", "gpu", "--reuse", "export_acceptance"]) == 1
+    assert "export_acceptance" in json.loads((tmp_path / "latest.json").read_text())["failed"]
+    with pytest.raises(SystemExit):
+        run.main(["--reuse", "no_such_benchmark"])
+
+
 def test_markdown_table_of_an_empty_run() -> None:
     assert "| comparison | result | benchmark |" in markdown_table({})
+
+
+def test_compression_and_scale_results_have_headlines() -> None:
+    compress = {
+        "parameter_ratio": 0.0496,
+        "accuracy_retention": 0.975,
+        "referable_sensitivity_difference_points": -1.2,
+        "int8": {"qat_int8_heldout_accuracy": 74.5, "ptq_int8_heldout_accuracy": 73.9},
+    }
+    scale = {
+        "config": {"sites": 50},
+        "peak_pss_mib": 1653.2,
+        "rounds": [{"round": 0, "seconds": 44.6}, {"round": 1, "seconds": 11.9}],
+    }
+    rows = headline_rows(
+        {"benchmarks": {"compress_acceptance": compress, "federation_scale": scale}}
+    )
+    text = "\n".join(" | ".join(r) for r in rows)
+    assert "1/20.2; 97.5%; -1.2 points" in text
+    assert "74.5% vs 73.9%" in text
+    assert "50 simulated sites" in text and "12 s per round; peak 1.61 GiB PSS" in text
+    assert "(no headline)" not in text
