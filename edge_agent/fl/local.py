@@ -28,6 +28,7 @@ from edge_agent.fl.protocol import (
     M_EVAL_REFERABLE_SENSITIVITY,
     M_NUM_EXAMPLES,
     M_TRAIN_LOSS,
+    NORM_STATS_AUTO_BELOW,
     RoundConfig,
 )
 from models.preprocess import PreprocessSpec
@@ -39,6 +40,7 @@ __all__ = [
     "LocalCases",
     "class_weights",
     "evaluate_local",
+    "freezes_norm",
     "get_weights",
     "proximal_term",
     "set_weights",
@@ -162,6 +164,21 @@ def _loss(
     return alpha * (t * t) * soft + (1 - alpha) * hard + alpha * keep_gradable
 
 
+def freezes_norm(config: RoundConfig, train_cases: int) -> bool:
+    """Whether local training keeps the global BatchNorm statistics (see ``norm-stats``)."""
+    if config.norm_stats == "auto":
+        return train_cases < NORM_STATS_AUTO_BELOW
+    return config.norm_stats == "frozen"
+
+
+def _train_mode(model: nn.Module, freeze_norm: bool) -> None:
+    model.train()
+    if freeze_norm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()  # normalise with the global running statistics, leave them as is
+
+
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     return [order[i : i + size] for i in range(0, n, size)]
@@ -200,12 +217,13 @@ def train_local(
     y_all = torch.from_numpy(train.grades.astype(np.int64))
     weight = torch.from_numpy(class_weights(train.grades, config.class_balance))
     batch = min(config.batch_size, len(train))
+    freeze_norm = freezes_norm(config, len(train))
     losses: list[float] = []
     for _ in range(config.local_epochs):
-        model.train()
+        _train_mode(model, freeze_norm)
         losses = []
         for index in _batches(len(train), batch, rng):
-            if len(index) < 2 and len(train) >= 2:
+            if len(index) < 2 and len(train) >= 2 and not freeze_norm:
                 continue  # BatchNorm cannot train on one image
             if pause is not None:
                 pause()

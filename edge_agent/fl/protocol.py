@@ -39,6 +39,8 @@ __all__ = [
     "M_EVAL_REFERABLE_SENSITIVITY",
     "M_NUM_EXAMPLES",
     "M_TRAIN_LOSS",
+    "NORM_STATS",
+    "NORM_STATS_AUTO_BELOW",
     "SCALE_SUFFIX",
     "STATUS",
     "S_REASON",
@@ -71,6 +73,13 @@ M_DECLINED = "declined"
 Codec = Literal["none", "fp16", "int8-delta"]
 CODECS: tuple[str, ...] = get_args(Codec)
 
+NormStats = Literal["auto", "local", "frozen"]
+NORM_STATS: tuple[str, ...] = get_args(NormStats)
+NORM_STATS_AUTO_BELOW = 256
+"""Under ``norm-stats = "auto"`` a device with fewer training cases than this keeps the global
+BatchNorm statistics: the means and variances of a few dozen images of one site, averaged across
+sites, cost the demo student 8 points on the held-out site with no gradient step at all."""
+
 # int8-delta: each quantised tensor NAME travels with NAME + SCALE_SUFFIX (float32, shape (1,)).
 # "::" never occurs in a torch state_dict key.
 SCALE_SUFFIX = "::scale"
@@ -97,6 +106,10 @@ class RoundConfig:
     class_balance: float = 0.5
     """Grade weights of the hard loss: ``(share of the grade) ** -class_balance`` (0: plain
     cross-entropy, 1: inverse frequency), so rare referable grades are not drowned out."""
+    norm_stats: str = "auto"
+    """BatchNorm during local training: ``local`` re-estimates the running statistics on the
+    device's batches, ``frozen`` keeps the global ones (normalisation layers in eval mode),
+    ``auto`` freezes them below :data:`NORM_STATS_AUTO_BELOW` training cases."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -111,6 +124,7 @@ class RoundConfig:
             (self.codec in CODECS, f"codec must be one of {', '.join(CODECS)}"),
             (0.0 <= self.heldout_fraction < 1.0, "heldout-fraction must be in [0, 1)"),
             (0.0 <= self.class_balance <= 1.0, "class-balance must be in [0, 1]"),
+            (self.norm_stats in NORM_STATS, f"norm-stats must be one of {', '.join(NORM_STATS)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -54,6 +54,7 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | int | float | str] = {
     "codec": "none",
     "heldout-fraction": 0.2,
     "class-balance": 0.5,
+    "norm-stats": "auto",
     # differential privacy (Flower's fixed-clipping wrappers)
     "dp": "none",
     "dp-noise-multiplier": 1.0,
@@ -104,6 +105,7 @@ class FederationSettings:
     codec: str
     heldout_fraction: float
     class_balance: float
+    norm_stats: str
     dp: str
     dp_noise_multiplier: float
     dp_clipping_norm: float
@@ -192,6 +194,7 @@ class FederationSettings:
                 codec=self.codec,
                 heldout_fraction=self.heldout_fraction,
                 class_balance=self.class_balance,
+                norm_stats=self.norm_stats,
             )
         except ValueError as e:
             raise SettingsError(str(e)) from None

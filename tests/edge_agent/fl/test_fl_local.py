@@ -17,11 +17,17 @@ from edge_agent.fl.local import (
     LocalCases,
     class_weights,
     evaluate_local,
+    freezes_norm,
     get_weights,
     set_weights,
     train_local,
 )
-from edge_agent.fl.protocol import M_EVAL_NUM_EXAMPLES, M_NUM_EXAMPLES, RoundConfig
+from edge_agent.fl.protocol import (
+    M_EVAL_NUM_EXAMPLES,
+    M_NUM_EXAMPLES,
+    NORM_STATS_AUTO_BELOW,
+    RoundConfig,
+)
 from models.nets import FundusNet
 
 BASE = RoundConfig(
@@ -168,3 +174,38 @@ def test_set_weights_names_what_does_not_fit(student: FundusNet) -> None:
 def test_evaluate_on_no_cases_is_all_zero(student: FundusNet, cases: LocalCases) -> None:
     metrics = evaluate_local(student, cases.subset(np.zeros(0, dtype=np.int64)))
     assert metrics[M_EVAL_NUM_EXAMPLES] == 0 and metrics["eval-accuracy"] == 0.0
+
+
+def _running_stats(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in weights.items() if "running_" in k}
+
+
+@pytest.mark.parametrize(
+    ("norm_stats", "kept"), [("frozen", True), ("auto", True), ("local", False)]
+)
+def test_norm_stats_frozen_keeps_the_global_batchnorm_statistics(
+    student: FundusNet, cases: LocalCases, norm_stats: str, kept: bool
+) -> None:
+    start = get_weights(student)
+    assert _running_stats(start)
+    weights, _ = train_local(student, start, cases, replace(BASE, norm_stats=norm_stats))
+    same = [np.array_equal(v, weights[k]) for k, v in _running_stats(start).items()]
+    assert all(same) if kept else not any(same)
+    # the weights still train either way
+    assert (
+        _distance(
+            {k: v for k, v in start.items() if "running_" not in k},
+            {k: v for k, v in weights.items() if "running_" not in k},
+        )
+        > 0
+    )
+
+
+def test_norm_stats_auto_freezes_below_the_threshold_only() -> None:
+    auto = RoundConfig(norm_stats="auto")
+    assert freezes_norm(auto, NORM_STATS_AUTO_BELOW - 1)
+    assert not freezes_norm(auto, NORM_STATS_AUTO_BELOW)
+    assert freezes_norm(RoundConfig(norm_stats="frozen"), 10_000)
+    assert not freezes_norm(RoundConfig(norm_stats="local"), 10)
+    with pytest.raises(ValueError, match="norm-stats"):
+        RoundConfig(norm_stats="sometimes")
