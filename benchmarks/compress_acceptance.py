@@ -9,7 +9,8 @@
 The full run reuses ``benchmarks.distill_acceptance``'s cache (data, the 1.57 M teacher and its
 distilled wide student) when present::
 
-    python -m benchmarks.compress_acceptance            # needs .fovea/bench/distill
+    python -m benchmarks.compress_acceptance            # needs .fovea/bench/distill; 15 min
+                                                        # on 2 CPU cores (3 rounds x 6 epochs)
     python -m benchmarks.compress_acceptance --quick    # a smoke-sized run
 """
 
@@ -112,16 +113,17 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(".fovea/bench/compress"))
     ap.add_argument("--distill-cache", type=Path, default=Path(".fovea/bench/distill"))
     ap.add_argument("--fraction", type=float, default=0.05, help="target share of teacher params")
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=2, help="recovery epochs per pruning round")
-    ap.add_argument("--qat-epochs", type=int, default=1)
-    ap.add_argument("--limit", type=int, default=4000, help="training images per epoch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6, help="recovery epochs per pruning round")
+    ap.add_argument("--qat-epochs", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.workdir = args.workdir.with_name(args.workdir.name + "-quick")
         args.fraction, args.epochs, args.limit = 0.3, 1, None
+        args.rounds, args.qat_epochs = 1, 1
         data, teacher, start = _quick_inputs(args.workdir)
     else:
         cache = args.distill_cache

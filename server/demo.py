@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from models.synth.profiles import SITES
+from server.compress.config import CompressConfig, parse_compress_config
 from server.demo_agent import agent_stage, rollout_stage
 from server.distill.config import (
     AugmentConfig,
@@ -36,6 +37,7 @@ BUDGET_SECONDS = {
     "data": 30,
     "teacher": 240,
     "distill": 210,
+    "compress": 90,
     "export": 90,
     "devices": 90,
     "federation": 180,
@@ -79,6 +81,29 @@ def student_config(workdir: Path) -> DistillConfig:
     )
 
 
+def compress_config(workdir: Path) -> CompressConfig:
+    """The demo's compression: one epoch of quantisation-aware distillation of the student
+    (fake INT8, per-channel weights), so the exported INT8 model is the one trained for it."""
+    student = student_config(workdir)
+    base = student.model_copy(
+        update={
+            "train": student.train.model_copy(update={"epochs": 1}),
+            "search": SearchConfig(enabled=False),
+            "monitor": MonitorConfig(enabled=False),
+        }
+    )
+    return parse_compress_config(
+        {
+            "teacher": str(workdir / "teacher" / "teacher.json"),
+            "start": str(workdir / "student" / "student.json"),
+            "distill": base.model_dump(mode="json", exclude={"teacher", "student", "out"}),
+            "steps": [{"kind": "qat", "epochs": 1}],
+            "out": str(workdir / "compress"),
+        },
+        "the demo's compression",
+    )
+
+
 def _finished(run_dir: Path, name: str) -> bool:
     return (run_dir / "metrics.json").is_file() and (run_dir / f"{name}.json").is_file()
 
@@ -114,7 +139,7 @@ def _digest(path: Path) -> str:
 
 
 def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = None) -> None:
-    """The whole loop: synthetic data -> teacher (cached) -> student -> export -> signed bundle
+    """The whole loop: synthetic data -> teacher (cached) -> student -> QAT -> export -> bundle
     -> three flashed devices screen their sites -> federated rounds -> promotion -> rollout ->
     report. Each stage resumes: what finished is reused unless its input changed."""
     console = console or Console()
@@ -154,8 +179,12 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         timings[stage] = time.perf_counter() - t0
         print_run_summary(metrics, cfg.out, console)
 
+    t0 = rule("compress", "compression: quantisation-aware training")
+    compressed = _compress_stage(workdir, fresh=fresh, console=console)
+    timings["compress"] = time.perf_counter() - t0
+
     t0 = rule("export", "export")
-    exported = _export_stage(workdir / "student", fresh=fresh, console=console)
+    exported = _export_stage(compressed, workdir / "student", fresh=fresh, console=console)
     timings["export"] = time.perf_counter() - t0
 
     t0 = rule("devices", "devices: sign, flash, fleet, screening")
@@ -227,6 +256,7 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         f"data:     {data}",
         f"teacher:  {workdir / 'teacher'}",
         f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
+        f"compress: {compressed} (report.md, model.qat.onnx)",
         f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
         f"bundles:  {deployed.parent} (signed with {workdir / 'keys' / 'demo.key'})",
         f"devices:  {', '.join(devices['devices'].values())}",
@@ -237,12 +267,32 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     console.print(Panel("\n".join(lines), title="fovea demo: done"))
 
 
-def _export_stage(run_dir: Path, *, fresh: bool, console: Console) -> Path:
-    """The demo student to ONNX fp32/fp16/INT8 (reused when its export.json is newer)."""
+def _compress_stage(workdir: Path, *, fresh: bool, console: Console) -> Path:
+    """``fovea compress`` on the demo student (reused when its result is newer than the
+    student); returns the run directory, which the export stage exports."""
+    from server.compress.pipeline import compress
+    from server.compress.report import print_compress_summary
+
+    cfg = compress_config(workdir)
+    done = cfg.out / "student.json"
+    start = workdir / "student" / "student.json"
+    if not fresh and done.is_file() and done.stat().st_mtime >= start.stat().st_mtime:
+        console.print(f"reusing {cfg.out} (delete it, or pass --fresh, to compress again)")
+        report = json.loads((cfg.out / "report.json").read_text())
+    else:
+        with progress_reporter(console) as reporter:
+            report = compress(cfg, log=console.print, report=reporter, resume=not fresh).report
+    print_compress_summary(report, cfg.out, console)
+    return cfg.out
+
+
+def _export_stage(run_dir: Path, student: Path, *, fresh: bool, console: Console) -> Path:
+    """The compressed student (``run_dir``) to ONNX fp32/fp16/INT8 in ``student/export``, its
+    INT8 the QAT model (reused when the export is newer than the run's checkpoint)."""
     from server.export import ExportConfig, export
     from server.export.report import EXPORT_FILE, print_export_summary
 
-    out = run_dir / "export"
+    out = student / "export"
     done = out / EXPORT_FILE
     if (
         not fresh
@@ -254,6 +304,7 @@ def _export_stage(run_dir: Path, *, fresh: bool, console: Console) -> Path:
         report = json.loads(done.read_text())
     else:
         with console.status("exporting ...") as status:
-            report = export(run_dir, out, ExportConfig(), log=lambda s: status.update(s)).report
+            cfg = ExportConfig(int8_source="qat")
+            report = export(run_dir, out, cfg, log=lambda s: status.update(s)).report
     print_export_summary(report, str(out), console)
     return out

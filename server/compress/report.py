@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 REPORT_MD = "report.md"
 CURVE_PNG = "curve.png"
 
@@ -102,3 +104,23 @@ def write_report(result: dict[str, Any], out: Path) -> dict[str, Path]:
     md = out / REPORT_MD
     md.write_text(markdown(result))
     return {"markdown": md, "curve": plot_curve(result["curve"], out / CURVE_PNG)}
+
+
+def print_compress_summary(report: dict[str, Any], out: Path, console: Console) -> None:
+    """The run in a few lines: size against the teacher, each step, where the files are."""
+    student = report["student"]
+    ratio = report.get("parameter_ratio")
+    console.print(
+        f"[bold]compressed[/bold]: {student['parameters']:,} parameters"
+        + (f" (1/{1 / ratio:.1f} of the teacher)" if ratio else "")
+        + f", val accuracy {student['val']['accuracy']['value']:.3f}"
+    )
+    for step in report["steps"]:
+        console.print(
+            f"  {step['index']}. {step['name']:<16} {step['parameters']:>10,} parameters  "
+            f"val acc {step['metrics'].get('accuracy', float('nan')):.3f}"
+        )
+    console.print(f"model: {out / 'student.json'}")
+    for name, path in report.get("files", {}).items():
+        console.print(f"{name}: {path}")
+    console.print(f"report: {out / 'report.json'}")

@@ -59,7 +59,9 @@ def print_export_summary(report: dict[str, Any], out: str, console: Console) -> 
     """The table, the INT8 choice, the engine status and where everything went."""
     console.print(export_table(report))
     int8 = report.get("int8")
-    if int8:
+    if int8 and int8.get("method") == "qat":
+        console.print(f"INT8: the QAT model {int8['source']} (trained quantised, not calibrated)")
+    elif int8:
         kept = ", ".join(int8["excluded"]) or "none"
         console.print(
             f"INT8: {int8['method']} calibration (by method: "

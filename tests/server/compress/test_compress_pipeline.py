@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 import onnx
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from models.nets import count_parameters, load_checkpoint
 from server.cli import app
 from server.export import ExportConfig, export
+from server.export.report import print_export_summary
 from server.export.run import ExportInputError
 
 
@@ -104,6 +107,9 @@ def test_compress_runs_resumes_and_exports_the_qat_model(
     assert result.report["int8"]["method"] == "qat"
     assert result.report["precisions"]["int8"]["parity"]["passed"]
     assert (result.out / "int8_ranges.json").is_file()
+    shown = Console(file=io.StringIO(), width=120)
+    print_export_summary(result.report, str(result.out), shown)  # what the CLI and demo print
+    assert "INT8: the QAT model" in shown.file.getvalue()  # type: ignore[attr-defined]
 
     # without the QAT file the export says what to do
     (out / "model.qat.onnx").unlink()
