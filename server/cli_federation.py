@@ -185,11 +185,14 @@ def status_view(registry: Registry, num_rounds: int | None = None) -> Group:
     nodes = Table(title="nodes and rejected updates")
     for col in ("round", "phase", "node", "outcome", "reason"):
         nodes.add_column(col)
+    meta = registry.meta()
+    names = dict(meta.get("sites") or {})
     for rnd, p in registry.participants():
         if p.outcome != "accepted":
-            nodes.add_row(str(rnd), p.phase, str(p.node_id), p.outcome, p.reason)
+            node = str(p.node_id)
+            shown = f"{names[node]} ({node})" if node in names else node
+            nodes.add_row(str(rnd), p.phase, shown, p.outcome, p.reason)
     parts: list[Any] = [rounds, nodes]
-    meta = registry.meta()
     head = f"status: {meta.get('status', 'not started')}"
     if num_rounds:
         head += f" ({len([r for r in registry.rounds() if r.round > 0])}/{num_rounds} rounds)"

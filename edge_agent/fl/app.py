@@ -41,6 +41,7 @@ from edge_agent.fl.protocol import (
     M_NUM_EXAMPLES,
     METRICS,
     S_REASON,
+    S_SITE,
     STATUS,
     RoundConfig,
     encode,
@@ -247,4 +248,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics[M_NUM_EXAMPLES] = metrics["eval-num-examples"]
     metrics.update({f"deployed-{k}": v for k, v in deployed.items() if k.startswith("eval-")})
     metrics[M_DECLINED] = 0.0
-    return Message(RecordDict({METRICS: _metric_record(metrics)}), reply_to=msg)
+    content = RecordDict({METRICS: _metric_record(metrics), STATUS: ConfigRecord({S_SITE: site})})
+    return Message(content, reply_to=msg)

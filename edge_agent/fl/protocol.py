@@ -44,6 +44,7 @@ __all__ = [
     "SCALE_SUFFIX",
     "STATUS",
     "S_REASON",
+    "S_SITE",
     "Codec",
     "RoundConfig",
     "decode",
@@ -58,8 +59,9 @@ CONFIG = "config"
 METRICS = "metrics"
 STATUS = "status"
 
-# ConfigRecord STATUS key (decline reason)
+# ConfigRecord STATUS keys: a decline's reason; an evaluation's site name (node config ``site``)
 S_REASON = "reason"
+S_SITE = "site"
 
 # MetricRecord keys of a reply
 M_NUM_EXAMPLES = "num-examples"

@@ -104,6 +104,7 @@ def run_federation(
         if state.round == 0 and not registry.rounds():
             started = time.time()
             base = evaluate_phase(grid, strategy, 0, weights, settings, log)
+            _remember_sites(registry, base.sites)
             registry.record_round(
                 RoundRecord(0, "baseline", started, time.time(), base.sampled, base.replied,
                             base.accepted, {}, base.metrics, server_metrics(weights), base.note),
@@ -117,6 +118,7 @@ def run_federation(
             if train.weights is not None:
                 weights = train.weights
             ev = evaluate_phase(grid, strategy, rnd, weights, settings, log)
+            _remember_sites(registry, ev.sites)
             record = RoundRecord(
                 rnd, train.status, started, time.time(), train.sampled, train.replied,
                 train.accepted, train.metrics, ev.metrics, server_metrics(weights), train.note,
@@ -141,6 +143,15 @@ def run_federation(
     return state
 
 
+def _remember_sites(registry: Registry, sites: dict[int, str]) -> None:
+    """Keep node id -> site name (meta ``sites``) so status, decisions and the report name
+    sites, not node ids."""
+    known = dict(registry.meta().get("sites") or {})
+    merged = known | {str(node): site for node, site in sites.items()}
+    if merged != known:
+        registry.set_meta("sites", merged)
+
+
 def _plot(registry: Registry, run_dir: Path, log: Callable[[str], None]) -> None:
     from server.federation.plots import plot_rounds
 
@@ -151,11 +162,13 @@ def _plot(registry: Registry, run_dir: Path, log: Callable[[str], None]) -> None
 
 
 def _per_site(registry: Registry, last: int) -> dict[str, dict[str, dict[str, float]]]:
+    names = dict(registry.meta().get("sites") or {})
     sites: dict[str, dict[str, dict[str, float]]] = {}
     for rnd, p in registry.participants():
         if p.phase == "evaluate" and p.outcome == "accepted" and rnd in (0, last):
             key = "deployed" if rnd == 0 else "candidate"
-            sites.setdefault(f"node-{p.node_id}", {})[key] = dict(p.metrics)
+            name = names.get(str(p.node_id), f"node-{p.node_id}")
+            sites.setdefault(name, {})[key] = dict(p.metrics)
     return sites
 
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from edge_agent.fl.protocol import ARRAYS, M_DECLINED, M_NUM_EXAMPLES, METRICS, S_REASON, STATUS
+from edge_agent.fl.protocol import (
+    ARRAYS,
+    M_DECLINED,
+    M_NUM_EXAMPLES,
+    METRICS,
+    S_REASON,
+    S_SITE,
+    STATUS,
+)
 from server.federation.weights import Weights
 
 __all__ = ["Reply", "read_reply", "to_record", "to_weights", "unify_metrics"]
@@ -28,6 +36,8 @@ class Reply:
     reason: str = ""
     payload: Weights = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    site: str = ""
+    """The site name an evaluation reply gave (its node config ``site``), or empty."""
 
     @property
     def num_examples(self) -> float:
@@ -63,7 +73,7 @@ def read_reply(msg: Message, *, train: bool) -> Reply:
         status = content.get(STATUS)
         reason = str(status.get(S_REASON, "")) if isinstance(status, ConfigRecord) else ""
         return Reply(node, "declined", reason or "declined without a reason", metrics=metrics)
-    allowed = {ARRAYS, METRICS} if train else {METRICS}
+    allowed = {ARRAYS, METRICS} if train else {METRICS, STATUS}
     extra = sorted(set(content.keys()) - allowed)
     if extra:
         return Reply(node, "invalid", f"unexpected records {extra} (only {sorted(allowed)})")
@@ -72,7 +82,9 @@ def read_reply(msg: Message, *, train: bool) -> Reply:
         if not isinstance(arrays, ArrayRecord):
             return Reply(node, "invalid", f"no ArrayRecord {ARRAYS!r} in the reply")
         return Reply(node, "update", payload=to_weights(arrays), metrics=metrics)
-    return Reply(node, "metrics", metrics=metrics)
+    status = content.get(STATUS)
+    site = str(status.get(S_SITE, "")) if isinstance(status, ConfigRecord) else ""
+    return Reply(node, "metrics", metrics=metrics, site=site[:64])
 
 
 def unify_metrics(metrics: Iterable[dict[str, float]]) -> set[str]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from edge_agent.fl.protocol import ARRAYS, METRICS
+from edge_agent.fl.protocol import ARRAYS, METRICS, STATUS
 from server.federation.registry import Participant
 from server.federation.replies import Reply, read_reply, to_record, to_weights, unify_metrics
 from server.federation.settings import FederationSettings
@@ -45,6 +45,8 @@ class PhaseResult:
     participants: list[Participant]
     metrics: dict[str, float]
     weights: Weights | None = None
+    sites: dict[int, str] = field(default_factory=dict)
+    """Node id -> the site name its evaluation reply gave."""
 
 
 def wait_for_nodes(
@@ -178,18 +180,24 @@ def evaluate_phase(
     replies_msgs = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
     by_node = {int(m.metadata.src_node_id): m for m in replies_msgs}
     replies = [read_reply(m, train=False) for m in replies_msgs]
+    sites = {r.node_id: r.site for r in replies if r.site}
     participants = _missing(messages, replies, "evaluate") + _declines(replies, "evaluate", log)
     good = [r for r in replies if r.kind == "metrics" and r.num_examples > 0]
     keys = unify_metrics(r.metrics for r in good)
     for r in good:
-        by_node[r.node_id].content[METRICS] = MetricRecord({k: r.metrics[k] for k in sorted(keys)})
+        content = by_node[r.node_id].content
+        content[METRICS] = MetricRecord({k: r.metrics[k] for k in sorted(keys)})
+        if STATUS in content:
+            del content[STATUS]  # the strategy aggregates metrics only
         participants.append(Participant(r.node_id, "evaluate", "accepted", "", r.metrics))
     counts = (len(messages), len(replies_msgs), len(good))
     if not good or len(good) < settings.min_evaluate_nodes:
-        return PhaseResult("insufficient", f"{len(good)} evaluations", *counts, participants, {})
+        note = f"{len(good)} evaluations"
+        return PhaseResult("insufficient", note, *counts, participants, {}, sites=sites)
     try:
         agg = strategy.aggregate_evaluate(server_round, [by_node[r.node_id] for r in good])
     except Exception as e:
-        return PhaseResult("failed", f"{type(e).__name__}: {e}", *counts, participants, {})
+        note = f"{type(e).__name__}: {e}"
+        return PhaseResult("failed", note, *counts, participants, {}, sites=sites)
     metrics = {k: float(v) for k, v in (agg or {}).items() if isinstance(v, int | float)}
-    return PhaseResult("done", "", *counts, participants, metrics)
+    return PhaseResult("done", "", *counts, participants, metrics, sites=sites)

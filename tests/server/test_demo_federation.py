@@ -83,6 +83,9 @@ def test_federation_stage_runs_two_rounds_and_decides(tiny_export: Path, tmp_pat
     for rnd in range(1, ROUNDS + 1):
         assert rounds[rnd].status == "done" and rounds[rnd].accepted == 3, rounds[rnd]
     assert result.reason
+    # every device's evaluation named its site: the registry, decision and report use the names
+    assert sorted(registry.meta()["sites"].values()) == sorted(devices)
+    assert set(registry.decisions()[-1].per_site) == set(devices)
     text = console.export_text()
     assert "rounds" in text and "decision after round 2" in text
     if result.promoted:
