@@ -95,6 +95,11 @@ def _package(
     save_weights(weights, work / "student.safetensors")
     shutil.copyfile(cfg.distill_config, work / "config.yaml")
     export_cfg = load_export_config(cfg.export_config) if cfg.export_config else None
+    if export_cfg is not None and export_cfg.int8_source == "qat":
+        # the deployed INT8 came from quantisation-aware training of the old weights; the
+        # federated weights have no QAT model of their own, so their INT8 is calibrated
+        log("the deployed INT8 model was QAT-trained: calibrating the candidate's INT8 instead")
+        export_cfg = export_cfg.model_copy(update={"int8_source": "calibrate"})
     log(f"exporting the candidate into {work / 'export'}")
     result = export(work, work / "export", export_cfg, log=log)
     out = cfg.out_dir / f"{meta.get('name', 'model')}-v{cfg.version}.tar"

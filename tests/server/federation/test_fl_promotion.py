@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,10 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
 
     key, _ = generate_keypair(tmp_path / "keys", "fed")
     export_cfg = tmp_path / "export.yaml"
-    export_cfg.write_text(yaml.safe_dump(TINY_EXPORT))
+    # the deployed INT8 came from QAT (fovea compress): the candidate has no QAT model, so its
+    # INT8 is calibrated instead of the packaging failing
+    qat = {"precisions": ["fp32", "int8"], "int8_source": "qat", "calibration_methods": ["MinMax"]}
+    export_cfg.write_text(yaml.safe_dump(TINY_EXPORT | qat | {"max_excluded": 0}))
     distill_cfg = tiny_teacher.parent / "config.yaml"
     heldout = load_heldout(distill_cfg, 96)
     deployed = load_weights(tiny_teacher)
@@ -73,6 +77,8 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
     exported = load_weights(ckpt)
     assert all(exported[k].shape == candidate[k].shape for k in candidate)
     assert all(np.array_equal(exported[k], candidate[k]) for k in candidate)
+    report = json.loads((ckpt.parents[1] / "export.json").read_text())
+    assert report["int8"]["method"] == "MinMax" and "int8" in report["precisions"]
 
 
 @pytest.mark.slow
