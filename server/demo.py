@@ -34,15 +34,15 @@ SIZE = 64
 PER_SITE = 2000
 SEED = 0
 BUDGET_SECONDS = {
-    "data": 30,
-    "teacher": 240,
+    "data": 20,
+    "teacher": 210,
     "distill": 210,
-    "compress": 90,
-    "export": 90,
-    "devices": 90,
+    "compress": 60,
+    "export": 40,
+    "devices": 60,
     "federation": 180,
-    "rollout": 60,
-    "report": 20,
+    "rollout": 45,
+    "report": 30,
 }
 """Stated time budget per stage on 2 CPU cores."""
 
