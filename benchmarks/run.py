@@ -51,6 +51,19 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.deploy_acceptance", ["--soak", "5"], ["--quick"]),
     ("benchmarks.federation_acceptance", [], ["--quick"]),
     ("benchmarks.gpu", ["--workdir", ".fovea/demo"], ["--quick"]),
+    # on distill_acceptance's data and teacher (64 px); about 45 min on 2 CPU cores
+    (
+        "benchmarks.compress_heads",
+        [
+            "--data",
+            ".fovea/bench/distill/data",
+            "--teacher-checkpoint",
+            ".fovea/bench/distill/teacher/teacher.json",
+            "--patch",
+            "8",
+        ],
+        ["--quick"],
+    ),
 ]
 
 
