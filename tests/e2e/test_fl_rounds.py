@@ -32,8 +32,9 @@ def _state_dict_keys(checkpoint: Path) -> set[str]:
 
 
 def assert_only_arrays_and_metrics(fed: Federation, checkpoint: Path) -> int:
-    """Every message a device pushed holds the model's arrays and numbers; returns how many."""
-    from edge_agent.fl.protocol import ARRAYS, METRICS, S_REASON, SCALE_SUFFIX, STATUS
+    """Every message a device pushed holds the model's arrays and numbers (and a decline's
+    reason or an evaluation's site name); returns how many."""
+    from edge_agent.fl.protocol import ARRAYS, METRICS, S_REASON, S_SITE, SCALE_SUFFIX, STATUS
 
     assert fed.tap is not None
     assert fed.tap.paths() <= FLEET_PATHS, fed.tap.paths() - FLEET_PATHS
@@ -49,9 +50,13 @@ def assert_only_arrays_and_metrics(fed: Federation, checkpoint: Path) -> int:
         for value in content.metric_records[METRICS].values():
             assert isinstance(value, int | float), value
         declined = content.metric_records[METRICS].get("declined", 0) == 1
-        if content.config_records:  # a decline carries its reason, and nothing else
-            assert declined and set(content.config_records) == {STATUS}
-            assert set(content.config_records[STATUS]) == {S_REASON}
+        if content.config_records:  # a decline's reason, or an evaluation's site name: no more
+            assert set(content.config_records) == {STATUS}
+            if declined:
+                assert set(content.config_records[STATUS]) == {S_REASON}
+            else:
+                assert set(content.config_records[STATUS]) == {S_SITE}
+                assert not content.array_records  # evaluation replies carry no weights
     return len(messages)
 
 
