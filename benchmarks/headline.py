@@ -278,6 +278,11 @@ def markdown_table(latest: dict[str, Any]) -> str:
         and (r["machine"].get("cpu"), r["machine"].get("gpu"), r["machine"].get("cores"))
         != tuple((latest.get("machine") or {}).get(k) for k in ("cpu", "gpu", "cores"))
     }
+    reused = set(latest.get("reused") or [])
     for name, m in elsewhere.items():
-        lines.append(f"\n`{name}` ran on another machine: {machine_line(m)}.")
+        if name not in reused:
+            lines.append(f"\n`{name}` ran on another machine: {machine_line(m)}.")
+    for name in sorted(reused):
+        m = (latest.get("benchmarks") or {}).get(name, {}).get("machine") or {}
+        lines.append(f"\n`{name}` is reused from an earlier run: {machine_line(m)}.")
     return "\n".join(lines) + "\n"

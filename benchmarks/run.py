@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     previous_path = RESULTS / f"{LATEST}.json"
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
     latest = merge(previous, written, failed, quick=args.quick, keep_previous=bool(args.only))
+    kept = set(previous.get("reused", [])) if previous and args.only else set()
+    fresh = {n for n in written if n.removesuffix("_quick") not in reuse}
+    latest["reused"] = sorted((kept - fresh) | {n for n in written if n not in fresh})
     json_path, md_path = write_latest(latest, RESULTS)
     print("\n" + markdown_table(latest))
     print(f"wrote {json_path} and {md_path}")

@@ -138,7 +138,8 @@ def test_reuse_takes_an_earlier_result_from_another_machine(
     assert latest["benchmarks"]["federation_acceptance_quick"]["machine"]["cores"] == 16
     table = (tmp_path / "latest.md").read_text()
     assert "FedAvg 3, FedProx 2" in table
-    assert "`federation_acceptance_quick` ran on another machine" in table
+    assert "`federation_acceptance_quick` is reused from an earlier run" in table
+    assert latest["reused"] == ["federation_acceptance_quick"]
     assert run.main(["--quick", "--only", "gpu", "--reuse", "export_acceptance"]) == 1
     assert "export_acceptance" in json.loads((tmp_path / "latest.json").read_text())["failed"]
     with pytest.raises(SystemExit):
