@@ -6,6 +6,7 @@ final model), ``config.yaml`` (its data settings) and, after a ``qat`` step, ``m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,15 +66,34 @@ def _start_model(cfg: CompressConfig, teacher: FundusNet | None) -> FundusNet:
     return model
 
 
-def _finished(out: Path, steps: list[Step]) -> list[dict[str, Any]]:
-    """Records of the steps already done, in order, while they match the declared steps."""
+def run_key(cfg: CompressConfig) -> str:
+    """What every step's work depends on besides its own settings: the base distillation
+    settings, and the teacher's and the start model's weights (by content)."""
+    settings = {k: v for k, v in cfg.dump().items() if k not in ("steps", "out")}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in (cfg.teacher, cfg.start if isinstance(cfg.start, Path) else None):
+        weights = Path(path).with_suffix(".safetensors") if path is not None else None
+        if weights is not None and weights.is_file():
+            h.update(weights.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def step_key(step: Step, key: str) -> str:
+    """A step's resume digest: its kind and settings, and the run's inputs (:func:`run_key`)."""
+    return hashlib.sha256(f"{step.digest()}:{key}".encode()).hexdigest()[:16]
+
+
+def _finished(out: Path, steps: list[Step], key: str) -> list[dict[str, Any]]:
+    """Records of the steps already done, in order, while they match the declared steps and
+    were made from the same inputs (a retrained start model or teacher starts over)."""
     path = out / PROGRESS_FILE
     if not path.is_file():
         return []
     done = json.loads(path.read_text()).get("steps", [])
     kept = []
     for step, record in zip(steps, done, strict=False):
-        if record.get("digest") != step.digest() or not Path(record["checkpoint"]).is_file():
+        stale = record.get("digest") != step_key(step, key)
+        if stale or not Path(record["checkpoint"]).is_file():
             break
         kept.append(record)
     return kept
@@ -116,7 +136,8 @@ def compress(
             )
         )
 
-    done = _finished(out, cfg.steps) if resume else []
+    key = run_key(cfg)
+    done = _finished(out, cfg.steps, key) if resume else []
     model = _start_model(cfg, teacher)
     base = StepContext(
         data=data,
@@ -143,11 +164,11 @@ def compress(
             if directory.exists() and (
                 not resume
                 or not marker.is_file()
-                or json.loads(marker.read_text()).get("digest") != step.digest()
+                or json.loads(marker.read_text()).get("digest") != step_key(step, key)
             ):
                 shutil.rmtree(directory)  # another step's (or a restarted run's) partial work
             directory.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"digest": step.digest(), **step.as_json()}))
+            marker.write_text(json.dumps({"digest": step_key(step, key), **step.as_json()}))
             log(f"step {i + 1}/{len(cfg.steps)} {step.name} ({step.kind})")
             t0 = time.perf_counter()
             context = StepContext(**{**base.__dict__, "out_dir": directory})
@@ -168,7 +189,7 @@ def compress(
                 "index": i + 1,
                 "name": step.name,
                 "kind": step.kind,
-                "digest": step.digest(),
+                "digest": step_key(step, key),
                 "checkpoint": str(ckpt),
                 "seconds": time.perf_counter() - t0,
                 "parameters": count_parameters(model),

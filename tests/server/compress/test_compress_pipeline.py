@@ -124,3 +124,27 @@ def test_compress_cli_names_a_bad_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["compress", str(path)])
     assert result.exit_code == 2
     assert "epoch" in result.output and "step 1 (qat)" in result.output
+
+
+def test_resume_key_changes_with_the_start_weights_and_base_settings(tmp_path: Path) -> None:
+    """A retrained start model (same path, new weights) or new base settings start over."""
+    from server.compress.config import parse_compress_config
+    from server.compress.pipeline import run_key, step_key
+
+    start = tmp_path / "student.json"
+    start.write_text("{}")
+    start.with_suffix(".safetensors").write_bytes(b"weights v1")
+    raw = {"start": str(start), "steps": [{"kind": "qat", "epochs": 1}], "out": str(tmp_path)}
+    cfg = parse_compress_config(raw)
+    key = run_key(cfg)
+    assert run_key(parse_compress_config({**raw, "out": str(tmp_path / "elsewhere")})) == key
+    step = cfg.steps[0]
+    assert step_key(step, key) == step_key(step, run_key(cfg))
+
+    start.with_suffix(".safetensors").write_bytes(b"weights v2")
+    assert run_key(cfg) != key
+    start.with_suffix(".safetensors").write_bytes(b"weights v1")
+    assert run_key(cfg) == key
+    other = parse_compress_config({**raw, "distill": {"train": {"epochs": 9}}})
+    assert run_key(other) != key
+    assert step_key(step, run_key(other)) != step_key(step, key)
