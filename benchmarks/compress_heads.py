@@ -28,6 +28,7 @@ import torch
 
 from benchmarks.report import write
 from models.nets import FundusNet, build_model, count_parameters, load_checkpoint
+from models.nets.checkpoint import read_meta
 from models.synth import SITES, generate
 from server.compress.assistants import ChainConfig, distil_chain, plan_chain
 from server.compress.heads import HeadPruneConfig, prune_attention_heads_, recover
@@ -320,7 +321,7 @@ def main() -> None:
     data_dir = a.data or _data(work, a.per_site, a.test_images, a.size)
     if a.teacher_checkpoint:
         teacher = a.teacher_checkpoint
-        a.size = load_checkpoint(teacher)[1].preprocess.size
+        a.size = read_meta(teacher).preprocess.size
     else:
         teacher_cfg = _cfg(
             data_dir,

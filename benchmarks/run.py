@@ -171,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     failed: dict[str, str] = {}
     reuse = {n.removeprefix("benchmarks.") for n in args.reuse}
     chosen = [s for s in chosen if s[0].removeprefix("benchmarks.") not in reuse]
+    reused: set[str] = set()
     for name in sorted(reuse):
         found, error = reuse_one(name, RESULTS, quick=args.quick)
         written.update(found)
+        reused.update(found)
         if error:
             failed[name] = error
     for module, full, small in chosen:
@@ -185,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
     latest = merge(previous, written, failed, quick=args.quick, keep_previous=bool(args.only))
     kept = set(previous.get("reused", [])) if previous and args.only else set()
-    fresh = {n for n in written if n.removesuffix("_quick") not in reuse}
-    latest["reused"] = sorted((kept - fresh) | {n for n in written if n not in fresh})
+    latest["reused"] = sorted((kept - set(written)) | reused)
     json_path, md_path = write_latest(latest, RESULTS)
     print("\n" + markdown_table(latest))
     print(f"wrote {json_path} and {md_path}")
