@@ -93,6 +93,10 @@ class AugmentConfig(_Strict):
     saturation: float = Field(0.05, ge=0, le=1)
     erase_p: float = Field(0.15, ge=0, le=1)
     """Random erasing (noise injection): probability per image."""
+    blur: float = Field(0.0, ge=0, le=1)
+    """Camera optics: blend each image towards its 3x3 binomial blur by up to this share."""
+    noise: float = Field(0.0, ge=0, le=0.1)
+    """Camera sensor: add Gaussian noise with a per-image standard deviation up to this (0-1)."""
 
 
 class TrainConfig(_Strict):
