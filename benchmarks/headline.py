@@ -155,11 +155,14 @@ def _compress(r: dict[str, Any]) -> list[Row]:
     if ratio is None or retention is None:
         return []
     i8 = r.get("int8") or {}
+    sensitivity = f"{r.get('referable_sensitivity_difference_points', float('nan')):+.1f} points"
+    interval = r.get("referable_sensitivity_difference_interval_points")
+    if interval:
+        sensitivity += " [{:+.1f}, {:+.1f}]".format(*interval)
     rows = [
         [
             "compressed student: teacher's parameters; accuracy kept; referable sensitivity",
-            f"1/{1 / ratio:.1f}; {100 * retention:.1f}%; "
-            f"{r.get('referable_sensitivity_difference_points', float('nan')):+.1f} points",
+            f"1/{1 / ratio:.1f}; {100 * retention:.1f}%; {sensitivity}",
         ]
     ]
     if "qat_int8_heldout_accuracy" in i8:

@@ -168,5 +168,8 @@ def test_compression_and_scale_results_have_headlines() -> None:
     text = "\n".join(" | ".join(r) for r in rows)
     assert "1/20.2; 97.5%; -1.2 points" in text
     assert "74.5% vs 73.9%" in text
+    compress["referable_sensitivity_difference_interval_points"] = [-2.44, 0.1]
+    rows = headline_rows({"benchmarks": {"compress_acceptance": compress}})
+    assert "-1.2 points [-2.4, +0.1]" in " | ".join(rows[0])
     assert "50 simulated sites" in text and "12 s per round; peak 1.61 GiB PSS" in text
     assert "(no headline)" not in text
