@@ -74,7 +74,9 @@ def run_key(cfg: CompressConfig) -> str:
     for path in (cfg.teacher, cfg.start if isinstance(cfg.start, Path) else None):
         weights = Path(path).with_suffix(".safetensors") if path is not None else None
         if weights is not None and weights.is_file():
-            h.update(weights.read_bytes())
+            with weights.open("rb") as f:  # streamed: a teacher's weights can be large
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -155,6 +157,7 @@ def compress(
     records: list[dict[str, Any]] = []
     for i, step in enumerate(cfg.steps):
         directory = _step_dir(out, i, step)
+        digest = step_key(step, key)
         if i < len(done):
             record = done[i]
             model = load_checkpoint(record["checkpoint"])[0]
@@ -164,11 +167,11 @@ def compress(
             if directory.exists() and (
                 not resume
                 or not marker.is_file()
-                or json.loads(marker.read_text()).get("digest") != step_key(step, key)
+                or json.loads(marker.read_text()).get("digest") != digest
             ):
                 shutil.rmtree(directory)  # another step's (or a restarted run's) partial work
             directory.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"digest": step_key(step, key), **step.as_json()}))
+            marker.write_text(json.dumps({"digest": digest, **step.as_json()}))
             log(f"step {i + 1}/{len(cfg.steps)} {step.name} ({step.kind})")
             t0 = time.perf_counter()
             context = StepContext(**{**base.__dict__, "out_dir": directory})
@@ -189,7 +192,7 @@ def compress(
                 "index": i + 1,
                 "name": step.name,
                 "kind": step.kind,
-                "digest": step_key(step, key),
+                "digest": digest,
                 "checkpoint": str(ckpt),
                 "seconds": time.perf_counter() - t0,
                 "parameters": count_parameters(model),
