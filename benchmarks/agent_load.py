@@ -48,7 +48,7 @@ GEN_CORE, AGENT_CORE = 0, 1
 
 
 def _run_dir_config(run_dir: Path, arch: str, data: Path) -> None:
-    from server.distill.config import dump_config, parse_config
+    from server.distill import dump_config, parse_config
 
     cfg = parse_config(
         {
@@ -64,7 +64,7 @@ def _run_dir_config(run_dir: Path, arch: str, data: Path) -> None:
 
 def _data(workdir: Path, quick: bool) -> Path:
     from models.synth import SITES
-    from server.distill.data import dataset_matches, synthesise
+    from server.training import dataset_matches, synthesise
 
     if (workdir / "data" / "dataset.json").is_file():
         return workdir / "data"
@@ -98,9 +98,8 @@ def export_dir(model: str, workdir: Path, quick: bool) -> tuple[Path, str]:
     else:
         import torch
 
-        from models.nets import build_model
-        from models.nets.checkpoint import save_checkpoint
-        from models.preprocess import PreprocessSpec
+        from models import PreprocessSpec
+        from models.nets import build_model, save_checkpoint
 
         torch.manual_seed(0)
         net = build_model(f"resnet-{model}")
@@ -133,7 +132,8 @@ def _cli(*args: str | Path) -> str:
 
 def prepare_agent(export: Path, root: Path) -> Agent:
     """Sign ``export`` as a bundle, install it into a fresh ``root``, add a technician."""
-    from edge_agent.bundle import build_bundle, generate_keypair
+    from deploy.bundle import build_bundle
+    from deploy.keys import generate_keypair
     from edge_agent.install import DeviceRoot
 
     keys = root.parent / "keys"

@@ -29,17 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write
-from server.compress.config import parse_compress_config
-from server.compress.pipeline import compress
+from server.compress import compress, parse_compress_config
 from server.export import ExportConfig, export
 
 TRAIN_SITES = ["site-a", "site-b", "site-c", "site-d"]
 
 
 def _quick_inputs(work: Path) -> tuple[Path, Path, Path | None]:
-    from server.distill import run
-    from server.distill.config import parse_config
-    from server.distill.data import synthesise
+    from server.distill import parse_config, run
+    from server.training import synthesise
 
     data = work / "data"
     if not (data / "dataset.json").is_file():

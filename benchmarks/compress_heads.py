@@ -27,17 +27,27 @@ from typing import Any, Literal
 import torch
 
 from benchmarks.report import write
-from models.nets import FundusNet, build_model, count_parameters, load_checkpoint
-from models.nets.checkpoint import read_meta
+from models.nets import FundusNet, build_model, count_parameters, load_checkpoint, read_meta
 from models.synth import SITES, generate
-from server.compress.assistants import ChainConfig, distil_chain, plan_chain
-from server.compress.heads import HeadPruneConfig, prune_attention_heads_, recover
-from server.compress.routing import RouterConfig, distil_multi_teacher
-from server.distill import run
-from server.distill.config import DataConfig, DistillConfig, ModelRef, parse_config
-from server.distill.data import dataset_matches, load_splits, synthesise
-from server.distill.evaluate import point_metrics, predict
-from server.distill.trainer import TrainingData
+from server.compress import (
+    ChainConfig,
+    HeadPruneConfig,
+    distil_chain,
+    plan_chain,
+    prune_attention_heads_,
+    recover,
+)
+from server.distill import DistillConfig, RouterConfig, distil_multi_teacher, parse_config, run
+from server.training import (
+    DataConfig,
+    ModelRef,
+    TrainingData,
+    dataset_matches,
+    load_splits,
+    point_metrics,
+    predict,
+    synthesise,
+)
 
 SITES_TRAIN = ["site-a", "site-b", "site-c", "site-d"]
 TEST_SITE = "site-e"

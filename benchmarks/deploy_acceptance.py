@@ -25,10 +25,11 @@ from typing import Any
 import yaml
 
 from benchmarks.report import write
+from deploy import LocalTransport
+from deploy.bundle import build_bundle
 from deploy.flash import FlashPlan, FlashTarget, ProcessSupervisor, ServiceSpec, flash
 from deploy.fleet import BundleChange, Device, Inventory, RolloutPlan, TransportSpec, rollout
-from deploy.transport import LocalTransport
-from edge_agent.bundle import build_bundle, generate_keypair
+from deploy.keys import generate_keypair
 
 
 def _free_port() -> int:
@@ -39,10 +40,9 @@ def _free_port() -> int:
 
 def tiny_export(work: Path) -> Path:
     """A small real export (32 px model, one epoch), as the test suite makes it."""
-    from server.distill import run
-    from server.distill.config import parse_config
-    from server.distill.data import synthesise
+    from server.distill import parse_config, run
     from server.export import ExportConfig, export
+    from server.training import synthesise
 
     data = work / "data"
     synthesise(

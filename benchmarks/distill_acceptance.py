@@ -25,14 +25,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import write
-from models.datasets.arrays import FundusArrays
-from models.metrics import Predictions, paired_difference, screening_metrics
+from models import Predictions, paired_difference, screening_metrics
+from models.datasets import FundusArrays
 from models.nets import load_checkpoint, read_meta
 from models.synth import SITES, generate
-from server.distill import run
-from server.distill.config import DataConfig, parse_config
-from server.distill.data import dataset_matches, load_site, synthesise
-from server.distill.evaluate import predict
+from server.distill import parse_config, run
+from server.training import DataConfig, dataset_matches, load_site, predict, synthesise
 
 TRAIN_SITES = ["site-a", "site-b", "site-c", "site-d"]
 TEST_SITE = "site-e"

@@ -23,13 +23,20 @@ from onnxruntime.quantization import quantize_static
 
 from benchmarks.report import write
 from models.nets import load_checkpoint
-from server.distill.config import load_config
-from server.distill.data import load_splits
-from server.distill.evaluate import predict
-from server.export import ExportConfig, export
-from server.export.int8 import _Reader, quiet
-from server.export.latency import Speed, measure, onnx_speed
-from server.export.scoring import predict_onnx, score, session
+from server.distill import load_config
+from server.export import (
+    CalibrationReader,
+    ExportConfig,
+    Speed,
+    export,
+    measure,
+    onnx_speed,
+    predict_onnx,
+    quiet,
+    score,
+    session,
+)
+from server.training import load_splits, predict
 
 
 def _teacher_speed(checkpoint: Path, size: int, batch: int, runs: int) -> Speed:
@@ -102,7 +109,7 @@ def main() -> None:
         default = out / "model.int8-ort-default.onnx"
         calib = meta.preprocess.normalise(splits.train.images[: cfg.calibration_size])
         with quiet():
-            quantize_static(str(out / "model.fp32.onnx"), str(default), _Reader(calib))
+            quantize_static(str(out / "model.fp32.onnx"), str(default), CalibrationReader(calib))
         acc = score(predict_onnx(session(default), heldout, meta.preprocess, threshold))
         speed = onnx_speed(default, spec_size, runs=runs, threads=args.threads)
         rows["student int8, ORT default quantize_static"] = {

@@ -63,8 +63,8 @@ CACHE = Path(".fovea/bench/federation")
 
 
 def _cases(site: str, n: int, size: int, seed: int, spec: Any = None) -> Any:
-    from edge_agent.fl.local import LocalCases
-    from models.preprocess import PreprocessSpec
+    from edge_agent.fl import LocalCases
+    from models import PreprocessSpec
     from models.synth import SITES, generate
 
     data = generate(SITES[site], int(n * 1.2) + 8, size=size, seed=seed)
@@ -85,10 +85,9 @@ def deployed_model(setup: Setup, cache: Path | None = CACHE) -> tuple[Any, Any]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from edge_agent.fl.local import LocalCases, get_weights, set_weights, train_local
-    from edge_agent.fl.protocol import RoundConfig
+    from edge_agent.fl import LocalCases, RoundConfig, get_weights, set_weights, train_local
+    from models import PreprocessSpec
     from models.nets import build_model
-    from models.preprocess import PreprocessSpec
 
     torch.manual_seed(setup.seed)
     model = build_model("resnet-student", {"width": setup.width})
@@ -131,7 +130,7 @@ class RoundLog:
 
 
 def _evaluate(model: Any, weights: dict[str, np.ndarray], cases: Any) -> dict[str, float]:
-    from edge_agent.fl.local import evaluate_local, set_weights
+    from edge_agent.fl import evaluate_local, set_weights
 
     probe = copy.deepcopy(model)
     set_weights(probe, weights)
@@ -149,10 +148,8 @@ def federate(
     """Rounds of the real client/server functions; round 0 is the deployed model."""
     import torch
 
-    from edge_agent.fl.local import get_weights, train_local
-    from edge_agent.fl.protocol import RoundConfig, decode, encode, payload_bytes
-    from server.federation.strategies import aggregate_updates
-    from server.federation.validation import decode_update, screen_updates
+    from edge_agent.fl import RoundConfig, decode, encode, get_weights, payload_bytes, train_local
+    from server.federation import aggregate_updates, decode_update, screen_updates
 
     torch.manual_seed(setup.seed + 1)
     global_w = get_weights(deployed)

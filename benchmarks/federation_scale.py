@@ -120,8 +120,8 @@ def tiny_model(path: Path, size: int = 32) -> Path:
     """A small untrained ResNet student checkpoint at ``size`` px (the rehearsal's model)."""
     import torch
 
+    from models import PreprocessSpec
     from models.nets import build_model, save_checkpoint
-    from models.preprocess import PreprocessSpec
 
     torch.manual_seed(0)
     model = build_model("resnet", {"width": 4, "depths": [1, 1, 1]})
@@ -193,7 +193,7 @@ def _wait_port(port: int, popen: subprocess.Popen[bytes], log: Path, timeout: fl
 def _watch(run_dir: Path, popen: subprocess.Popen[bytes], deadline: float,
            log: Callable[[str], None]) -> None:  # fmt: skip
     """Wait for ``flwr run`` to end, printing each round as the registry records it."""
-    from server.federation.registry import Registry
+    from server.federation import Registry
 
     shown = -1
     while popen.poll() is None and time.monotonic() < deadline:
@@ -213,7 +213,7 @@ def _watch(run_dir: Path, popen: subprocess.Popen[bytes], deadline: float,
 
 def rehearse(config: ScaleConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one rehearsal; returns its timings and memory (see the module docstring)."""
-    from server.federation.registry import Registry
+    from server.federation import Registry
 
     work = config.workdir
     run_dir = work / "run"

@@ -47,7 +47,7 @@ def torch_rows(checkpoint: Path, label: str, size: int, args: argparse.Namespace
     """PyTorch CUDA fp32 and fp16 (``.half()``) timings of one checkpoint."""
     import torch
 
-    from models.nets.checkpoint import load_checkpoint
+    from models.nets import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     model = model.eval().cuda()

@@ -39,7 +39,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _config(root: Path, **overrides: Any) -> Any:
-    from edge_agent.service.config import load_config
+    from edge_agent.service import load_config
 
     try:
         return load_config(root, **overrides)
@@ -266,7 +266,7 @@ def node(
     ] = None,
 ) -> None:
     """Join federated rounds: run this device's Flower SuperNode (training at low priority)."""
-    from edge_agent.fl.node import NodeSettings, run_node
+    from edge_agent.fl import NodeSettings, run_node
 
     try:
         settings = NodeSettings(

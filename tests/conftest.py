@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset directory: 5 sites x 160 images at 32 px."""
-    from server.distill.data import synthesise
+    from server.training.data import synthesise
 
     out = tmp_path_factory.mktemp("data")
     synthesise(

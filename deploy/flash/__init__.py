@@ -18,7 +18,7 @@ from deploy.flash.plan import (
     plan_lines,
 )
 from deploy.flash.run import flash, flash_async, summary_table
-from deploy.flash.steps import STEPS, bundle_manifest
+from deploy.flash.steps import STEPS, WHEEL_STAMP, bundle_manifest
 from deploy.flash.supervisor import (
     ProcessSupervisor,
     ServiceSpec,
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_ROOT",
     "STEPS",
+    "WHEEL_STAMP",
     "FlashPlan",
     "FlashTarget",
     "HostResult",

@@ -10,8 +10,8 @@ from deploy.fleet.inventory import (
     Rollout,
     TransportSpec,
 )
-from deploy.fleet.poll import poll, poll_device
-from deploy.fleet.rollout import RolloutPlan, rollback, rollout
+from deploy.fleet.polling import poll, poll_device
+from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
 
 __all__ = [
     "AgentChange",

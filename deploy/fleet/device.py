@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy.flash.steps import WHEEL_STAMP
+from deploy.flash import WHEEL_STAMP
 from deploy.fleet import probe
 from deploy.fleet.inventory import Device, TransportSpec
 from deploy.transport import LocalTransport, SshTarget, SshTransport, Transport, TransportError

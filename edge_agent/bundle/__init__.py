@@ -1,12 +1,14 @@
-"""Signed model bundles: manifest schema, Ed25519 keys, build and sign, open and verify."""
+"""Signed model bundles on the device: the manifest schema, public keys, open, verify, trust.
 
-from edge_agent.bundle.build import build_bundle, collect_files, manifest_from_export
+The workstation builds and signs bundles (``deploy.bundle``, ``deploy.keys``); the device reads
+them with what is here, and both agree on the format through :mod:`.manifest`.
+"""
+
+from edge_agent.bundle.durable import fsync_dir, write_atomic
 from edge_agent.bundle.keys import (
     Keyring,
-    generate_keypair,
     key_id,
     load_key_dir,
-    load_private_key,
     load_public_key,
 )
 from edge_agent.bundle.manifest import (
@@ -20,6 +22,7 @@ from edge_agent.bundle.manifest import (
     Thresholds,
     agent_version,
     manifest_digest,
+    parse_version,
 )
 from edge_agent.bundle.trust import (
     TrustApplied,
@@ -30,7 +33,6 @@ from edge_agent.bundle.trust import (
     public_pem,
     read_state,
     read_trust_update,
-    sign_trust_update,
 )
 from edge_agent.bundle.verify import check_signature, check_versions, open_bundle, verify_tree
 
@@ -50,21 +52,18 @@ __all__ = [
     "TrustUpdate",
     "agent_version",
     "apply_trust_update",
-    "build_bundle",
     "check_signature",
     "check_versions",
-    "collect_files",
-    "generate_keypair",
+    "fsync_dir",
     "key_id",
     "load_key_dir",
-    "load_private_key",
     "load_public_key",
     "manifest_digest",
-    "manifest_from_export",
     "open_bundle",
+    "parse_version",
     "public_pem",
     "read_state",
     "read_trust_update",
-    "sign_trust_update",
     "verify_tree",
+    "write_atomic",
 ]

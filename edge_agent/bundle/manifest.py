@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.preprocess import PreprocessSpec
-from models.task import GRADE_NAMES
+from models import GRADE_NAMES, PreprocessSpec
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"

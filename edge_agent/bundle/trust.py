@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_agent.bundle.durable import fsync_dir, write_atomic
@@ -118,17 +118,6 @@ class TrustApplied:
     added: tuple[str, ...]
     revoked: tuple[str, ...]
     trusted_now: tuple[str, ...]
-
-
-def sign_trust_update(update: TrustUpdate, private_key: Ed25519PrivateKey) -> bytes:
-    """The envelope bytes of ``update`` signed by ``private_key`` (whose id must be the signer)."""
-    if key_id(private_key.public_key()) != update.signer:
-        raise BundleError(f"update names signer {update.signer}, the key is another one")
-    data = update.to_bytes()
-    envelope = TrustEnvelope(
-        update=data.decode(), signature=base64.b64encode(private_key.sign(data)).decode()
-    )
-    return (envelope.model_dump_json(indent=2) + "\n").encode()
 
 
 def _first_error(exc: ValidationError) -> str:

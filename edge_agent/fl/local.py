@@ -31,8 +31,7 @@ from edge_agent.fl.protocol import (
     NORM_STATS_AUTO_BELOW,
     RoundConfig,
 )
-from models.preprocess import PreprocessSpec
-from models.task import NUM_GRADES, is_referable, referable_probability
+from models import NUM_GRADES, PreprocessSpec, is_referable, referable_probability
 
 __all__ = [
     "M_EVAL_REFERABLE_POSITIVES",

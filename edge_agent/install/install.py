@@ -15,8 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edge_agent.bundle import MANIFEST_NAME, BundleError, Manifest, open_bundle, verify_tree
-from edge_agent.bundle.durable import fsync_dir, write_atomic
+from edge_agent.bundle import (
+    MANIFEST_NAME,
+    BundleError,
+    Manifest,
+    fsync_dir,
+    open_bundle,
+    verify_tree,
+    write_atomic,
+)
 from edge_agent.install.history import UpdateRecord, read_updates, record_update
 from edge_agent.install.layout import SLOTS, DeviceRoot, InstallError, other_slot
 

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.bundle import Keyring
-from edge_agent.bundle.durable import fsync_dir
+from edge_agent.bundle import Keyring, fsync_dir
 
 SLOTS: tuple[str, str] = ("a", "b")
 

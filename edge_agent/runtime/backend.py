@@ -10,7 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from models.task import NUM_GRADES
+from models import NUM_GRADES
 
 INPUT_NAME = "images"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8dyn")

@@ -16,7 +16,7 @@ import numpy as np
 from edge_agent.runtime.backend import PRECISIONS, Backend, BackendError, create_backend
 from edge_agent.runtime.golden import golden_check, infer_batched
 from edge_agent.runtime.trt_engine import NOT_INSTALLED, tensorrt_available
-from models.preprocess import PreprocessSpec
+from models import PreprocessSpec
 
 VALIDATION_FILE = "validation.npz"
 SCHEMA_VERSION = 1

@@ -9,13 +9,7 @@ from enum import StrEnum
 import numpy as np
 
 from edge_agent.screening.quality import Quality, assess_quality
-from models.task import (
-    GRADE_NAMES,
-    NUM_GRADES,
-    gradable_probability,
-    referable_probability,
-    softmax,
-)
+from models import GRADE_NAMES, NUM_GRADES, gradable_probability, referable_probability, softmax
 
 
 class Recommendation(StrEnum):

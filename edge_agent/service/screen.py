@@ -26,7 +26,7 @@ from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
-from models.preprocess import PreprocessSpec
+from models import PreprocessSpec
 
 EYE_FIELDS = ("left", "right", "image")
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from edge_agent.runtime import INPUT_NAME, Backend, DynamicBatcher
 from edge_agent.service.predictor import ModelInfo, TensorInfo
-from models.task import NUM_GRADES, OUTPUT_NAMES
+from models import NUM_GRADES, OUTPUT_NAMES
 
 
 def model_info(

@@ -1,6 +1,6 @@
 """Labelled fundus datasets: the in-memory array set and loaders for public layouts on disk."""
 
-from models.datasets.arrays import FundusArrays
+from models.datasets.arrays import UNKNOWN_GRADE, FundusArrays
 from models.datasets.dicom import load_dicom, read_dicom_image
 from models.datasets.prepare import materialise, read_image, split_by_patient
 from models.datasets.public import (
@@ -20,6 +20,7 @@ from models.datasets.public import (
 
 __all__ = [
     "LAYOUTS",
+    "UNKNOWN_GRADE",
     "BadImageError",
     "DatasetLayoutError",
     "FundusArrays",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from models.datasets.arrays import UNKNOWN_GRADE, FundusArrays
+from models.datasets import UNKNOWN_GRADE, FundusArrays
 from models.synth.anatomy import DISC_X, new_vessel_bank, vessel_bank
 from models.synth.profiles import SiteProfile
 

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from models.nets import build_model, count_parameters, load_checkpoint, save_checkpoint
 from server.compress.steps import Log, StepContext, StepResult, StepSettings, register_step
-from server.distill.config import DistillConfig, ModelRef
-from server.distill.run import run
+from server.distill import DistillConfig, run
+from server.training import ModelRef
 
 _FIXED = {"patch", "image_size", "dropout", "mlp_ratio", "head_dim"}
 """Config keys an assistant always takes from the student (they must match the data)."""

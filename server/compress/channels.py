@@ -13,9 +13,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from models.nets.base import FundusNet, StagedNet, count_parameters
+from models.nets import FundusNet, StagedNet, count_parameters
 from server.compress.measure import curve_point
-from server.compress.recover import distill_into, evaluate
+from server.compress.recovery import distill_into, evaluate
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
 
 

@@ -32,8 +32,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.compress.steps import StepSettings, parse_settings
-from server.distill.config import DistillConfig, ModelRef
-from server.settings import ConfigError, read_yaml, validate
+from server.distill import DistillConfig
+from server.training import ConfigError, ModelRef, read_yaml, validate
 
 SCHEMA_VERSION = 1
 

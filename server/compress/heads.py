@@ -16,13 +16,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from models.nets import FundusNet, count_parameters
-from models.nets.vit import Attention
+from models.nets import Attention, FundusNet, count_parameters
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
-from server.distill.config import DistillConfig, ModelRef
-from server.distill.evaluate import point_metrics, predict
-from server.distill.losses import distillation_loss
-from server.distill.trainer import Trainer, TrainingData, pick_device
+from server.distill import DistillConfig, Trainer, distillation_loss
+from server.training import ModelRef, TrainingData, pick_device, point_metrics, predict
 
 GATES = "head_gates"
 """Name of the gate module while it is attached to a model."""

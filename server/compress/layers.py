@@ -17,13 +17,11 @@ import numpy as np
 from pydantic import Field
 from torch import nn
 
-from models.nets.base import FundusNet, StagedNet, count_parameters
-from models.nets.vit import ViT
+from models.nets import FundusNet, StagedNet, ViT, count_parameters
 from server.compress.measure import curve_point
-from server.compress.recover import distill_into, evaluate
+from server.compress.recovery import distill_into, evaluate
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
-from server.distill.evaluate import point_metrics, predict
-from server.distill.trainer import TrainingData
+from server.training import TrainingData, point_metrics, predict
 
 Block = tuple[int, int]
 """(stage index, block index) for CNNs; (0, block index) for a ViT."""

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from models.nets.base import FundusNet, count_parameters
+from models.nets import FundusNet, count_parameters
 
 
 @torch.no_grad()

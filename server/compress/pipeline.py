@@ -17,20 +17,33 @@ from typing import Any
 
 import torch
 
-from models.nets import Ancestor, FundusNet, build_model, load_checkpoint, save_checkpoint
-from models.nets.base import count_parameters
-from models.nets.checkpoint import CheckpointMeta
-from models.preprocess import PreprocessSpec
+from models import PreprocessSpec
+from models.nets import (
+    Ancestor,
+    CheckpointMeta,
+    FundusNet,
+    build_model,
+    count_parameters,
+    load_checkpoint,
+    save_checkpoint,
+)
 from server.compress.config import CompressConfig, StartModel, Step
 from server.compress.measure import curve_point
 from server.compress.qat import QAT_ONNX
-from server.compress.recover import evaluate
+from server.compress.recovery import evaluate
 from server.compress.report import write_report
 from server.compress.steps import Log, StepContext, run_step
-from server.distill.config import dump_config
-from server.distill.data import load_splits
-from server.distill.scoring import HEADLINE, ScoreOptions, compare, score_model
-from server.distill.trainer import Reporter, TrainingData, pick_device
+from server.distill import dump_config
+from server.training import (
+    HEADLINE,
+    Reporter,
+    ScoreOptions,
+    TrainingData,
+    compare,
+    load_splits,
+    pick_device,
+    score_model,
+)
 
 PROGRESS_FILE = "progress.json"
 

@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models.nets.base import FundusNet
-from server.compress.recover import distill_into, evaluate
+from models.nets import FundusNet
+from server.compress.recovery import distill_into, evaluate
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
 
 QAT_ONNX = "model.qat.onnx"
@@ -116,7 +116,7 @@ def _fold_batch_norms_(module: nn.Module) -> None:
 
 def export_qat_onnx(model: FundusNet, size: int, path: Path, *, opset: int = 17) -> Path:
     """Write a QAT-prepared ``model`` as Q/DQ ONNX (batch norm folded, zero-points 0)."""
-    from server.export.onnx_export import export_onnx
+    from server.export import export_onnx
 
     folded = copy.deepcopy(model).cpu().eval()
     _fold_batch_norms_(folded)
@@ -136,7 +136,7 @@ class QatSettings(StepSettings):
 @register_step("qat", QatSettings)
 def qat_step(model: FundusNet, context: StepContext, settings: QatSettings) -> StepResult:
     """Fine-tune ``model`` with fake INT8 quantisation and write ``model.qat.onnx``."""
-    from server.export.scoring import predict_onnx, score, session
+    from server.export import predict_onnx, score, session
 
     teacher = copy.deepcopy(model).eval() if settings.teacher == "previous" else context.teacher
     float_metrics = evaluate(model, context)

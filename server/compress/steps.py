@@ -23,10 +23,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from models.datasets.arrays import FundusArrays
-from models.nets.base import FundusNet
-from server.distill.config import DistillConfig
-from server.distill.trainer import Reporter, TrainingData
+from models.datasets import FundusArrays
+from models.nets import FundusNet
+from server.distill import DistillConfig
+from server.training import Reporter, TrainingData
 
 Log = Callable[[str], None]
 
@@ -67,7 +67,7 @@ class StepResult:
     model: FundusNet
     """The step's output model (the next step's input)."""
     metrics: dict[str, float] = field(default_factory=dict)
-    """Validation point metrics of ``model`` (``server.distill.evaluate.point_metrics``)."""
+    """Validation point metrics of ``model`` (``server.training.evaluate.point_metrics``)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Anything JSON-able the report should show (sub-step curve, kept heads, decay ...)."""
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -92,13 +92,13 @@ class StepKind(Generic[S]):
 _REGISTRY: dict[str, StepKind[Any]] = {}
 
 BUILTIN_MODULES: dict[str, str] = {
-    "distill": "server.compress.recover",
+    "distill": "server.compress.recovery",
     "reduce_layers": "server.compress.layers",
     "prune_channels": "server.compress.channels",
     "qat": "server.compress.qat",
     "prune_heads": "server.compress.heads",
     "assistant_chain": "server.compress.assistants",
-    "multi_teacher": "server.compress.routing",
+    "multi_teacher": "server.compress.multi_teacher",
 }
 """Where each built-in kind lives; the module registers it when imported."""
 

@@ -1,16 +1,35 @@
 """Distillation: a large teacher into a small student, with monitors that check it is learning."""
 
-from server.distill.config import ConfigError, DistillConfig, load_config, parse_config
-from server.distill.run import RunOutcome, run
-from server.distill.trainer import FitResult, Trainer, TrainingData
+from server.distill.config import (
+    DistillConfig,
+    LossConfig,
+    MonitorConfig,
+    SearchConfig,
+    dump_config,
+    load_config,
+    parse_config,
+)
+from server.distill.losses import distillation_loss
+from server.distill.pipeline import RunOutcome, run
+from server.distill.routing import MultiTeacherOutcome, RouterConfig, distil_multi_teacher
+from server.distill.trainer import FitResult, Trainer
+from server.training import ConfigError, TrainingData
 
 __all__ = [
     "ConfigError",
     "DistillConfig",
     "FitResult",
+    "LossConfig",
+    "MonitorConfig",
+    "MultiTeacherOutcome",
+    "RouterConfig",
     "RunOutcome",
+    "SearchConfig",
     "Trainer",
     "TrainingData",
+    "distil_multi_teacher",
+    "distillation_loss",
+    "dump_config",
     "load_config",
     "parse_config",
     "run",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from models.datasets.arrays import UNKNOWN_GRADE
+from models.datasets import UNKNOWN_GRADE
 
 
 def soft_target_loss(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.nets.base import FundusNet
+from models.nets import FundusNet
 from server.distill.config import MonitorConfig
 from server.distill.losses import hard_label_loss
 from server.distill.projectors import FeatureAligner, centred

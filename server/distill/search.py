@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import PreprocessSpec
 from models.nets import FundusNet, build_model
-from models.preprocess import PreprocessSpec
-from server.distill.config import DistillConfig, Schedule
-from server.distill.data import Splits
-from server.distill.evaluate import point_metrics, predict
-from server.distill.trainer import Trainer, TrainingData, pick_device
+from server.distill.config import DistillConfig
+from server.distill.trainer import Trainer
+from server.training import Schedule, Splits, TrainingData, pick_device, point_metrics, predict
 
 
 @dataclass(frozen=True)

@@ -19,48 +19,27 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from models.datasets.arrays import FundusArrays
-from models.nets.base import FundusNet
-from models.preprocess import PreprocessSpec
-from server.distill.augment import augment
+from models.nets import FundusNet
 from server.distill.config import DistillConfig
-from server.distill.evaluate import point_metrics, predict
 from server.distill.losses import distillation_loss, gradable_loss
 from server.distill.monitors import Probe, RetentionGuard, measure
 from server.distill.projectors import FeatureAligner, auto_layer_map
-from server.distill.sampling import class_of, epoch_indices
-from server.distill.state import load_state, read_info, save_state
-
-Reporter = Callable[[str, int, int], None]
-"""Progress callback: (description, done, total)."""
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when there is a GPU, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def init_distributed(device: str) -> int:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); returns the rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return 0
-    if not dist.is_initialized():
-        backend = "nccl" if pick_device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank()
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from server.training import (
+    Reporter,
+    TrainingData,
+    augment,
+    class_of,
+    epoch_indices,
+    load_state,
+    pick_device,
+    point_metrics,
+    predict,
+    read_info,
+    save_state,
+    world,
+)
 
 
 class _Step(nn.Module):
@@ -95,15 +74,6 @@ class FitResult:
     layer_map: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """What a trainer learns from: images, their preprocessing, and the validation split."""
-
-    spec: PreprocessSpec
-    train: FundusArrays
-    val: FundusArrays
-
-
 class Trainer:
     """Trains ``student`` on ``train`` (from ``teacher`` when given), checking on ``val``."""
 
@@ -122,7 +92,7 @@ class Trainer:
         self.device = pick_device(config.train.device)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         if self.teacher is not None:
@@ -161,15 +131,26 @@ class Trainer:
         self.gradable = torch.from_numpy(train.gradable.astype(np.float32))
         self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        # the teacher's passes over the data happen when fitting starts, not here
         self.cached: dict[str, torch.Tensor] | None = None
-        if self.teacher is not None and tc.cache_teacher:
-            self.cached = self._teacher_outputs_unaugmented()
-        self.probe = self._make_probe()
+        self.probe: Probe | None = None
         self.teacher_val: dict[str, float] | None = None
-        if self.teacher is not None:
-            self.teacher_val = point_metrics(predict(self.teacher, val, spec, device=self.device))
+        self._prepared = False
 
     # ----------------------------------------------------------------------------------- setup
+    def _prepare(self) -> None:
+        """The teacher's work before the first epoch: cached logits, the probe, its scores."""
+        if self._prepared:
+            return
+        if self.teacher is not None and self.cfg.train.cache_teacher:
+            self.cached = self._teacher_outputs_unaugmented()
+        self.probe = self._make_probe()
+        if self.teacher is not None:
+            self.teacher_val = point_metrics(
+                predict(self.teacher, self.val_set, self.spec, device=self.device)
+            )
+        self._prepared = True
+
     def _make_aligner(self) -> FeatureAligner | None:
         if self.teacher is None or (
             self.cfg.loss.feature_weight == 0 and not self.cfg.monitor.enabled
@@ -342,6 +323,7 @@ class Trainer:
             student=self.student, layer_map=dict(self.aligner.layer_map) if self.aligner else {}
         )
         start = self._resume(result) if resume else 0
+        self._prepare()
         tc = self.cfg.train
         for epoch in range(start, tc.epochs):
             torch.manual_seed(self.cfg.seed * 100_003 + epoch)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.settings import ConfigError, read_yaml, validate
+from server.training import ConfigError, read_yaml, validate
 
 Precision = Literal["fp32", "fp16", "int8", "int8dyn"]
 CalibrationName = Literal["MinMax", "Entropy", "Percentile"]

@@ -24,8 +24,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from models.datasets.arrays import FundusArrays
-from models.preprocess import PreprocessSpec
+from models import PreprocessSpec
+from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 from server.export.scoring import predict_onnx, run_outputs, score, session
 
@@ -42,7 +42,7 @@ class CalibrationError(ValueError):
     """A calibration set that cannot be used; the message names its source."""
 
 
-class _Reader(CalibrationDataReader):
+class CalibrationReader(CalibrationDataReader):
     """Feeds normalised images to ONNX Runtime's calibrators in small batches."""
 
     def __init__(self, x: np.ndarray, batch_size: int = 16) -> None:
@@ -106,7 +106,7 @@ def _quantize_qdq(
     quantize_static(
         str(src),
         str(dst),
-        _Reader(calib) if cache is None or not cache.is_file() else None,
+        CalibrationReader(calib) if cache is None or not cache.is_file() else None,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QInt8,

@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from models.task import OUTPUT_NAMES
+from models import OUTPUT_NAMES
 
 INPUT_NAME = "images"
 

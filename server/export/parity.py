@@ -10,7 +10,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from models.task import OUTPUT_NAMES
+from models import OUTPUT_NAMES
 from server.export.onnx_export import INPUT_NAME
 from server.export.scoring import run_outputs
 

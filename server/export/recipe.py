@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from edge_agent.runtime.trt_engine import EngineRecipe, EngineStep
+from edge_agent.runtime import EngineRecipe
+from edge_agent.runtime.trt_engine import EngineStep
 from server.export.config import TensorRTConfig
 
 CALIBRATION_CACHE = "calibration.cache"

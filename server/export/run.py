@@ -17,12 +17,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from models.datasets.arrays import FundusArrays
-from models.nets import load_checkpoint
-from models.nets.base import FundusNet
-from models.nets.checkpoint import CheckpointMeta
-from server.distill.config import ConfigError, load_config
-from server.distill.data import Splits, load_splits
+from models.datasets import FundusArrays
+from models.nets import CheckpointMeta, FundusNet, load_checkpoint
+from server.distill import load_config
 from server.export.calibration_cache import activation_scales, calibrated_scales, write_ranges
 from server.export.compact import compact_names
 from server.export.config import ExportConfig
@@ -37,6 +34,7 @@ from server.export.recipe import CALIBRATION_CACHE, engine_recipe
 from server.export.report import EXPORT_FILE, SCHEMA_VERSION
 from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines
+from server.training import ConfigError, Splits, load_splits
 
 Log = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoint"

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.datasets.arrays import FundusArrays
-from models.metrics import Predictions, screening_metrics
-from models.preprocess import PreprocessSpec
-from models.task import OUTPUT_NAMES
+from models import OUTPUT_NAMES, Predictions, PreprocessSpec, screening_metrics
+from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 
 SCORED = ("accuracy", "referable_sensitivity", "referable_specificity")

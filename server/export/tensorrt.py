@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.runtime import EngineRecipe
 from edge_agent.runtime.trt_engine import cache_calibrator
-from server.export.recipe import CALIBRATION_CACHE, TIMING_CACHE, EngineRecipe, EngineStep
+from server.export.recipe import CALIBRATION_CACHE, TIMING_CACHE, EngineStep
 
 NOT_INSTALLED = "skipped: TensorRT not installed"
 

@@ -4,6 +4,7 @@ Importing this package does not import Flower; ``server.federation.app`` holds t
 (``flwr run`` loads ``server.federation.app:app``).
 """
 
+from server.federation.loopback import LocalNode, LoopbackFederation
 from server.federation.promotion import Decision, PackageConfig, decide, promote
 from server.federation.registry import DecisionRecord, Participant, Registry, RoundRecord
 from server.federation.settings import (
@@ -13,16 +14,34 @@ from server.federation.settings import (
     SettingsError,
 )
 from server.federation.state import RunCheckpoint, RunState, StateError, load_state, save_state
+from server.federation.strategies import aggregate_updates
+from server.federation.superlink import (
+    APP_DIR,
+    CONNECTION,
+    LinkOptions,
+    connection_toml,
+    register_supernodes,
+    run_config_toml,
+    run_outcome,
+    running_superlink,
+    superlink_command,
+    wait_port,
+)
 from server.federation.validation import Candidate, Verdict, decode_update, screen_updates
 from server.federation.weights import load_weights, resolve_checkpoint, save_weights
 
 __all__ = [
+    "APP_DIR",
+    "CONNECTION",
     "RUN_CONFIG_DEFAULTS",
     "STRATEGIES",
     "Candidate",
     "Decision",
     "DecisionRecord",
     "FederationSettings",
+    "LinkOptions",
+    "LocalNode",
+    "LoopbackFederation",
     "PackageConfig",
     "Participant",
     "Registry",
@@ -32,13 +51,21 @@ __all__ = [
     "SettingsError",
     "StateError",
     "Verdict",
+    "aggregate_updates",
+    "connection_toml",
     "decide",
     "decode_update",
     "load_state",
     "load_weights",
     "promote",
+    "register_supernodes",
     "resolve_checkpoint",
+    "run_config_toml",
+    "run_outcome",
+    "running_superlink",
     "save_state",
     "save_weights",
     "screen_updates",
+    "superlink_command",
+    "wait_port",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.datasets.arrays import FundusArrays
+from models.datasets import FundusArrays
 from server.federation.weights import Weights
 
 __all__ = ["HeldoutSet", "evaluate_weights", "load_heldout"]
@@ -28,8 +28,8 @@ def load_heldout(distill_config: Path, limit: int) -> HeldoutSet:
 
     Relative data directories are taken from the current directory, as ``fovea distill`` does.
     """
-    from server.distill.config import load_config
-    from server.distill.data import load_site
+    from server.distill import load_config
+    from server.training import load_site
 
     cfg = load_config(distill_config)
     site = cfg.data.test_site
@@ -51,10 +51,9 @@ def evaluate_weights(
     architecture with ``weights`` on ``heldout``, at the checkpoint's referral threshold."""
     import torch
 
-    from models.metrics import screening_metrics
-    from models.nets.checkpoint import read_meta
-    from models.nets.registry import build_model
-    from server.distill.evaluate import predict
+    from models import screening_metrics
+    from models.nets import build_model, read_meta
+    from server.training import predict
 
     meta = read_meta(checkpoint_json)
     model = build_model(meta.family, meta.config)

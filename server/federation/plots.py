@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_agent.fl.protocol import M_EVAL_ACCURACY, M_EVAL_REFERABLE_SENSITIVITY, M_TRAIN_LOSS
+from edge_agent.fl import M_EVAL_ACCURACY, M_EVAL_REFERABLE_SENSITIVITY, M_TRAIN_LOSS
 from server.federation.registry import RoundRecord
 
 __all__ = ["plot_rounds"]

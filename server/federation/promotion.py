@@ -3,7 +3,7 @@
 Compared on the server's held-out set (a site no device has) within a margin in points; per-site
 results of federated evaluation are recorded beside the decision (site data never leaves the
 site). A promoted candidate goes through the existing stages: a checkpoint, ``server.export``,
-``deploy.bundles.build`` with the next version.
+``deploy.bundle.packing`` with the next version.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _site_drops(per_site: Mapping[str, Any]) -> list[str]:
 def _package(
     weights: Weights, deployed_checkpoint: Path, cfg: PackageConfig, log: Callable[[str], None]
 ) -> Path:
-    from deploy.bundles import build
+    from deploy.bundle import build
     from server.export import export, load_export_config
 
     work = cfg.out_dir / f"candidate-v{cfg.version}"

@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from edge_agent.fl.protocol import (
-    ARRAYS,
-    M_DECLINED,
-    M_NUM_EXAMPLES,
-    METRICS,
-    S_REASON,
-    S_SITE,
-    STATUS,
-)
+from edge_agent.fl import ARRAYS, M_DECLINED, M_NUM_EXAMPLES, METRICS, S_REASON, S_SITE, STATUS
 from server.federation.weights import Weights
 
 __all__ = ["Reply", "read_reply", "to_record", "to_weights", "unify_metrics"]

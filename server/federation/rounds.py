@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from edge_agent.fl.protocol import ARRAYS, METRICS, STATUS
+from edge_agent.fl import ARRAYS, METRICS, STATUS
 from server.federation.registry import Participant
 from server.federation.replies import Reply, read_reply, to_record, to_weights, unify_metrics
 from server.federation.settings import FederationSettings

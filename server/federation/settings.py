@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from edge_agent.fl.protocol import CODECS, RoundConfig
+from edge_agent.fl import CODECS, RoundConfig
 
 __all__ = [
     "DP_MODES",

@@ -25,7 +25,7 @@ from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from edge_agent.fl.protocol import ARRAYS, CONFIG, M_NUM_EXAMPLES, METRICS
+from edge_agent.fl import ARRAYS, CONFIG, M_NUM_EXAMPLES, METRICS
 from server.federation.settings import FederationSettings
 from server.federation.weights import Weights
 

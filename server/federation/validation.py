@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.fl.protocol import SCALE_SUFFIX, decode, is_trained
+from edge_agent.fl import SCALE_SUFFIX, decode, is_trained
 from server.federation.weights import Weights
 
 __all__ = ["Candidate", "Verdict", "decode_update", "screen_updates", "update_norm"]

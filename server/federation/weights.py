@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from edge_agent.fl.protocol import is_trained
+from edge_agent.fl import is_trained
 
 __all__ = [
     "Weights",

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from models.preprocess import PreprocessSpec
-from models.task import NUM_GRADES, is_referable, referable_probability
+from models import NUM_GRADES, PreprocessSpec, is_referable, referable_probability
 
 __all__ = ["SiteResult", "evaluate_sites", "pooled", "quadratic_kappa"]
 

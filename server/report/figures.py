@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.task import GRADE_NAMES
+from models import GRADE_NAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

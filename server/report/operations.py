@@ -30,7 +30,7 @@ def _node_names(meta: dict[str, Any]) -> dict[int, str]:
 
 def federation_section(work: Workdir) -> Section:
     """Each federated round: counts, loss, evaluation per site and on the held-out site."""
-    from server.federation.registry import Registry
+    from server.federation import Registry
 
     title = "Federated rounds per site"
     path = work.registry()
@@ -102,7 +102,7 @@ def federation_section(work: Workdir) -> Section:
 
 def promotion_section(work: Workdir) -> Section:
     """The last promotion decision: promoted or kept, why, and the numbers compared."""
-    from server.federation.registry import Registry
+    from server.federation import Registry
 
     title = "Promotion decision"
     path = work.registry()

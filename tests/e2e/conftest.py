@@ -70,7 +70,8 @@ def fl_world(
     ``distill_config`` (held-out site for promotion), ``bundle``, and one per site.
     """
     _need_flower()
-    from edge_agent.bundle import build_bundle, generate_keypair
+    from deploy.bundle import build_bundle
+    from deploy.keys import generate_keypair
 
     work = tmp_path_factory.mktemp("fl-world")
     private, public = generate_keypair(work / "keys", "publisher")

@@ -65,7 +65,7 @@ def test_two_rounds_promote_or_keep_over_real_processes(
     fl_config: Callable[..., dict[str, object]],
     tmp_path: Path,
 ) -> None:
-    from deploy.bundles import verify
+    from deploy.bundle import verify
     from server.federation.registry import Registry
 
     fed, world = fl_federation

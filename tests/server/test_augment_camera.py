@@ -4,8 +4,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from server.distill.augment import augment
 from server.distill.config import AugmentConfig
+from server.training.augmentation import augment
 
 PLAIN = {"flips": False, "brightness": 0, "contrast": 0, "saturation": 0, "erase_p": 0}
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from deploy.fleet import Inventory
 from edge_agent.install import DeviceRoot, active_manifest
 from edge_agent.store import Store
-from server.demo_agent import DEVICE_SITES, agent_stage
+from server.demo.agent import DEVICE_SITES, agent_stage
 
 pytestmark = pytest.mark.slow
 

@@ -61,9 +61,9 @@ def _nodes_alive(roots: list[Path], grace_s: float = 10.0) -> list[str]:
 
 def test_federation_stage_runs_two_rounds_and_decides(tiny_export: Path, tmp_path: Path) -> None:
     _need_flower()
-    from deploy.bundles import verify
-    from edge_agent.bundle import build_bundle, generate_keypair
-    from server.demo_federation import ROUNDS, federation_stage
+    from deploy.bundle import build_bundle, verify
+    from deploy.keys import generate_keypair
+    from server.demo.federation import ROUNDS, federation_stage
     from server.federation.registry import Registry
 
     workdir = tmp_path / "demo"

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from server.distill.config import ConfigError, load_config, parse_config
+from server.distill.config import load_config, parse_config
+from server.training import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from server.distill.sampling import class_of, epoch_indices
+from server.training.sampling import class_of, epoch_indices
 
 
 def _classes() -> np.ndarray:

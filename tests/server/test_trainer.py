@@ -42,7 +42,7 @@ def test_resume_refuses_a_run_directory_with_other_settings(
 def test_a_crash_while_saving_leaves_the_previous_state_whole(
     tiny_data: Path, tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.distill import state as state_mod
+    from server.training import state as state_mod
 
     run(_cfg(tiny_data, tiny_teacher, tmp_path, epochs=1), log=lambda s: None)
     real_replace = state_mod.os.replace
@@ -185,6 +185,6 @@ def test_torchrun_two_processes_train_one_student(
 
 def len_train(data: Path) -> int:
     from server.distill.config import DataConfig
-    from server.distill.data import load_splits
+    from server.training.data import load_splits
 
     return len(load_splits(DataConfig(dir=data), 0).train)

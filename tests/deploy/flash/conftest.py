@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.bundle import build_bundle, generate_keypair
+from deploy.bundle import build_bundle
+from deploy.keys import generate_keypair
 
 
 @pytest.fixture(scope="session")

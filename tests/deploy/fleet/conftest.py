@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.bundle import build_bundle
 from deploy.fleet import Device, Inventory, TransportSpec
-from edge_agent.bundle import build_bundle, generate_keypair
+from deploy.keys import generate_keypair
 
 AGENT = str(Path(sys.executable).with_name("fovea-agent"))
 

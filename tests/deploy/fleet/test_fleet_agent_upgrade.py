@@ -33,7 +33,7 @@ from deploy.flash import (
 )
 from deploy.fleet import AgentChange, Device, Inventory, RolloutPlan, TransportSpec, rollout
 from deploy.transport import LocalTransport
-from server.cli_fleet import fleet_app
+from server.cli.fleet import fleet_app
 
 pytestmark = pytest.mark.slow
 

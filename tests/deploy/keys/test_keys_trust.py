@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from deploy import bundles
-from deploy.keys import KeyInfo, generate_key, revoke_key, rotate_key
-from deploy.trust import apply_update, load_ledger, read_update
-from edge_agent.bundle import (
-    BundleError,
-    TrustUpdate,
+from deploy import bundle as bundles
+from deploy.keys import (
+    KeyInfo,
+    generate_key,
     load_private_key,
-    public_pem,
-    read_state,
+    revoke_key,
+    rotate_key,
     sign_trust_update,
 )
+from deploy.keys.ledger import apply_update, load_ledger, read_update
+from edge_agent.bundle import BundleError, TrustUpdate, public_pem, read_state
 from edge_agent.install import DeviceRoot, install
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import Keyring, build_bundle, generate_keypair
+from deploy.bundle import build_bundle
+from deploy.keys import generate_keypair
+from edge_agent.bundle import Keyring
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from deploy.bundle import build_bundle
 from edge_agent.bundle import (
     BundleError,
     Keyring,
     Manifest,
-    build_bundle,
     key_id,
     load_public_key,
     open_bundle,

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import (
-    BundleError,
-    Keyring,
-    generate_keypair,
-    key_id,
-    load_private_key,
-    load_public_key,
-)
+from deploy.keys import generate_keypair, load_private_key
+from edge_agent.bundle import BundleError, Keyring, key_id, load_public_key
 
 
 def test_generated_private_key_is_owner_only(tmp_path: Path) -> None:

@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import (
-    BundleError,
-    Keyring,
-    Manifest,
-    build_bundle,
-    generate_keypair,
-    load_private_key,
-    open_bundle,
-)
+from deploy.bundle import build_bundle
+from deploy.keys import generate_keypair, load_private_key
+from edge_agent.bundle import BundleError, Keyring, Manifest, open_bundle
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import build_bundle, generate_keypair
+from deploy.bundle import build_bundle
+from deploy.keys import generate_keypair
 from edge_agent.install import DeviceRoot
 
 

@@ -16,7 +16,8 @@ import pytest
 import tritonclient.http as httpclient
 from typer.testing import CliRunner
 
-from edge_agent.bundle import build_bundle, generate_keypair
+from deploy.bundle import build_bundle
+from deploy.keys import generate_keypair
 from edge_agent.cli import app as cli
 from edge_agent.install import DeviceRoot
 

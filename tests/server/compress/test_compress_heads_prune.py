@@ -22,8 +22,8 @@ from server.compress.heads import (
     prune_heads_,
     select_heads,
 )
-from server.distill.data import load_splits
-from server.distill.trainer import TrainingData
+from server.training import TrainingData
+from server.training.data import load_splits
 
 VIT = {"dim": 32, "depth": 2, "heads": 4, "patch": 8, "image_size": 32, "dropout": 0.0}
 

@@ -105,8 +105,8 @@ def test_assistant_chain_step_goes_direct_below_the_ratio(
     from models.nets import load_checkpoint
     from models.preprocess import PreprocessSpec
     from server.compress.steps import StepContext, run_step
-    from server.distill.data import load_splits
-    from server.distill.trainer import TrainingData
+    from server.training import TrainingData
+    from server.training.data import load_splits
 
     cfg = distill_config(
         tiny_data,

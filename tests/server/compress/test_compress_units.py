@@ -17,7 +17,7 @@ from server.compress.config import parse_compress_config
 from server.compress.layers import removable_blocks, without_block
 from server.compress.qat import export_qat_onnx, prepare_qat_, strip_qat_
 from server.export.scoring import session
-from server.settings import ConfigError
+from server.training.settings import ConfigError
 
 SPEC = PreprocessSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

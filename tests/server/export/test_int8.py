@@ -12,7 +12,6 @@ from onnx import numpy_helper
 from models.datasets.arrays import FundusArrays
 from models.nets import load_checkpoint
 from server.distill.config import load_config
-from server.distill.data import load_splits
 from server.export.int8 import (
     CalibrationError,
     SelectionSet,
@@ -23,6 +22,7 @@ from server.export.int8 import (
 )
 from server.export.onnx_export import export_onnx
 from server.export.scoring import predict_onnx, session
+from server.training.data import load_splits
 
 
 @pytest.fixture(scope="module")

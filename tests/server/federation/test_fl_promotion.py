@@ -49,8 +49,8 @@ def test_resolve_checkpoint_from_export_dir(tmp_path: Path) -> None:
 def test_promotes_a_good_candidate_to_the_next_signed_bundle(
     tiny_teacher: Path, tmp_path: Path
 ) -> None:
-    from deploy.bundles import verify
-    from edge_agent.bundle import generate_keypair
+    from deploy.bundle import verify
+    from deploy.keys import generate_keypair
 
     key, _ = generate_keypair(tmp_path / "keys", "fed")
     export_cfg = tmp_path / "export.yaml"

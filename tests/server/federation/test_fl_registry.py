@@ -6,11 +6,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from server.cli_federation import (
+from server.console import status_view
+from server.federation import (
     LinkOptions,
     connection_toml,
     run_config_toml,
-    status_view,
     superlink_command,
 )
 from server.federation.plots import plot_rounds

@@ -1,0 +1,241 @@
+"""``fovea fleet``: the device inventory, polling, staged rollouts, rollback, agent upgrades."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from deploy import SshTarget
+from deploy.fleet import (
+    AgentChange,
+    BundleChange,
+    Change,
+    Device,
+    Inventory,
+    InventoryError,
+    Rollout,
+    RolloutPlan,
+    TransportSpec,
+    poll,
+    rollback,
+    rollout,
+)
+from edge_agent.bundle import BundleError
+from server.console import print_devices, print_rollout
+
+fleet_app = typer.Typer(no_args_is_help=True, help="The device fleet: inventory and rollouts.")
+console = Console()
+
+Db = Annotated[
+    Path,
+    typer.Option("--db", envvar="FOVEA_FLEET_DB", help="the fleet inventory (SQLite, kept 0600)"),
+]
+DEFAULT_DB = Path(".fovea/fleet.db")
+Hosts = Annotated[str | None, typer.Option(help="comma-separated host names (default: all)")]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _names(hosts: str | None) -> list[str] | None:
+    return [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
+
+
+def _inventory(db: Path) -> Inventory:
+    try:
+        return Inventory(db)
+    except OSError as exc:
+        raise _fail(f"cannot open the fleet inventory {db}: {exc}") from None
+
+
+def _run(coro: Coroutine[Any, Any, Rollout]) -> Rollout:
+    try:
+        with console.status("working ..."):
+            return asyncio.run(coro)
+    except (InventoryError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _event(host: str, text: str) -> None:
+    console.log(f"[bold]{host}[/bold] {text}")
+
+
+@fleet_app.command("add")
+def add(
+    host: Annotated[str, typer.Argument(help="the device's name in the fleet")],
+    url: Annotated[str, typer.Option(help="the agent's URL, e.g. http://10.0.0.5:8000")],
+    token: Annotated[
+        str, typer.Option(envvar="FOVEA_FLEET_TOKEN", help="the fleet account's bearer token")
+    ],
+    db: Db = DEFAULT_DB,
+    site: Annotated[str | None, typer.Option(help="the site (hospital, clinic)")] = None,
+    hardware: Annotated[str | None, typer.Option(help="e.g. Jetson AGX Xavier")] = None,
+    ssh: Annotated[str | None, typer.Option(help="reach it over SSH: user@host:port")] = None,
+    local: Annotated[Path | None, typer.Option(help="a device root on this machine")] = None,
+    root: Annotated[str, typer.Option(help="device root on the device (ssh)")] = "/var/lib/fovea",
+    agent: Annotated[str, typer.Option(help="fovea-agent on the device")] = "fovea-agent",
+    restart: Annotated[str | None, typer.Option(help="command that restarts the agent")] = None,
+    key: Annotated[Path | None, typer.Option(help="SSH private key")] = None,
+    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file")] = None,
+    wheelhouse: Annotated[
+        str | None, typer.Option(help="agent wheel folder on the device (default: PREFIX/wheels)")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="overwrite a device of this name")] = False,
+) -> None:
+    """Add a device to the inventory (then `fovea fleet poll` fills in what it runs)."""
+    if (ssh is None) == (local is None):
+        raise _fail(
+            "say how to reach the device: exactly one of --ssh USER@HOST:PORT or --local ROOT"
+        )
+    argv = tuple(shlex.split(restart)) if restart else None
+    try:
+        if ssh is not None:
+            target = SshTarget.parse(ssh)
+            spec = TransportSpec(
+                kind="ssh", root=root, agent=agent, restart=argv, user=target.user,
+                address=target.host, port=target.port, key=str(key) if key else None,
+                known_hosts=str(known_hosts) if known_hosts else None, wheelhouse=wheelhouse,
+            )  # fmt: skip
+        else:
+            assert local is not None
+            spec = TransportSpec(
+                kind="local", root=str(local.resolve()), agent=agent, restart=argv,
+                wheelhouse=wheelhouse,
+            )  # fmt: skip
+        device = Device(
+            host=host, url=url, token=token, site=site, hardware=hardware, transport=spec
+        )
+        _inventory(db).add(device, replace=replace)
+    except (ValueError, InventoryError) as exc:
+        raise _fail(str(exc).replace("\n", " ")) from None
+    console.print(f"added {host} ({url}) to {db}")
+
+
+@fleet_app.command("list")
+def list_devices(
+    db: Db = DEFAULT_DB, site: Annotated[str | None, typer.Option(help="only this site")] = None
+) -> None:
+    """Print the fleet table as last polled."""
+    print_devices(_inventory(db).devices(site=site), console)
+
+
+@fleet_app.command("poll")
+def poll_command(db: Db = DEFAULT_DB, hosts: Hosts = None) -> None:
+    """Ask every device's /v1/status (fleet token) and agent version; store and print them."""
+    inventory = _inventory(db)
+    try:
+        with console.status("polling ..."):
+            devices = asyncio.run(poll(inventory, _names(hosts)))
+    except InventoryError as exc:
+        raise _fail(str(exc)) from None
+    print_devices(devices, console)
+
+
+def _plan(canary: int, soak: float, ready_timeout: float, max_new_errors: int, parallel: int,
+          canary_hosts: str | None) -> RolloutPlan:  # fmt: skip
+    try:
+        return RolloutPlan(
+            canary=canary, soak_s=soak, ready_timeout_s=ready_timeout,
+            max_new_errors=max_new_errors, parallel=parallel,
+            canary_hosts=tuple(_names(canary_hosts) or ()),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+Canary = Annotated[int, typer.Option(help="devices updated and soaked first")]
+Soak = Annotated[float, typer.Option(help="seconds to watch the canaries' health and errors")]
+ReadyTimeout = Annotated[float, typer.Option(help="seconds a restarted agent has to be ready")]
+MaxErrors = Annotated[int, typer.Option(help="new server errors a canary may show in the soak")]
+Parallel = Annotated[int, typer.Option(help="devices updated at once after the canaries")]
+CanaryHosts = Annotated[str | None, typer.Option(help="comma-separated preferred canaries")]
+
+
+def _roll(change_of: Callable[[Path], Change], artifact: Path, db: Path, plan: RolloutPlan,
+          hosts: str | None, site: str | None) -> None:  # fmt: skip
+    if not artifact.is_file():
+        raise _fail(f"{artifact} does not exist")
+    try:
+        change = change_of(artifact)
+    except (BundleError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    inventory = _inventory(db)
+    console.print(
+        f"rolling {change.kind} {change.target} out: "
+        f"{plan.canary} canary(ies), soak {plan.soak_s:g}s"
+    )
+    result = _run(rollout(inventory, change, plan, hosts=_names(hosts), site=site, on=_event))
+    print_rollout(result, console)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@fleet_app.command("rollout")
+def rollout_command(
+    bundle: Annotated[Path, typer.Argument(help="a signed bundle (.tar)")],
+    db: Db = DEFAULT_DB,
+    canary: Canary = 1,
+    soak: Soak = 60.0,
+    hosts: Hosts = None,
+    site: Annotated[str | None, typer.Option(help="only this site")] = None,
+    canary_hosts: CanaryHosts = None,
+    ready_timeout: ReadyTimeout = 120.0,
+    max_new_errors: MaxErrors = 0,
+    parallel: Parallel = 8,
+) -> None:
+    """Install BUNDLE on canaries, soak, then the rest; a failing canary rolls them back."""
+    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts)
+    _roll(BundleChange, bundle, db, plan, hosts, site)
+
+
+@fleet_app.command("upgrade-agent")
+def upgrade_agent(
+    wheel: Annotated[Path, typer.Argument(help="a fovea-edge wheel")],
+    db: Db = DEFAULT_DB,
+    canary: Canary = 1,
+    soak: Soak = 60.0,
+    hosts: Hosts = None,
+    site: Annotated[str | None, typer.Option(help="only this site")] = None,
+    canary_hosts: CanaryHosts = None,
+    ready_timeout: ReadyTimeout = 120.0,
+    max_new_errors: MaxErrors = 0,
+    parallel: Parallel = 8,
+) -> None:
+    """Upgrade the agent to WHEEL the same way: canaries, soak, the rest; failures go back."""
+    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts)
+    _roll(AgentChange, wheel, db, plan, hosts, site)
+
+
+@fleet_app.command("rollback")
+def rollback_command(
+    db: Db = DEFAULT_DB, hosts: Hosts = None, ready_timeout: ReadyTimeout = 120.0
+) -> None:
+    """Roll devices (default: all) back to their previous bundle and restart them."""
+    inventory = _inventory(db)
+    result = _run(
+        rollback(inventory, hosts=_names(hosts), ready_timeout_s=ready_timeout, on=_event)
+    )
+    print_rollout(result, console)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@fleet_app.command("history")
+def history(db: Db = DEFAULT_DB, limit: Annotated[int, typer.Option(help="how many")] = 10) -> None:
+    """The recorded rollouts, newest first, with per-host results and timings."""
+    rollouts = _inventory(db).rollouts(limit)
+    if not rollouts:
+        console.print(f"no rollouts recorded in {db}")
+    for r in rollouts:
+        print_rollout(r, console)
+
+
+__all__ = ["fleet_app"]

@@ -1,0 +1,100 @@
+"""``fovea data synth``, ``fovea teacher train`` and ``fovea distill``: the training commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from models.synth import SITES
+from server.cli.output import console, fail
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets.")
+teacher_app = typer.Typer(no_args_is_help=True, help="The teacher model.")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("data/synth"),
+    sites: Annotated[str, typer.Option(help="comma-separated site names")] = ",".join(SITES),
+    per_site: Annotated[int, typer.Option(min=1, help="images per site")] = 2000,
+    size: Annotated[int, typer.Option(min=32, max=1024, help="image side in pixels")] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate synthetic fundus photographs, one file per site."""
+    from server.training import synthesise
+
+    names = [s.strip() for s in sites.split(",") if s.strip()]
+    try:
+        synthesise(out, sites=names, per_site=per_site, size=size, seed=seed, progress=True)
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"wrote {len(names)} sites to [bold]{out}[/bold]")
+
+
+def _run(cfg: object, name: str) -> None:
+    from server.console import print_run_summary, progress_reporter
+    from server.distill import DistillConfig, run
+
+    assert isinstance(cfg, DistillConfig)
+    try:
+        with progress_reporter(console) as report:
+            outcome = run(cfg, name=name, log=console.print, report=report)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+        return
+    if outcome.metrics:  # empty on the other ranks of a torchrun job
+        print_run_summary(outcome.metrics, outcome.out, console)
+
+
+@teacher_app.command("train")
+def teacher_train(
+    data: Annotated[Path, typer.Option(help="dataset directory (fovea data synth)")] = Path(
+        "data/synth"
+    ),
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/teacher"),
+    model: Annotated[str, typer.Option(help="model family or preset")] = "resnet-teacher",
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    lr: Annotated[float, typer.Option(help="peak learning rate (> 0)")] = 3e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a teacher on labels (writes teacher.safetensors + teacher.json)."""
+    from server.distill import parse_config
+    from server.training import ConfigError
+
+    try:
+        cfg = parse_config(
+            {
+                "teacher": None,
+                "student": {"name": model},
+                "data": {"dir": str(data)},
+                "train": {"epochs": epochs, "lr": lr},
+                "monitor": {"enabled": False},
+                "out": str(out),
+                "seed": seed,
+            },
+            "fovea teacher train",
+        )
+    except ConfigError as e:
+        fail(str(e).replace("train.lr", "--lr").replace("train.epochs", "--epochs"))
+        return
+    _run(cfg, "teacher")
+
+
+def distill(
+    config: Annotated[Path, typer.Argument(help="YAML config (see configs/distill.yaml)")],
+    out: Annotated[Path | None, typer.Option(help="override the config's output directory")] = None,
+) -> None:
+    """Distill a student from a teacher as CONFIG says, writing a run directory."""
+    from server.distill import load_config
+    from server.training import ConfigError
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        fail(str(e))
+        return
+    if out is not None:
+        cfg = cfg.model_copy(update={"out": out})
+    _run(cfg, "student")

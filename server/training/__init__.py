@@ -1,0 +1,64 @@
+"""What every training stage shares: data, evaluation, sampling, augmentation, state and resume.
+
+Distillation, compression, export (its accuracy checks) and federated fine-tuning build on these:
+settings files and the shared config sections, dataset splits, predictions and scores with
+confidence intervals, class-balanced sampling, label-preserving augmentation, checkpointed
+training state, and the device and ``torchrun`` set-up.
+"""
+
+from server.training.augmentation import augment
+from server.training.config import AugmentConfig, DataConfig, ModelRef, Schedule, TrainConfig
+from server.training.data import (
+    DATASET_FILE,
+    Splits,
+    TrainingData,
+    dataset_matches,
+    load_site,
+    load_splits,
+    split_patients,
+    synthesise,
+)
+from server.training.device import Reporter, init_distributed, pick_device, world
+from server.training.evaluate import metrics_json, point_metrics, predict
+from server.training.sampling import balanced_weights, class_of, epoch_indices
+from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
+from server.training.settings import ConfigError, read_yaml, validate
+from server.training.state import load_state, read_info, save_state
+
+__all__ = [
+    "DATASET_FILE",
+    "HEADLINE",
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelRef",
+    "Reporter",
+    "Schedule",
+    "ScoreOptions",
+    "Scored",
+    "Splits",
+    "TrainConfig",
+    "TrainingData",
+    "augment",
+    "balanced_weights",
+    "class_of",
+    "compare",
+    "dataset_matches",
+    "epoch_indices",
+    "init_distributed",
+    "load_site",
+    "load_splits",
+    "load_state",
+    "metrics_json",
+    "pick_device",
+    "point_metrics",
+    "predict",
+    "read_info",
+    "read_yaml",
+    "save_state",
+    "score_model",
+    "split_patients",
+    "synthesise",
+    "validate",
+    "world",
+]

@@ -1,0 +1,49 @@
+"""Run a model over a labelled set and score it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models import Estimate, Predictions, PreprocessSpec, screening_metrics
+from models.datasets import FundusArrays
+from models.nets import FundusNet
+
+
+@torch.no_grad()
+def predict(
+    model: FundusNet,
+    arrays: FundusArrays,
+    spec: PreprocessSpec,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Predictions:
+    """The model's outputs on every image of ``arrays``, with the labels."""
+    was = model.training
+    model.eval()
+    grade, gradable = [], []
+    try:
+        for i in range(0, len(arrays), batch_size):
+            x = torch.from_numpy(spec.normalise(arrays.images[i : i + batch_size])).to(device)
+            out = model(x)
+            grade.append(out["grade_logits"].float().cpu().numpy())
+            gradable.append(out["gradable_logit"].float().cpu().numpy())
+    finally:
+        model.train(was)
+    return Predictions(
+        grade_logits=np.concatenate(grade),
+        gradable_logit=np.concatenate(gradable),
+        grade=arrays.grade,
+        gradable=arrays.gradable,
+    )
+
+
+def point_metrics(p: Predictions) -> dict[str, float]:
+    """Every metric's point value (no bootstrap)."""
+    return {k: v.value for k, v in screening_metrics(p, resamples=0).items()}
+
+
+def metrics_json(m: dict[str, Estimate]) -> dict[str, dict[str, float]]:
+    """Metrics with intervals as plain JSON."""
+    return {k: v.as_dict() for k, v in m.items()}

@@ -1,0 +1,1 @@
+"""Development tools run by ``make lint``: import contracts and code measurements."""
