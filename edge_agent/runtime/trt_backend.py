@@ -10,13 +10,9 @@ import numpy as np
 
 from edge_agent.runtime.backend import INPUT_NAME, Backend, BackendError, Outputs, register_backend
 from edge_agent.runtime.cuda_buffers import CudaError, DeviceBuffer, Stream, gpu_info
-from edge_agent.runtime.trt_engine import (
-    NOT_INSTALLED,
-    EngineRecipe,
-    cached_engine,
-    engine_cache_key,
-    tensorrt_available,
-)
+from edge_agent.runtime.trt_build import NOT_INSTALLED, tensorrt_available
+from edge_agent.runtime.trt_engine import cached_engine, engine_cache_key
+from edge_agent.runtime.trt_recipe import EngineRecipe
 
 
 @register_backend("tensorrt")

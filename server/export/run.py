@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edge_agent.runtime import CALIBRATION_CACHE
 from models.datasets.arrays import FundusArrays
 from models.nets import load_checkpoint
 from models.nets.base import FundusNet
@@ -33,7 +34,7 @@ from server.export.latency import onnx_speed
 from server.export.lint import lint_for_tensorrt85
 from server.export.onnx_export import ExportError, export_onnx
 from server.export.parity import GOLDEN_FILE, check_parity, write_golden
-from server.export.recipe import CALIBRATION_CACHE, engine_recipe
+from server.export.recipe import engine_recipe
 from server.export.report import EXPORT_FILE, SCHEMA_VERSION
 from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines

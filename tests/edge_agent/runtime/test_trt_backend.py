@@ -16,11 +16,11 @@ from edge_agent.runtime import (
     SelectionSettings,
     create_backend,
     engine_cache_key,
+    generation,
     golden_check,
     tensorrt_available,
 )
 from edge_agent.runtime.cuda_buffers import GpuInfo
-from edge_agent.runtime.trt_engine import generation
 
 
 def test_the_exporters_recipe_parses(tiny_export: Path) -> None:
