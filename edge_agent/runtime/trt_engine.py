@@ -33,12 +33,18 @@ def engine_cache_key(bundle_digest: str, gpu: GpuInfo, trt_version: str, precisi
     return f"{digest}-{_gpu_slug(gpu)}-{gpu.sm}-trt{trt_version}-{precision}"
 
 
+def timing_cache_path(cache_dir: Path, gpu: GpuInfo, trt_version: str, name: str) -> Path:
+    """The timing cache under ``cache_dir`` for this GPU and TensorRT (shared by every bundle)."""
+    return cache_dir / f"{_gpu_slug(gpu)}-{gpu.sm}-trt{trt_version}.{Path(name).name}"
+
+
 def cached_engine(
     bundle_dir: Path,
     recipe: EngineRecipe,
     precision: str,
     cache_dir: Path,
     key: str,
+    timing_cache: Path | None = None,
 ) -> Path:
     """The engine file for ``key`` under ``cache_dir``, built from the recipe when missing."""
     import tensorrt as trt
@@ -53,7 +59,7 @@ def cached_engine(
             f"the bundle's recipe has no {precision} step for TensorRT {gen} "
             f"(it has {[(s.precision, s.trt) for s in recipe.steps]})"
         )
-    plan = build_engine(trt, recipe.build_spec(step, bundle_dir, None))
+    plan = build_engine(trt, recipe.build_spec(step, bundle_dir, timing_cache))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(plan)
