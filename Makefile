@@ -30,6 +30,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	# the TensorRT builder must load under JetPack 5's Python 3.8 (ruff parses it as 3.8 above)
+	$(PY) -m pytest -q -p no:cacheprovider tests/edge_agent/runtime/test_trt_build_py38.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -25,24 +25,39 @@ from edge_agent.runtime.precision import (
     open_selected,
 )
 from edge_agent.runtime.trt_backend import TrtBackend
+from edge_agent.runtime.trt_build import (
+    CALIBRATION_CACHE,
+    TIMING_CACHE,
+    BuildSpec,
+    EngineBuildError,
+    build_engine,
+    generation,
+    version_tag,
+)
 from edge_agent.runtime.trt_engine import (
     NOT_INSTALLED,
     EngineRecipe,
     engine_cache_key,
     tensorrt_available,
 )
+from edge_agent.runtime.trt_recipe import EngineStep
 
 __all__ = [
+    "CALIBRATION_CACHE",
     "INPUT_NAME",
     "NOT_INSTALLED",
     "PRECISIONS",
+    "TIMING_CACHE",
     "Backend",
     "BackendError",
     "BatcherClosed",
     "BatcherSettings",
+    "BuildSpec",
     "BundleInfo",
     "DynamicBatcher",
+    "EngineBuildError",
     "EngineRecipe",
+    "EngineStep",
     "GoldenResult",
     "Measurement",
     "OrtBackend",
@@ -51,13 +66,16 @@ __all__ = [
     "SelectionSettings",
     "TrtBackend",
     "backend_names",
+    "build_engine",
     "choose_precision",
     "create_backend",
     "engine_cache_key",
+    "generation",
     "golden_check",
     "infer_batched",
     "open_candidate",
     "open_selected",
     "register_backend",
     "tensorrt_available",
+    "version_tag",
 ]

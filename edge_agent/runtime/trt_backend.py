@@ -10,13 +10,9 @@ import numpy as np
 
 from edge_agent.runtime.backend import INPUT_NAME, Backend, BackendError, Outputs, register_backend
 from edge_agent.runtime.cuda_buffers import CudaError, DeviceBuffer, Stream, gpu_info
-from edge_agent.runtime.trt_engine import (
-    NOT_INSTALLED,
-    EngineRecipe,
-    cached_engine,
-    engine_cache_key,
-    tensorrt_available,
-)
+from edge_agent.runtime.trt_build import NOT_INSTALLED, tensorrt_available
+from edge_agent.runtime.trt_engine import cached_engine, engine_cache_key, timing_cache_path
+from edge_agent.runtime.trt_recipe import EngineRecipe
 
 
 @register_backend("tensorrt")
@@ -49,9 +45,10 @@ class TrtBackend(Backend):
         self._key = engine_cache_key(bundle_digest, gpu, trt.__version__, precision)
         self._gpu = gpu
         self._trt_version = trt.__version__
+        timing = timing_cache_path(Path(cache_dir), gpu, trt.__version__, self._recipe.timing_cache)
         try:
             self.engine_path = cached_engine(
-                self.model_path, self._recipe, precision, Path(cache_dir), self._key
+                self.model_path, self._recipe, precision, Path(cache_dir), self._key, timing
             )
             logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(logger)

@@ -1,15 +1,14 @@
-"""The engine recipe a device replays: build settings as data and as a ``trtexec`` command."""
+"""The engine recipe a device replays, made from the export config: steps as data and ``trtexec``.
+
+The recipe's schema (:class:`edge_agent.runtime.EngineRecipe`) and file names are the device's.
+"""
 
 from __future__ import annotations
 
 import shlex
 
-from edge_agent.runtime import EngineRecipe
-from edge_agent.runtime.trt_engine import EngineStep
+from edge_agent.runtime import CALIBRATION_CACHE, TIMING_CACHE, EngineRecipe, EngineStep
 from server.export.config import TensorRTConfig
-
-CALIBRATION_CACHE = "calibration.cache"
-TIMING_CACHE = "timing.cache"
 
 
 def _trtexec(onnx: str, plan: str, size: int, cfg: TensorRTConfig, extra: list[str]) -> str:

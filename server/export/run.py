@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edge_agent.runtime import CALIBRATION_CACHE
+from models import PreprocessSpec
 from models.datasets import FundusArrays
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint
 from server.distill import load_config
@@ -27,10 +29,10 @@ from server.export.dynamic import quantize_dynamic_int8
 from server.export.fp16 import convert_fp16
 from server.export.int8 import SelectionSet, check_calibration, quantize_int8
 from server.export.latency import onnx_speed
-from server.export.lint import lint_for_tensorrt85
+from server.export.lint import LintIssue, lint_for_tensorrt85
 from server.export.onnx_export import ExportError, export_onnx
 from server.export.parity import GOLDEN_FILE, check_parity, write_golden
-from server.export.recipe import CALIBRATION_CACHE, engine_recipe
+from server.export.recipe import engine_recipe
 from server.export.report import EXPORT_FILE, SCHEMA_VERSION
 from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines
@@ -124,7 +126,26 @@ def _qat_int8(run_dir: Path, tmp: Path, log: Log) -> Path:
     return dest
 
 
-def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Inputs:
+    """What the export reads from the run: the student, its data and the samples it uses."""
+
+    model: FundusNet
+    meta: CheckpointMeta
+    ckpt: Path
+    splits: Splits
+    threshold: float
+    heldout_name: str
+    heldout: FundusArrays
+    calib: np.ndarray
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The student's preprocessing (its image size and normalisation)."""
+        return self.meta.preprocess
+
+
+def _read_inputs(run_dir: Path, config: ExportConfig) -> _Inputs:
     model, meta, ckpt = _load_student(run_dir)
     splits = _load_data(run_dir)
     spec = meta.preprocess
@@ -141,23 +162,72 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         )
     calib = spec.normalise(calib_arrays.images)
     check_calibration(calib, spec.size, config.min_calibration, "the run's training split")
+    return _Inputs(model, meta, ckpt, splits, threshold, heldout_name, heldout, calib)
 
+
+def _export_fp32(
+    inp: _Inputs, tmp: Path, config: ExportConfig, log: Log
+) -> tuple[Path, list[LintIssue]]:
+    """``model.fp32.onnx``, golden and validation samples, checked against PyTorch; lint notes."""
+    spec = inp.spec
     fp32 = tmp / "model.fp32.onnx"
-    log(f"exporting {ckpt} to ONNX (opset {config.opset})")
-    export_onnx(model, spec.size, fp32, opset=config.opset)
+    log(f"exporting {inp.ckpt} to ONNX (opset {config.opset})")
+    export_onnx(inp.model, spec.size, fp32, opset=config.opset)
     lint = lint_for_tensorrt85(onnx.load(str(fp32)))
-    golden_in = spec.normalise(_sample(heldout, config.golden_size, config.seed + 1).images)
-    write_golden(model, golden_in, tmp / GOLDEN_FILE)
+    golden_in = spec.normalise(_sample(inp.heldout, config.golden_size, config.seed + 1).images)
+    write_golden(inp.model, golden_in, tmp / GOLDEN_FILE)
     _write_validation(
-        _sample(heldout, config.validation_size, config.seed + 2),
+        _sample(inp.heldout, config.validation_size, config.seed + 2),
         tmp / "validation.npz",
         config.budget,
-        threshold,
+        inp.threshold,
     )
     parity = check_parity(session(fp32), tmp / GOLDEN_FILE, config.tolerance("fp32"))
     if not parity.passed:
         raise ExportError(f"{fp32}: ONNX Runtime disagrees with PyTorch: {parity.describe()}")
+    return fp32, lint
 
+
+def _calibrated_int8(
+    inp: _Inputs, fp32: Path, tmp: Path, work: Path, config: ExportConfig, log: Log
+) -> tuple[Path, dict[str, Any]]:
+    """``model.int8.onnx`` calibrated on the training sample, chosen on val; its ranges written."""
+    log("INT8: calibrating " + ", ".join(config.calibration_methods))
+    select = SelectionSet(inp.splits.val, inp.spec, inp.threshold)
+    int8 = quantize_int8(
+        fp32,
+        tmp / "model.int8.onnx",
+        inp.calib,
+        select,
+        methods=list(config.calibration_methods),
+        budget=config.budget,
+        max_excluded=config.max_excluded,
+        sensitivity_samples=config.sensitivity_samples,
+        work=work,
+        log=log,
+    )
+    scales = calibrated_scales(int8.ranges) if int8.ranges else {}
+    scales.update(activation_scales(onnx.load(str(int8.path))))
+    write_ranges(
+        scales,
+        tmp / "int8_ranges.json",
+        tmp / CALIBRATION_CACHE,
+    )
+    return int8.path, {
+        "method": int8.method,
+        "by_method": int8.by_method,
+        "selection_split": "val",
+        "selection_fp32_accuracy": int8.fp32_accuracy,
+        "selection_accuracy": int8.accuracy,
+        "excluded": int8.excluded,
+        "sensitivity": int8.sensitivity,
+    }
+
+
+def _reduced_precisions(
+    inp: _Inputs, run_dir: Path, fp32: Path, tmp: Path, config: ExportConfig, log: Log
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Every precision's ONNX file (fp32 first) and what each conversion reported."""
     files = {"fp32": fp32}
     extra: dict[str, Any] = {}
     work = tmp / ".work"
@@ -176,37 +246,7 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         )
         extra["int8"] = {"method": "qat", "source": str(run_dir / QAT_FILE)}
     elif "int8" in config.precisions:
-        log("INT8: calibrating " + ", ".join(config.calibration_methods))
-        select = SelectionSet(splits.val, spec, threshold)
-        int8 = quantize_int8(
-            fp32,
-            tmp / "model.int8.onnx",
-            calib,
-            select,
-            methods=list(config.calibration_methods),
-            budget=config.budget,
-            max_excluded=config.max_excluded,
-            sensitivity_samples=config.sensitivity_samples,
-            work=work,
-            log=log,
-        )
-        files["int8"] = int8.path
-        scales = calibrated_scales(int8.ranges) if int8.ranges else {}
-        scales.update(activation_scales(onnx.load(str(int8.path))))
-        write_ranges(
-            scales,
-            tmp / "int8_ranges.json",
-            tmp / CALIBRATION_CACHE,
-        )
-        extra["int8"] = {
-            "method": int8.method,
-            "by_method": int8.by_method,
-            "selection_split": "val",
-            "selection_fp32_accuracy": int8.fp32_accuracy,
-            "selection_accuracy": int8.accuracy,
-            "excluded": int8.excluded,
-            "sensitivity": int8.sensitivity,
-        }
+        files["int8"], extra["int8"] = _calibrated_int8(inp, fp32, tmp, work, config, log)
     if "int8dyn" in config.precisions:
         log("dynamic quantization")
         files["int8dyn"] = quantize_dynamic_int8(fp32, tmp / "model.int8dyn.onnx")
@@ -215,16 +255,22 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         if name in files:
             compact_names(files[name])
     shutil.rmtree(work)
+    return files, extra
 
+
+def _measure(
+    inp: _Inputs, files: dict[str, Path], tmp: Path, config: ExportConfig, log: Log
+) -> dict[str, Any]:
+    """Per precision: size, parity on the golden set, held-out scores, latency, against fp32."""
     precisions: dict[str, Any] = {}
     for name, path in files.items():
-        log(f"scoring {name} on {len(heldout)} held-out images and timing it")
+        log(f"scoring {name} on {len(inp.heldout)} held-out images and timing it")
         sess = session(path)
-        scores = score(predict_onnx(sess, heldout, spec, threshold))
+        scores = score(predict_onnx(sess, inp.heldout, inp.spec, inp.threshold))
         par = check_parity(sess, tmp / GOLDEN_FILE, config.tolerance(name))
         speed = onnx_speed(
             path,
-            spec.size,
+            inp.spec.size,
             batch=config.throughput_batch,
             runs=config.latency_runs,
             threads=config.threads,
@@ -248,10 +294,10 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         allowed = config.fp16_budget if name == "fp16" else config.budget
         p["within_budget"] = p["accuracy_drop"] <= allowed + 1e-9
         p["speed_note"] = _speed_note(name, base["latency"], p["latency"])
+    return precisions
 
-    recipe = engine_recipe(spec.size, config.tensorrt)
-    (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2))
-    engines = build_engines(tmp, recipe)
+
+def _copy_weights(ckpt: Path, tmp: Path) -> None:
     # the weights travel too (safetensors + JSON, never pickle): federated adaptation on the
     # device trains the deployed model itself, and the next export starts from them
     (tmp / CHECKPOINT_DIR).mkdir()
@@ -259,17 +305,29 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         shutil.copyfile(
             ckpt.with_suffix(suffix), (tmp / CHECKPOINT_DIR / "model").with_suffix(suffix)
         )
+
+
+def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str, Any]:
+    inp = _read_inputs(run_dir, config)
+    fp32, lint = _export_fp32(inp, tmp, config, log)
+    files, extra = _reduced_precisions(inp, run_dir, fp32, tmp, config, log)
+    precisions = _measure(inp, files, tmp, config, log)
+    recipe = engine_recipe(inp.spec.size, config.tensorrt)
+    (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    engines = build_engines(tmp, recipe)
+    _copy_weights(inp.ckpt, tmp)
+    meta = inp.meta
     return {
         "schema_version": SCHEMA_VERSION,
-        "checkpoint": str(ckpt.resolve()),
+        "checkpoint": str(inp.ckpt.resolve()),
         "weights": f"{CHECKPOINT_DIR}/model.json",
         "model": {"name": meta.name, "family": meta.family, "parameters": meta.parameters},
-        "preprocess": spec.model_dump(mode="json"),
+        "preprocess": inp.spec.model_dump(mode="json"),
         "opset": config.opset,
         "budget": {"int8_points": config.budget, "fp16_points": config.fp16_budget},
-        "operating_point": {"referral_threshold": threshold},
-        "heldout": {"split": heldout_name, "images": len(heldout)},
-        "calibration": {"split": "train", "images": len(calib)},
+        "operating_point": {"referral_threshold": inp.threshold},
+        "heldout": {"split": inp.heldout_name, "images": len(inp.heldout)},
+        "calibration": {"split": "train", "images": len(inp.calib)},
         "precisions": precisions,
         **extra,
         "lint": [i.as_dict() for i in lint],

@@ -1,22 +1,24 @@
-"""TensorRT engine builds (8.5 first; 10/11 strongly typed), imported lazily, never faked.
+"""Engines for the export's own GPU, built by the shared builder (``edge_agent.runtime``).
 
 Engines are tied to the GPU and TensorRT build that made them, so they are written under
 ``engines/<sm>-trt<version>/``. Without TensorRT, or without a GPU, each build reports why it
-was skipped.
+was skipped; nothing is faked.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.runtime import EngineRecipe
-from edge_agent.runtime.trt_engine import cache_calibrator
-from server.export.recipe import CALIBRATION_CACHE, TIMING_CACHE, EngineStep
-
-NOT_INSTALLED = "skipped: TensorRT not installed"
+from edge_agent.runtime import (
+    NOT_INSTALLED,
+    EngineRecipe,
+    build_engine,
+    generation,
+    tensorrt_available,
+    version_tag,
+)
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,6 @@ class EngineBuild:
         }
 
 
-def tensorrt_available() -> bool:
-    """Whether the ``tensorrt`` Python package can be imported here."""
-    return importlib.util.find_spec("tensorrt") is not None
-
-
 def _gpu_sm() -> str | None:
     try:
         import torch
@@ -52,49 +49,6 @@ def _gpu_sm() -> str | None:
         return None
     major, minor = torch.cuda.get_device_capability(0)
     return f"sm{major}{minor}"
-
-
-def _build_one(trt: Any, export_dir: Path, recipe: EngineRecipe, step: EngineStep) -> bytes:
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    if step.trt == "8.5":
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    else:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse((export_dir / step.onnx).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"{step.onnx}: TensorRT's ONNX parser refused it: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.workspace_mb << 20)
-    shape = (3, recipe.image_size, recipe.image_size)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(
-        recipe.input,
-        (recipe.min_batch, *shape),
-        (recipe.opt_batch, *shape),
-        (recipe.max_batch, *shape),
-    )
-    config.add_optimization_profile(profile)
-    timing_path = export_dir / TIMING_CACHE
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, False)
-    for flag in step.flags:
-        if flag in ("FP16", "INT8"):
-            config.set_flag(getattr(trt.BuilderFlag, flag))
-    if step.calibration_cache:
-        config.int8_calibrator = cache_calibrator(trt, export_dir / CALIBRATION_CACHE)
-        config.set_calibration_profile(profile)
-    if recipe.dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = recipe.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError(f"TensorRT could not build the {step.precision} engine")
-    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return bytes(plan)
 
 
 def build_engines(export_dir: Path, recipe: EngineRecipe) -> list[EngineBuild]:
@@ -107,16 +61,14 @@ def build_engines(export_dir: Path, recipe: EngineRecipe) -> list[EngineBuild]:
         return [EngineBuild(p, "skipped: no CUDA GPU") for p in precisions]
     import tensorrt as trt
 
-    generation = "8.5" if int(trt.__version__.split(".")[0]) < 10 else "10+"
-    version = "".join(
-        f"{int(p):02d}" if i == 2 else p for i, p in enumerate(trt.__version__.split(".")[:3])
-    )
-    out = export_dir / "engines" / f"{sm}-trt{version}"
+    gen = generation(trt.__version__)
+    out = export_dir / "engines" / f"{sm}-trt{version_tag(trt.__version__)}"
     out.mkdir(parents=True, exist_ok=True)
+    timing_cache = export_dir / recipe.timing_cache
     builds = []
-    for step in (s for s in recipe.steps if s.trt == generation):
+    for step in (s for s in recipe.steps if s.trt == gen):
         try:
-            plan = _build_one(trt, export_dir, recipe, step)
+            plan = build_engine(trt, recipe.build_spec(step, export_dir, timing_cache))
         except (RuntimeError, OSError) as e:
             builds.append(EngineBuild(step.precision, f"failed: {e}"))
             continue

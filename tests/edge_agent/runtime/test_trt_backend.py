@@ -16,11 +16,12 @@ from edge_agent.runtime import (
     SelectionSettings,
     create_backend,
     engine_cache_key,
+    generation,
     golden_check,
     tensorrt_available,
 )
 from edge_agent.runtime.cuda_buffers import GpuInfo
-from edge_agent.runtime.trt_engine import generation
+from edge_agent.runtime.trt_engine import timing_cache_path
 
 
 def test_the_exporters_recipe_parses(tiny_export: Path) -> None:
@@ -46,6 +47,14 @@ def test_cache_key_separates_every_ingredient() -> None:
     assert base not in others and len(others) == 4
     assert generation("8.5.2.2") == "8.5" and generation("10.13.0") == "10+"
     assert generation("11.0.0") == "10+"
+
+
+def test_timing_cache_is_per_gpu_and_tensorrt_not_per_bundle(tmp_path: Path) -> None:
+    xavier = GpuInfo("Xavier", 7, 2)
+    path = timing_cache_path(tmp_path, xavier, "8.5.2.2", "timing.cache")
+    assert path == tmp_path / "xavier-sm72-trt8.5.2.2.timing.cache"
+    assert path != timing_cache_path(tmp_path, xavier, "10.3.0", "timing.cache")
+    assert path != timing_cache_path(tmp_path, GpuInfo("Orin", 8, 7), "8.5.2.2", "timing.cache")
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.runtime import NOT_INSTALLED, tensorrt_available
 from server.export import ExportConfig, export
 from server.export.config import TensorRTConfig
 from server.export.recipe import engine_recipe
-from server.export.tensorrt import NOT_INSTALLED, build_engines, tensorrt_available
+from server.export.tensorrt import build_engines
 
 
 def test_recipe_for_85_uses_flags_and_calibrator_and_10_is_strongly_typed() -> None:
