@@ -3,9 +3,10 @@
 ``python -m benchmarks.federation_scale [--sites 50] [--rounds 2] [--cases 24]`` starts a
 simulation SuperLink (``flower-superlink --simulation``, Ray backend), runs the same ServerApp
 and ClientApp ``flwr run`` runs against real devices, with ``--sites`` simulated sites (each a
-small synthetic device root built by :mod:`edge_agent.fl.simulated`), and reports each round's
-wall time and the peak memory (PSS and RSS summed over the SuperLink's process tree, Ray's
-workers included) to ``benchmarks/results/federation_scale.{json,md}``.
+small synthetic device root, prepared before the run by ``server.federation.prepare_sites``),
+and reports each round's wall time and the peak memory (PSS and RSS summed over the
+SuperLink's process tree, Ray's workers included) to
+``benchmarks/results/federation_scale.{json,md}``.
 
 Without ``--model`` a tiny untrained 32 px ResNet student stands in for the deployed model:
 the rehearsal measures the federation's cost, not what it learns.
@@ -213,7 +214,7 @@ def _watch(run_dir: Path, popen: subprocess.Popen[bytes], deadline: float,
 
 def rehearse(config: ScaleConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one rehearsal; returns its timings and memory (see the module docstring)."""
-    from server.federation import Registry
+    from server.federation import Registry, prepare_sites
 
     work = config.workdir
     run_dir = work / "run"
@@ -221,6 +222,7 @@ def rehearse(config: ScaleConfig, log: Callable[[str], None] = print) -> dict[st
     work.mkdir(parents=True, exist_ok=True)
     model = config.model or tiny_model(work / "model" / "student.json")
     cached = len(list((work / "sim-sites").glob("*/site-*")))
+    prepare_sites(model, work / "sim-sites", config.cases, config.sites, log)
     home = Path(tempfile.mkdtemp(prefix="fovea-flwr-home-"))  # outside the App: `flwr run .`
     port = _free_port()
     (home / "config.toml").write_text(

@@ -2,7 +2,8 @@
 
 What the device and the server must agree on, the wire protocol (:mod:`.protocol`, numpy only),
 and the node's process control (:mod:`.node`, :mod:`.priority`) import without torch or
-Flower. Local training and the simulated sites need torch: their names load on first use, so
+Flower, as does which simulated site a partition trains on. Local training needs torch: its
+names load on first use, so
 ``import edge_agent.fl`` stays light. The inference path (``edge_agent.service``,
 ``edge_agent.runtime``) never imports this package; ``edge_agent.fl.app`` holds the ClientApp
 (``flwr run`` loads ``edge_agent.fl.app:app``).
@@ -53,6 +54,13 @@ from edge_agent.fl.protocol import (
     is_trained,
     payload_bytes,
 )
+from edge_agent.fl.simulated import (
+    PARTITION_ID,
+    SITE_FILE,
+    SimulatedSite,
+    is_simulated,
+    prepared_root,
+)
 
 if TYPE_CHECKING:
     from edge_agent.fl.device import (
@@ -72,12 +80,6 @@ if TYPE_CHECKING:
         set_weights,
         train_local,
     )
-    from edge_agent.fl.simulated import (
-        PARTITION_ID,
-        SimulatedSite,
-        ensure_site,
-        is_simulated,
-    )
 
 _LAZY = {
     "M_EVAL_REFERABLE_POSITIVES": "local",
@@ -93,10 +95,6 @@ _LAZY = {
     "deployed_checkpoint": "device",
     "load_deployed": "device",
     "load_reviewed": "device",
-    "PARTITION_ID": "simulated",
-    "SimulatedSite": "simulated",
-    "ensure_site": "simulated",
-    "is_simulated": "simulated",
 }
 
 
@@ -126,6 +124,7 @@ __all__ = [
     "NORM_STATS_AUTO_BELOW",
     "PARTITION_ID",
     "SCALE_SUFFIX",
+    "SITE_FILE",
     "STATUS",
     "S_REASON",
     "S_SITE",
@@ -141,7 +140,6 @@ __all__ = [
     "decode",
     "deployed_checkpoint",
     "encode",
-    "ensure_site",
     "evaluate_local",
     "find_supernode",
     "freezes_norm",
@@ -155,6 +153,7 @@ __all__ = [
     "node_config_arg",
     "pause_while_busy",
     "payload_bytes",
+    "prepared_root",
     "proximal_term",
     "run_node",
     "set_weights",

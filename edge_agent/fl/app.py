@@ -4,13 +4,13 @@ Node config (``flower-supernode --node-config``): ``root`` (device root, require
 (a name for logs), ``threads`` (torch threads for training, default 2).
 
 Under Flower's simulation runtime a node has only ``partition-id`` / ``num-partitions``: the
-ClientApp then builds (once, cached under run config ``sim-dir``) a small simulated device root
-for that partition (:mod:`edge_agent.fl.simulated`) and trains on it through the same path.
+ClientApp then trains, through the same path, on the small device root the server's rehearsal
+prepared for that partition under run config ``sim-dir`` (:mod:`edge_agent.fl.simulated`).
 
-Test hook: node config ``fault = "nan" | "scale"`` makes the reply poisoned (all-NaN weights,
-or the update boosted x100) so end-to-end tests can prove the server rejects it. It is honoured
-ONLY when the SuperNode's environment has ``FOVEA_FL_ALLOW_FAULTS=1``; otherwise it is ignored
-with a warning. Never set that variable on a real device.
+Extra Flower mods: ``FOVEA_FL_CLIENT_MODS`` in the SuperNode's environment names mods
+(``module:function``, comma-separated) wrapped around every message, outermost first. The
+end-to-end tests poison replies this way (``tests/e2e/fl_fault_mod.py``); nothing of that
+lives here.
 
 Client-side DP: when the round config carries Flower's ``clipping_norm`` (server wrapper
 ``DifferentialPrivacyClientSideFixedClipping``), Flower's ``fixedclipping_mod`` clips the reply;
@@ -19,6 +19,7 @@ it needs codec ``none`` or ``fp16`` (the reply must keep the sent arrays' names)
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from edge_agent.fl.device import load_deployed, load_reviewed
 from edge_agent.fl.local import Declined, evaluate_local, set_weights, train_local
@@ -48,21 +49,38 @@ from edge_agent.fl.protocol import (
     is_trained,
     payload_bytes,
 )
-from edge_agent.fl.simulated import SimulatedSite, ensure_site, is_simulated
+from edge_agent.fl.simulated import SimulatedSite, is_simulated, prepared_root
 
-__all__ = ["FAULTS", "FAULT_ENV", "app", "apply_fault", "declined_content", "node_settings"]
+__all__ = ["MODS_ENV", "app", "declined_content", "extra_mods", "node_settings"]
 
-FAULT_ENV = "FOVEA_FL_ALLOW_FAULTS"
-FAULTS = ("nan", "scale")
-_SCALE = 100.0
+MODS_ENV = "FOVEA_FL_CLIENT_MODS"
 _CLIPPING_NORM = "clipping_norm"  # flwr.supercore.differential_privacy.KEY_CLIPPING_NORM
 
 log = logging.getLogger(__name__)
-app = ClientApp()
 
 
-def node_settings(node_config: dict[str, Any]) -> tuple[Path, str, int, str | None]:
-    """(root, site, threads, fault) from the node config; ``ValueError`` says what is wrong."""
+def extra_mods(spec: str | None = None) -> list[Mod]:
+    """The mods ``spec`` names (default: ``$FOVEA_FL_CLIENT_MODS``), each ``module:function``."""
+    spec = os.environ.get(MODS_ENV, "") if spec is None else spec
+    mods: list[Mod] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        module, sep, name = item.partition(":")
+        if not sep or not module or not name:
+            raise ValueError(f"{MODS_ENV}: {item!r} is not module:function")
+        try:
+            mod = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"{MODS_ENV}: cannot load {item!r}: {exc}") from exc
+        log.warning("extra Flower mod %s wraps every message (%s)", item, MODS_ENV)
+        mods.append(mod)
+    return mods
+
+
+app = ClientApp(mods=extra_mods())
+
+
+def node_settings(node_config: dict[str, Any]) -> tuple[Path, str, int]:
+    """(root, site, threads) from the node config; ``ValueError`` says what is wrong."""
     if "root" not in node_config:
         raise ValueError(
             "node config has no 'root': start the SuperNode with --node-config "
@@ -71,41 +89,16 @@ def node_settings(node_config: dict[str, Any]) -> tuple[Path, str, int, str | No
     root = Path(str(node_config["root"]))
     site = str(node_config.get("site", root.name))
     threads = int(node_config.get("threads", 2))
-    fault = node_config.get("fault")
-    if fault is not None:
-        fault = str(fault)
-        if fault not in FAULTS:
-            raise ValueError(f"node config fault={fault!r}: use one of {', '.join(FAULTS)}")
-        if os.environ.get(FAULT_ENV) != "1":
-            log.warning("node config fault=%s ignored: %s=1 is not set", fault, FAULT_ENV)
-            fault = None
-    return root, site, threads, fault
+    return root, site, threads
 
 
-def _site_settings(context: Context) -> tuple[Path, str, int, str | None]:
-    """:func:`node_settings`, or a simulated node's site (one thread, never a fault)."""
+def _site_settings(context: Context) -> tuple[Path, str, int]:
+    """:func:`node_settings`, or a simulated node's site (one thread)."""
     node_config = dict(context.node_config)
     if is_simulated(node_config):
         site = SimulatedSite.from_context(node_config, dict(context.run_config))
-        return ensure_site(site), site.name, 1, None
+        return prepared_root(site), site.name, 1
     return node_settings(node_config)
-
-
-def apply_fault(
-    weights: dict[str, np.ndarray], reference: dict[str, np.ndarray], fault: str | None
-) -> dict[str, np.ndarray]:
-    """Poison a reply for tests: ``nan`` (all floats NaN) or ``scale`` (update x100)."""
-    if fault is None:
-        return weights
-    out = {}
-    for name, value in weights.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            out[name] = value
-        elif fault == "nan":
-            out[name] = np.full_like(value, np.nan)
-        else:
-            out[name] = (reference[name] + _SCALE * (value - reference[name])).astype(value.dtype)
-    return out
 
 
 def declined_content(reason: str) -> RecordDict:
@@ -190,7 +183,7 @@ def _lower_once(threads: int) -> None:
 @app.train(mods=[_dp_when_asked])
 def train(msg: Message, context: Context) -> Message:
     """Train the deployed student from the round's global weights; reply arrays + metrics."""
-    root, site, threads, fault = _site_settings(context)
+    root, site, threads = _site_settings(context)
     config = _round_config(msg)
     global_weights = _arrays(msg)
     try:
@@ -210,7 +203,6 @@ def train(msg: Message, context: Context) -> Message:
     except Declined as exc:
         log.info("site %s declines round %d: %s", site, config.server_round, exc)
         return Message(declined_content(str(exc)), reply_to=msg)
-    weights = apply_fault(weights, global_weights, fault)
     weights = _reply_order(weights, global_weights, clipped=_CLIPPING_NORM in _config(msg))
     payload = encode(weights, global_weights, config.codec)
     metrics[M_BYTES_SENT] = float(payload_bytes(payload))
@@ -228,7 +220,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global weights, and the deployed model, on this site's held-out share."""
-    root, site, threads, _ = _site_settings(context)
+    root, site, threads = _site_settings(context)
     config = _round_config(msg)
     try:
         _lower_once(threads)

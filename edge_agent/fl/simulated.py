@@ -1,28 +1,22 @@
-"""Simulated sites for Flower's simulation runtime: one small device root per partition.
+"""Simulated sites for Flower's simulation runtime: which device root a partition trains on.
 
-A simulated SuperNode has only ``partition-id`` and ``num-partitions`` in its node config. For
-it the ClientApp builds, once and deterministically (seeded by the partition id), a device root
-laid out like a real one: the deployed checkpoint (run config ``model``) under
-``current/checkpoint/`` and clinician-reviewed synthetic cases (one of the camera profiles of
-:data:`models.synth.SITES`, chosen by partition id) in an agent Store. Training and evaluation
-then read it through the same device path as on a real device. Sites are cached under run
-config ``sim-dir``, keyed by the model's digest and ``sim-cases``, so later runs reuse them.
+A simulated SuperNode has only ``partition-id`` and ``num-partitions`` in its node config. Its
+ClientApp trains on a device root laid out like a real one, which the server's rehearsal
+prepares before the run (``server.federation.prepare_sites``: the deployed checkpoint and
+clinician-reviewed synthetic cases of one camera profile, seeded by the partition id). Both
+sides find it through :class:`SimulatedSite`: under run config ``sim-dir``, keyed by the
+model's digest and ``sim-cases``, so later runs reuse it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-__all__ = ["PARTITION_ID", "SimulatedSite", "ensure_site", "is_simulated"]
+__all__ = ["PARTITION_ID", "SITE_FILE", "SimulatedSite", "is_simulated", "prepared_root"]
 
 PARTITION_ID = "partition-id"
 SITE_FILE = "site.json"
@@ -105,54 +99,12 @@ class SimulatedSite:
         return self.cache / key / f"site-{self.partition:04d}"
 
 
-def ensure_site(site: SimulatedSite) -> Path:
-    """The site's device root, built on first use (atomically: concurrent builders are safe)."""
+def prepared_root(site: SimulatedSite) -> Path:
+    """The site's device root, as the rehearsal prepared it before the run."""
     root = site.root
-    if (root / SITE_FILE).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    _build(site, staging)
-    try:
-        staging.rename(root)
-    except OSError:  # another process built it first: theirs is identical
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (root / SITE_FILE).is_file():
-            raise
+    if not (root / SITE_FILE).is_file():
+        raise FileNotFoundError(
+            f"simulated site {site.name} is not prepared at {root}: the rehearsal prepares "
+            "every site before `flwr run` (server.federation.prepare_sites)"
+        )
     return root
-
-
-def _build(site: SimulatedSite, path: Path) -> None:
-    from edge_agent.install import DeviceRoot
-    from edge_agent.store import Store
-    from models.nets import read_meta
-    from models.synth import SITES, generate
-
-    device = DeviceRoot(path).ensure()
-    slot = device.slot("a") / "checkpoint"
-    slot.mkdir(parents=True)
-    shutil.copy(site.checkpoint, slot / "model.json")
-    shutil.copy(site.checkpoint.with_suffix(".safetensors"), slot / "model.safetensors")
-    device.current.symlink_to("slots/a")
-    size = read_meta(site.checkpoint).preprocess.size
-    # the reviewed cases are the gradable ones; draw extra so ungradable images leave enough
-    drawn = site.cases + site.cases // 2 + 4
-    data = generate(SITES[site.profile], drawn, size=size, seed=site.seed)
-    keep = np.flatnonzero(data.grade >= 0)[: site.cases]
-    with Store(device.state_db) as store:
-        for i in keep:
-            case = store.record_screening(
-                user="technician", model_version=None, request={"site": site.name}, result={}
-            )
-            store.save_case_image(case, data.images[i])
-            store.record_review(case, user="clinician", grade=int(data.grade[i]))
-    record = {
-        "schema_version": 1,
-        "partition": site.partition,
-        "profile": site.profile,
-        "seed": site.seed,
-        "cases": len(keep),
-        "model": str(site.checkpoint),
-    }
-    (path / SITE_FILE).write_text(json.dumps(record, indent=2))

@@ -1,4 +1,8 @@
-"""Progressive compression: layer reduction, channel and head pruning, QAT, assistants, routing."""
+"""Progressive compression: layer reduction, channel and head pruning, QAT, assistant chains.
+
+A pipeline is a declared sequence of steps (:mod:`.steps` holds the registry); the routed
+multi-teacher step wraps :mod:`server.distill.routing`.
+"""
 
 from server.compress.assistants import ChainConfig, distil_chain, plan_chain
 from server.compress.config import CompressConfig, load_compress_config, parse_compress_config

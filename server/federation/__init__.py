@@ -4,9 +4,15 @@ Importing this package does not import Flower; ``server.federation.app`` holds t
 (``flwr run`` loads ``server.federation.app:app``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from server.federation.loopback import LocalNode, LoopbackFederation
 from server.federation.promotion import Decision, PackageConfig, decide, promote
 from server.federation.registry import DecisionRecord, Participant, Registry, RoundRecord
+from server.federation.rehearsal import ensure_site, prepare_sites
 from server.federation.settings import (
     RUN_CONFIG_DEFAULTS,
     STRATEGIES,
@@ -14,7 +20,6 @@ from server.federation.settings import (
     SettingsError,
 )
 from server.federation.state import RunCheckpoint, RunState, StateError, load_state, save_state
-from server.federation.strategies import aggregate_updates
 from server.federation.superlink import (
     APP_DIR,
     CONNECTION,
@@ -29,6 +34,20 @@ from server.federation.superlink import (
 )
 from server.federation.validation import Candidate, Verdict, decode_update, screen_updates
 from server.federation.weights import load_weights, resolve_checkpoint, save_weights
+
+if TYPE_CHECKING:
+    from server.federation.strategies import aggregate_updates
+
+_NEEDS_FLOWER = {"aggregate_updates": "strategies"}
+
+
+def __getattr__(name: str) -> Any:
+    """Names whose modules import Flower, imported on first use."""
+    module = _NEEDS_FLOWER.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "APP_DIR",
@@ -55,8 +74,10 @@ __all__ = [
     "connection_toml",
     "decide",
     "decode_update",
+    "ensure_site",
     "load_state",
     "load_weights",
+    "prepare_sites",
     "promote",
     "register_supernodes",
     "resolve_checkpoint",

@@ -248,7 +248,7 @@ class Federation:
 
     def start_node(self, spec: NodeSpec, *, via_agent_cli: bool = True) -> None:
         """Start a SuperNode for ``spec``: through ``fovea-agent node`` unless it has a fault
-        (the fault hook is a node config key the agent's CLI does not offer)."""
+        (a fault needs the test-only mod and a node config key the agent's CLI does not offer)."""
         assert self.tap is not None, "start the SuperLink first"
         port = free_port()
         superlink = f"127.0.0.1:{self.tap.port}"
@@ -262,9 +262,12 @@ class Federation:
 
             config: dict[str, str | int] = {"root": str(spec.root), "site": spec.name,
                                             "threads": 1}  # fmt: skip
-            if spec.fault:
+            if spec.fault:  # the test-only mod in this directory poisons the reply
                 config["fault"] = spec.fault
-                env["FOVEA_FL_ALLOW_FAULTS"] = "1"
+                env["FOVEA_FL_CLIENT_MODS"] = "fl_fault_mod:fault_mod"
+                env["PYTHONPATH"] = os.pathsep.join(
+                    [str(Path(__file__).parent), env.get("PYTHONPATH", "")]
+                )
             cmd = [str(BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
                    "--port", str(port), "--node-config", node_config_arg(config)]  # fmt: skip
         self._nodes[spec.name] = self._spawn(f"node-{spec.name}", cmd, env)

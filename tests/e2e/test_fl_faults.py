@@ -1,10 +1,10 @@
 """Faults over real processes: a device sending NaN, one sending a scaled update, one killed.
 
 One round with five SuperNodes: three honest devices, one whose ClientApp poisons its reply with
-NaN and one that boosts its update x100 (the test-only fault hook, honoured only with
-FOVEA_FL_ALLOW_FAULTS=1), and one honest device killed while it trains. The server rejects the
-two poisoned updates with their node ids, stops waiting for the dead one at the round timeout,
-and aggregates the two honest updates that remain.
+NaN and one that boosts its update x100 (the test-only Flower mod in ``fl_fault_mod.py``), and
+one honest device killed while it trains. The server rejects the two poisoned updates with their
+node ids, stops waiting for the dead one at the round timeout, and aggregates the two honest
+updates that remain.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.fl.app import apply_fault, declined_content, node_settings
+from edge_agent.fl.app import MODS_ENV, declined_content, extra_mods, node_settings
 from edge_agent.fl.device import deployed_checkpoint, load_deployed, load_reviewed
 from edge_agent.fl.local import Declined, LocalCases
 from edge_agent.fl.protocol import M_DECLINED, METRICS, S_REASON, STATUS
@@ -59,27 +59,23 @@ def test_a_device_without_bundle_or_store_declines(
         load_reviewed(tmp_path, meta)
 
 
-def test_node_settings_need_a_root_and_gate_faults(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_node_settings_need_a_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="root"):
         node_settings({"site": "a"})
-    monkeypatch.delenv("FOVEA_FL_ALLOW_FAULTS", raising=False)
-    root, site, threads, fault = node_settings({"root": str(tmp_path), "fault": "nan"})
-    assert (root, site, threads, fault) == (tmp_path, tmp_path.name, 2, None)
-    monkeypatch.setenv("FOVEA_FL_ALLOW_FAULTS", "1")
-    assert node_settings({"root": str(tmp_path), "fault": "scale"})[3] == "scale"
-    with pytest.raises(ValueError, match="fault"):
-        node_settings({"root": str(tmp_path), "fault": "zero"})
+    assert node_settings({"root": str(tmp_path)}) == (tmp_path, tmp_path.name, 2)
+    assert node_settings({"root": str(tmp_path), "site": "x", "threads": 1})[1:] == ("x", 1)
 
 
-def test_faults_poison_the_reply_as_documented() -> None:
-    ref: dict[str, np.ndarray] = {"w": np.zeros(3, np.float32), "n": np.array(4, np.int64)}
-    new: dict[str, np.ndarray] = {"w": np.full(3, 0.01, np.float32), "n": np.array(5, np.int64)}
-    assert apply_fault(new, ref, None) is new
-    assert np.isnan(apply_fault(new, ref, "nan")["w"]).all()
-    np.testing.assert_allclose(apply_fault(new, ref, "scale")["w"], 1.0, rtol=1e-5)
-    assert apply_fault(new, ref, "nan")["n"] == 5
+def test_extra_mods_are_loaded_by_name_and_bad_names_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MODS_ENV, raising=False)
+    assert extra_mods() == []
+    assert extra_mods("edge_agent.fl.app:declined_content") == [declined_content]
+    with pytest.raises(ValueError, match="module:function"):
+        extra_mods("no-colon")
+    with pytest.raises(ValueError, match="cannot load"):
+        extra_mods("edge_agent.fl.app:no_such_mod")
 
 
 def test_declined_reply_carries_only_metrics_and_the_reason() -> None:

@@ -1,5 +1,5 @@
-"""Simulated sites: a partition id becomes a deterministic, cached device root that the device
-path reads."""
+"""Simulated sites: a partition id becomes a deterministic, cached device root (prepared by the
+server's rehearsal) that the device path reads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edge_agent.fl.device import load_deployed, load_reviewed
-from edge_agent.fl.simulated import SITE_FILE, SimulatedSite, ensure_site, is_simulated
+from edge_agent.fl.simulated import SITE_FILE, SimulatedSite, is_simulated, prepared_root
 from models.nets import build_model, save_checkpoint
 from models.preprocess import PreprocessSpec
+from server.federation import ensure_site, prepare_sites
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,11 @@ def test_sites_are_deterministic_and_cached(checkpoint: Path, tmp_path: Path) ->
     assert (first / SITE_FILE).stat().st_mtime_ns == stamp, "a cached site was rebuilt"
     bigger = ensure_site(_site(checkpoint, tmp_path / "one", 2, cases=20))
     assert bigger != first and len(load_reviewed(bigger, meta)) == 20
+
+
+def test_the_client_finds_only_prepared_sites(checkpoint: Path, tmp_path: Path) -> None:
+    site = _site(checkpoint, tmp_path / "cache", 1, cases=4)
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        prepared_root(site)
+    roots = prepare_sites(checkpoint, tmp_path / "cache", 4, 2, log=lambda s: None)
+    assert prepared_root(site) == roots[1]
