@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from edge_agent import agent_version
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fovea's edge agent for Jetson devices."
@@ -23,14 +24,6 @@ Root = Annotated[
     Path,
     typer.Option("--root", envvar="FOVEA_AGENT_ROOT", help="device root (slots, state.db, ...)"),
 ]
-
-
-def agent_version() -> str:
-    """The installed fovea-edge version."""
-    try:
-        return version("fovea-edge")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _fail(message: str) -> typer.Exit:

@@ -6,12 +6,12 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_agent import agent_version  # noqa: F401  (re-exported to verify, build, the front)
 from models.preprocess import PreprocessSpec
 from models.task import GRADE_NAMES
 
@@ -79,14 +79,6 @@ def parse_version(text: str) -> tuple[int, ...]:
     if not match:
         raise BundleError(f"version {text!r} does not start with a number like 1.2.3")
     return tuple(int(p) for p in match.group(0).split("."))
-
-
-def agent_version() -> str:
-    """The version of this agent (the installed fovea-edge distribution; '0' if not installed)."""
-    try:
-        return version("fovea-edge")
-    except PackageNotFoundError:
-        return "0"
 
 
 class Manifest(_Strict):

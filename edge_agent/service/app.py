@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from edge_agent import agent_version
 from edge_agent.service.auth import Action, Authenticator, Principal, TokenCache, authorize
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
@@ -129,8 +130,6 @@ def create_app(
     @app.get("/v2")
     async def server_metadata(_: CanInfer) -> dict[str, Any]:
         """KServe server metadata."""
-        from edge_agent.cli import agent_version
-
         return {"name": AGENT_NAME, "version": agent_version(), "extensions": list(EXTENSIONS)}
 
     @app.get("/v2/models/{name}")
