@@ -89,14 +89,14 @@ def install(
     from edge_agent.bundle import Manifest
     from edge_agent.install import DeviceRoot
     from edge_agent.install import install as run_install
-    from edge_agent.service.server import measure
+    from edge_agent.runtime import measure
 
     config = _config(root)
     device = DeviceRoot(root).ensure()
 
     def prepare(slot_dir: Path, manifest: Manifest) -> None:
         typer.echo(f"checking {manifest.name} v{manifest.version}: golden outputs, precisions")
-        chosen = measure(device, slot_dir, manifest, config, log=typer.echo)["chosen"]
+        chosen = measure(device.engines, slot_dir, manifest, config, log=typer.echo)["chosen"]
         typer.echo(f"chosen: {chosen['backend']} {chosen['precision']}")
 
     store = _store(root)
@@ -140,7 +140,7 @@ def status(root: Root) -> None:
     """Print the installed bundle, the precision choice, update history and counts as JSON."""
     from edge_agent.bundle import manifest_digest
     from edge_agent.install import DeviceRoot, active_manifest, read_updates
-    from edge_agent.service.server import selection_path
+    from edge_agent.runtime import selection_path
 
     device = DeviceRoot(root)
     manifest = active_manifest(device)
@@ -152,7 +152,7 @@ def status(root: Root) -> None:
             "name": manifest.name, "version": manifest.version, "slot": device.active_slot(),
             "precisions": sorted(manifest.precisions),
         }  # fmt: skip
-        record = selection_path(device, manifest_digest(device.current))
+        record = selection_path(device.engines, manifest_digest(device.current))
         if record.is_file():
             out["precision_choice"] = json.loads(record.read_text()).get("chosen")
     out["updates"] = [u.model_dump(mode="json") for u in read_updates(device.updates_log)[-5:]]
