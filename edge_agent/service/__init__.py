@@ -7,7 +7,7 @@ from edge_agent.service.config import CONFIG_NAME, AgentConfig, load_config
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import ModelInfo, Predictor, TensorInfo
-from edge_agent.service.screen import CaseStore, ScreeningSettings
+from edge_agent.service.screen import CaseStore, Screening, ScreeningSettings
 
 __all__ = [
     "CONFIG_NAME",
@@ -21,6 +21,7 @@ __all__ = [
     "ModelInfo",
     "Predictor",
     "Principal",
+    "Screening",
     "ScreeningSettings",
     "TensorInfo",
     "TokenCache",
