@@ -32,7 +32,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _config(root: Path, **overrides: Any) -> Any:
-    from edge_agent.service.config import load_config
+    from edge_agent.service import load_config
 
     try:
         return load_config(root, **overrides)

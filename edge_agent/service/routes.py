@@ -37,10 +37,12 @@ def kserve_router(predictor: Predictor, can_infer: Requirement) -> APIRouter:
 
     @router.get("/v2/health/live", include_in_schema=False)
     async def live() -> dict[str, bool]:
+        """The process answers."""
         return {"live": True}
 
     @router.get("/v2/health/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
+        """200 when the model can answer, 503 while it cannot."""
         ok = predictor.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
@@ -112,6 +114,7 @@ def status_router(
 
     @router.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
+        """The agent's metrics (and device telemetry) in Prometheus text format."""
         text = await asyncio.to_thread(metrics.render)  # telemetry may read sysfs
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -124,6 +127,7 @@ def page_router() -> APIRouter:
 
     @router.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
+        """The screening and review page."""
         return HTMLResponse(PAGE_HTML)
 
     return router
