@@ -1,3 +1,8 @@
-"""The device side: bundles, runtime, service (filled in by the edge-agent issue)."""
+"""The device side: bundles, install, runtime, screening, service, store, telemetry, fl.
 
-__all__: list[str] = []
+The package front holds only what is cheap to import: ``agent_version``.
+"""
+
+from edge_agent.version import agent_version
+
+__all__ = ["agent_version"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from edge_agent import agent_version
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fovea's edge agent for Jetson devices."
@@ -23,14 +24,6 @@ Root = Annotated[
     Path,
     typer.Option("--root", envvar="FOVEA_AGENT_ROOT", help="device root (slots, state.db, ...)"),
 ]
-
-
-def agent_version() -> str:
-    """The installed fovea-edge version."""
-    try:
-        return version("fovea-edge")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -74,7 +67,7 @@ def serve(
     max_wait_ms: Annotated[float | None, typer.Option(help="dynamic batching: wait")] = None,
 ) -> None:
     """Serve the installed bundle (settings: ROOT/agent.yaml, overridden by these flags)."""
-    from edge_agent.service.server import serve as run
+    from edge_agent.service import serve as run
 
     config = _config(
         root, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, backend=backend,
@@ -96,14 +89,14 @@ def install(
     from edge_agent.bundle import Manifest
     from edge_agent.install import DeviceRoot
     from edge_agent.install import install as run_install
-    from edge_agent.service.server import measure
+    from edge_agent.runtime import measure
 
     config = _config(root)
     device = DeviceRoot(root).ensure()
 
     def prepare(slot_dir: Path, manifest: Manifest) -> None:
         typer.echo(f"checking {manifest.name} v{manifest.version}: golden outputs, precisions")
-        chosen = measure(device, slot_dir, manifest, config, log=typer.echo)["chosen"]
+        chosen = measure(device.engines, slot_dir, manifest, config, log=typer.echo)["chosen"]
         typer.echo(f"chosen: {chosen['backend']} {chosen['precision']}")
 
     store = _store(root)
@@ -147,7 +140,7 @@ def status(root: Root) -> None:
     """Print the installed bundle, the precision choice, update history and counts as JSON."""
     from edge_agent.bundle import manifest_digest
     from edge_agent.install import DeviceRoot, active_manifest, read_updates
-    from edge_agent.service.server import selection_path
+    from edge_agent.runtime import selection_path
 
     device = DeviceRoot(root)
     manifest = active_manifest(device)
@@ -159,7 +152,7 @@ def status(root: Root) -> None:
             "name": manifest.name, "version": manifest.version, "slot": device.active_slot(),
             "precisions": sorted(manifest.precisions),
         }  # fmt: skip
-        record = selection_path(device, manifest_digest(device.current))
+        record = selection_path(device.engines, manifest_digest(device.current))
         if record.is_file():
             out["precision_choice"] = json.loads(record.read_text()).get("chosen")
     out["updates"] = [u.model_dump(mode="json") for u in read_updates(device.updates_log)[-5:]]

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.keys import load_private_key
+from edge_agent import agent_version
 from edge_agent.bundle import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -24,7 +25,6 @@ from edge_agent.bundle import (
     Manifest,
     PrecisionEntry,
     Thresholds,
-    agent_version,
     fsync_dir,
     key_id,
     parse_version,

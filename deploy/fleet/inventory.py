@@ -6,14 +6,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SCHEMA_VERSION = 1
+from edge_agent.store import Migration, SqliteOptions, migrate, session
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS rollout_hosts (
     PRIMARY KEY (rollout_id, host)
 );
 """
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+SCHEMA_VERSION = len(MIGRATIONS)  # kept in the meta table, as 'schema_version'
+_OPTIONS = SqliteOptions(busy_timeout_s=30)
 
 
 class TransportSpec(BaseModel):
@@ -167,19 +170,10 @@ class Inventory:
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(self.path, 0o600)
         with self._db() as db:
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            migrate(db, self.path, MIGRATIONS, version_table="meta")
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return session(self.path, _OPTIONS)
 
     # devices ---------------------------------------------------------------------------------
 

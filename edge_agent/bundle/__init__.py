@@ -20,7 +20,6 @@ from edge_agent.bundle.manifest import (
     Manifest,
     PrecisionEntry,
     Thresholds,
-    agent_version,
     manifest_digest,
     parse_version,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "TrustEnvelope",
     "TrustState",
     "TrustUpdate",
-    "agent_version",
     "apply_trust_update",
     "check_signature",
     "check_versions",

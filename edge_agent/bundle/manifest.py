@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -78,14 +77,6 @@ def parse_version(text: str) -> tuple[int, ...]:
     if not match:
         raise BundleError(f"version {text!r} does not start with a number like 1.2.3")
     return tuple(int(p) for p in match.group(0).split("."))
-
-
-def agent_version() -> str:
-    """The version of this agent (the installed fovea-edge distribution; '0' if not installed)."""
-    try:
-        return version("fovea-edge")
-    except PackageNotFoundError:
-        return "0"
 
 
 class Manifest(_Strict):

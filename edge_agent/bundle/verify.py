@@ -20,10 +20,10 @@ from edge_agent.bundle.manifest import (
     BundleError,
     FileEntry,
     Manifest,
-    agent_version,
     check_relpath,
     parse_version,
 )
+from edge_agent.version import agent_version
 
 MAX_MANIFEST_BYTES = 4 << 20
 SIGNATURE_BYTES = 64

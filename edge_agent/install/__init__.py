@@ -1,7 +1,7 @@
 """Installing bundles on the device: A/B slots, atomic switch, rollback, crash recovery."""
 
 from edge_agent.install.history import UpdateRecord, read_updates, record_update
-from edge_agent.install.install import (
+from edge_agent.install.installer import (
     CRASH_ENV,
     STEPS,
     InstallResult,

@@ -1,4 +1,5 @@
-"""Inference on the device: backends (ONNX Runtime, TensorRT), golden check, precision, batching."""
+"""Inference on the device: backends (ONNX Runtime, TensorRT), golden check, batching, and
+precision choice (measured per bundle at install, recorded, opened when serving)."""
 
 from edge_agent.runtime import ort_backend as _ort  # noqa: F401  (registers "onnxruntime")
 from edge_agent.runtime import trt_backend as _trt  # noqa: F401  (registers "tensorrt")
@@ -13,6 +14,14 @@ from edge_agent.runtime.backend import (
     register_backend,
 )
 from edge_agent.runtime.batcher import BatcherClosed, BatcherSettings, DynamicBatcher
+from edge_agent.runtime.choice import (
+    ChoiceConfig,
+    bundle_info,
+    measure,
+    open_chosen,
+    selection_path,
+    selection_settings,
+)
 from edge_agent.runtime.golden import GoldenResult, golden_check, infer_batched
 from edge_agent.runtime.ort_backend import OrtBackend
 from edge_agent.runtime.precision import (
@@ -54,6 +63,7 @@ __all__ = [
     "BatcherSettings",
     "BuildSpec",
     "BundleInfo",
+    "ChoiceConfig",
     "DynamicBatcher",
     "EngineBuildError",
     "EngineRecipe",
@@ -67,15 +77,20 @@ __all__ = [
     "TrtBackend",
     "backend_names",
     "build_engine",
+    "bundle_info",
     "choose_precision",
     "create_backend",
     "engine_cache_key",
     "generation",
     "golden_check",
     "infer_batched",
+    "measure",
     "open_candidate",
+    "open_chosen",
     "open_selected",
     "register_backend",
+    "selection_path",
+    "selection_settings",
     "tensorrt_available",
     "version_tag",
 ]

@@ -7,7 +7,8 @@ from edge_agent.service.config import CONFIG_NAME, AgentConfig, load_config
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import ModelInfo, Predictor, TensorInfo
-from edge_agent.service.screen import CaseStore, ScreeningSettings
+from edge_agent.service.screen import CaseStore, Screening, ScreeningSettings
+from edge_agent.service.server import serve
 
 __all__ = [
     "CONFIG_NAME",
@@ -21,6 +22,7 @@ __all__ = [
     "ModelInfo",
     "Predictor",
     "Principal",
+    "Screening",
     "ScreeningSettings",
     "TensorInfo",
     "TokenCache",
@@ -28,4 +30,5 @@ __all__ = [
     "decode_request",
     "encode_response",
     "load_config",
+    "serve",
 ]

@@ -1,4 +1,5 @@
-"""``POST /v1/screen`` (one or both eyes) and ``POST /v1/cases/{id}/review``."""
+"""Screening as one object (decode -> infer -> recommend -> record, and review) and its routes:
+``POST /v1/screen`` (one or both eyes) and ``POST /v1/cases/{id}/review``."""
 
 import asyncio
 import functools
@@ -15,7 +16,9 @@ from starlette.formparsers import MultiPartException
 
 from edge_agent.screening import (
     DecodeLimits,
+    EyeResult,
     ImageError,
+    PatientResult,
     decode_image,
     eye_result,
     fundus_checks,
@@ -163,93 +166,116 @@ class _PendingImages:
         return self._images.pop(case_id, None)
 
 
-def screening_router(
-    predictor: Predictor,
-    cases: CaseStore,
-    settings: ScreeningSettings,
-    config: AgentConfig,
-    metrics: AgentMetrics,
-    can_screen: Callable[[Request], Principal],
-    can_review: Callable[[Request], Principal],
-) -> APIRouter:
-    """The screening and review routes over a model, a case store and the bundle's rules."""
-    router = APIRouter()
-    CanScreen = Annotated[Principal, Depends(can_screen)]
-    CanReview = Annotated[Principal, Depends(can_review)]
-    limits = DecodeLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
-    pending = _PendingImages()
-    info = predictor.info
+class Screening:
+    """Screening over a model and a case store: decode -> infer -> recommend -> record.
 
-    @router.post("/v1/screen")
-    async def screen(request: Request, user: CanScreen) -> dict[str, Any]:
-        """Grade one eye ('image', 'left' or 'right') or both eyes of a patient."""
-        uploads = await _uploads(request, config)
-        eyes: list[_Eye] = []
-        for name, upload in uploads:
-            data = await upload.read()
-            eye = "unknown" if name == "image" else name
-            eyes.append(await asyncio.to_thread(_prepare, eye, upload, data, limits, settings.spec))
-        batch = settings.spec.normalise(np.stack([e.square for e in eyes]))
-        outputs = await predictor.infer(batch)
-        results = [
-            eye_result(
-                outputs["grade_logits"][i],
-                outputs["gradable_logit"][i],
-                e.checks,
-                referral_threshold=settings.referral_threshold,
-                gradable_threshold=settings.gradable_threshold,
-                eye=e.eye,
-            )
-            for i, e in enumerate(eyes)
-        ]
-        patient = patient_recommendation(results)
-        model = {
+    ``screen`` runs the whole pipeline for one request; ``review`` records a clinician's
+    verdict on a screened case and keeps its image when it was gradable.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        cases: CaseStore,
+        settings: ScreeningSettings,
+        config: AgentConfig,
+        metrics: AgentMetrics,
+    ) -> None:
+        self.predictor, self.cases, self.settings = predictor, cases, settings
+        self.config, self.metrics = config, metrics
+        self.limits = DecodeLimits(
+            max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
+        )
+        self.pending = _PendingImages()
+        self.info = info = predictor.info
+        self.model = {
             "name": info.name,
             "version": info.version,
             "backend": info.backend,
             "precision": info.precision,
         }
+
+    async def screen(self, request: Request, user: Principal) -> dict[str, Any]:
+        """Grade the request's eye(s) and store each as a case; the response body."""
+        eyes = await self.decode(request)
+        outputs = await self.infer(eyes)
+        results, patient = self.recommend(eyes, outputs)
+        return await self.record(user, eyes, results, patient)
+
+    async def decode(self, request: Request) -> list[_Eye]:
+        """The uploaded eye(s), decoded, checked and cropped to the model's square (4xx if bad)."""
+        eyes: list[_Eye] = []
+        for name, upload in await _uploads(request, self.config):
+            data = await upload.read()
+            eye = "unknown" if name == "image" else name
+            spec = self.settings.spec
+            eyes.append(await asyncio.to_thread(_prepare, eye, upload, data, self.limits, spec))
+        return eyes
+
+    async def infer(self, eyes: list[_Eye]) -> dict[str, np.ndarray]:
+        """The model's outputs for the eyes, as one batch."""
+        batch = self.settings.spec.normalise(np.stack([e.square for e in eyes]))
+        return await self.predictor.infer(batch)
+
+    def recommend(
+        self, eyes: list[_Eye], outputs: dict[str, np.ndarray]
+    ) -> tuple[list[EyeResult], PatientResult]:
+        """Each eye's result at the bundle's operating point, and the patient's (worse eye)."""
+        results = [
+            eye_result(
+                outputs["grade_logits"][i],
+                outputs["gradable_logit"][i],
+                e.checks,
+                referral_threshold=self.settings.referral_threshold,
+                gradable_threshold=self.settings.gradable_threshold,
+                eye=e.eye,
+            )
+            for i, e in enumerate(eyes)
+        ]
+        return results, patient_recommendation(results)
+
+    async def record(
+        self,
+        user: Principal,
+        eyes: list[_Eye],
+        results: list[EyeResult],
+        patient: PatientResult,
+    ) -> dict[str, Any]:
+        """Store each eye as a case (its image kept or held until review), count the screening;
+        the response body."""
         body_eyes = []
         for e, result in zip(eyes, results, strict=True):
-            summary = {"eye": e.eye, "content_type": e.content_type, "bytes": e.size}
             entry = result.to_dict()
             case_id = await asyncio.to_thread(
                 functools.partial(
-                    cases.record_screening,
+                    self.cases.record_screening,
                     user=user.name,
-                    model_version=info.version,
-                    request=summary,
-                    result={**entry, "patient": patient.to_dict(), "model": model},
+                    model_version=self.info.version,
+                    request={"eye": e.eye, "content_type": e.content_type, "bytes": e.size},
+                    result={**entry, "patient": patient.to_dict(), "model": self.model},
                 )
             )
-            if config.keep_images:
-                await asyncio.to_thread(cases.save_case_image, case_id, e.square)
+            if self.config.keep_images:
+                await asyncio.to_thread(self.cases.save_case_image, case_id, e.square)
             else:
-                pending.put(case_id, e.square)
+                self.pending.put(case_id, e.square)
             body_eyes.append({"case_id": case_id, **entry})
-        metrics.screenings.labels(patient.recommendation.value).inc()
+        self.metrics.screenings.labels(patient.recommendation.value).inc()
         return {
             "case_id": body_eyes[0]["case_id"],
             "patient": patient.to_dict(),
             "eyes": body_eyes,
-            "model": model,
-            "referral_threshold": settings.referral_threshold,
+            "model": self.model,
+            "referral_threshold": self.settings.referral_threshold,
         }
 
-    @router.post("/v1/cases/{case_id}/review")
-    async def review(case_id: str, request: Request, user: CanReview) -> dict[str, Any]:
-        """Record a clinician's grade for a screened case (confirming or correcting it)."""
-        raw = await request.body()
-        try:
-            body = ReviewBody.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
-        if len(case_id) > 64 or await asyncio.to_thread(cases.get_case, case_id) is None:
+    async def review(self, case_id: str, request: Request, user: Principal) -> dict[str, Any]:
+        """Record a clinician's grade for a screened case; the response body (4xx if refused)."""
+        body = _review_body(await request.body())
+        if len(case_id) > 64 or await asyncio.to_thread(self.cases.get_case, case_id) is None:
             raise ApiError(404, f"no case {case_id[:64]!r} on this device")
         review = functools.partial(
-            cases.record_review,
+            self.cases.record_review,
             case_id,
             user=user.name,
             grade=body.grade,
@@ -260,12 +286,42 @@ def screening_router(
             await asyncio.to_thread(review)
         except ValueError as exc:  # the store's own checks (StoreError is a ValueError)
             raise ApiError(400, f"review not recorded: {exc}") from None
-        image = pending.pop(case_id)
+        image = self.pending.pop(case_id)
         if image is not None and body.gradable:
-            await asyncio.to_thread(cases.save_case_image, case_id, image)
+            await asyncio.to_thread(self.cases.save_case_image, case_id, image)
         return {"case_id": case_id, "reviewer": user.name, **body.model_dump()}
+
+
+def _review_body(raw: bytes) -> ReviewBody:
+    try:
+        return ReviewBody.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
+
+
+def screening_router(
+    screening: Screening,
+    can_screen: Callable[[Request], Principal],
+    can_review: Callable[[Request], Principal],
+) -> APIRouter:
+    """The screening and review routes over ``screening``, behind their permissions."""
+    router = APIRouter()
+    CanScreen = Annotated[Principal, Depends(can_screen)]
+    CanReview = Annotated[Principal, Depends(can_review)]
+
+    @router.post("/v1/screen")
+    async def screen(request: Request, user: CanScreen) -> dict[str, Any]:
+        """Grade one eye ('image', 'left' or 'right') or both eyes of a patient."""
+        return await screening.screen(request, user)
+
+    @router.post("/v1/cases/{case_id}/review")
+    async def review(case_id: str, request: Request, user: CanReview) -> dict[str, Any]:
+        """Record a clinician's grade for a screened case (confirming or correcting it)."""
+        return await screening.review(case_id, request, user)
 
     return router
 
 
-__all__ = ["CaseStore", "ReviewBody", "ScreeningSettings", "screening_router"]
+__all__ = ["CaseStore", "ReviewBody", "Screening", "ScreeningSettings", "screening_router"]

@@ -1,9 +1,8 @@
-"""Serving a device root: load the active bundle, choose its backend, run the app on uvicorn."""
+"""Serving a device root: load the active bundle on its chosen backend, run the app on uvicorn."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,17 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from edge_agent.bundle import Manifest, manifest_digest
+from edge_agent.bundle import Manifest
 from edge_agent.install import DeviceRoot, active_manifest, read_updates, recover
-from edge_agent.runtime import (
-    Backend,
-    BatcherSettings,
-    BundleInfo,
-    DynamicBatcher,
-    SelectionSettings,
-    choose_precision,
-    open_candidate,
-)
+from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, open_chosen
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.metrics import AgentMetrics
@@ -32,97 +23,6 @@ from edge_agent.service.served import ServedModel, model_info
 from edge_agent.store import Retention, Store
 
 Log = Callable[[str], None]
-
-
-def bundle_info(manifest: Manifest, slot_dir: Path) -> BundleInfo:
-    """What precision choice needs from an installed bundle's manifest."""
-    budget = manifest.accuracy_budget_points
-    return BundleInfo(
-        preprocess=manifest.preprocess,
-        files={name: entry.file for name, entry in manifest.precisions.items()},
-        budget_points={"fp16": budget.fp16, "int8": budget.int8},
-        digest=manifest_digest(slot_dir),
-        recipe=manifest.engine_recipe,
-    )
-
-
-def selection_path(root: DeviceRoot, digest: str) -> Path:
-    """Where the precision-choice measurements of the bundle ``digest`` are recorded."""
-    return root.engines / f"selection-{digest[:16]}.json"
-
-
-def selection_settings(root: DeviceRoot, config: AgentConfig) -> SelectionSettings:
-    """Precision-choice settings from the agent's configuration."""
-    backends: tuple[str, ...] = (
-        ("tensorrt", "onnxruntime") if config.backend == "auto" else (config.backend,)
-    )
-    return SelectionSettings(
-        batch=config.max_batch,
-        backends=backends,
-        threads=config.threads or 0,
-        cache_dir=root.engines,
-    )
-
-
-def measure(
-    root: DeviceRoot,
-    slot_dir: Path,
-    manifest: Manifest,
-    config: AgentConfig,
-    log: Log = lambda s: None,
-) -> dict[str, Any]:
-    """Run the precision choice on ``slot_dir`` and record it; the measurements as JSON.
-
-    Raises ValueError when no precision passed its golden and accuracy checks (install uses
-    this as its ``prepare`` step, so such a bundle is refused).
-    """
-    info = bundle_info(manifest, slot_dir)
-    root.engines.mkdir(parents=True, exist_ok=True)
-    selection = choose_precision(
-        slot_dir,
-        info,
-        selection_settings(root, config),
-        record=selection_path(root, info.digest),
-        log=log,
-    )
-    if selection.chosen is None:
-        detail = "; ".join(f"{m.backend} {m.precision}: {m.status}" for m in selection.measurements)
-        raise ValueError(f"no precision of {manifest.name} v{manifest.version} passed: {detail}")
-    return selection.as_dict()
-
-
-def _open(
-    root: DeviceRoot, slot_dir: Path, manifest: Manifest, config: AgentConfig, log: Log
-) -> tuple[Backend, dict[str, Any]]:
-    """The backend to serve with, and the precision-choice record behind it."""
-    info = bundle_info(manifest, slot_dir)
-    settings = selection_settings(root, config)
-    record_path = selection_path(root, info.digest)
-    record: dict[str, Any] = {}
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-    elif config.precision == "auto":
-        log("no recorded precision choice for this bundle: measuring now")
-        record = measure(root, slot_dir, manifest, config, log)
-    if config.precision != "auto":
-        backend = "onnxruntime" if config.backend == "auto" else config.backend
-        record = {**record, "forced": {"backend": backend, "precision": config.precision}}
-        return open_candidate(backend, config.precision, slot_dir, info, settings), record
-    ranked = sorted(
-        (m for m in record.get("measurements", []) if m.get("status") == "passed"),
-        key=lambda m: -(m.get("throughput_img_s") or 0.0),
-    )
-    failures = []
-    for m in ranked:
-        try:
-            return open_candidate(m["backend"], m["precision"], slot_dir, info, settings), record
-        except Exception as exc:  # a build/load failure falls back to the next fastest
-            failures.append(f"{m['backend']} {m['precision']}: {exc}")
-            log(f"{m['backend']} {m['precision']} failed to load ({exc}); trying the next")
-    raise ValueError(
-        f"no precision of {manifest.name} v{manifest.version} could be loaded from {slot_dir}: "
-        + ("; ".join(failures) or "none passed its checks (see " + str(record_path) + ")")
-    )
 
 
 def inline_batches(config: AgentConfig) -> bool:
@@ -153,7 +53,46 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     Raises ValueError (nothing installed, no loadable precision) with what to do.
     """
-    root = DeviceRoot(Path(root_path))
+    root, manifest = _active(Path(root_path))
+    backend, record = open_chosen(root.engines, root.current.resolve(), manifest, config, log)
+    telemetry = _Telemetry()
+    metrics = AgentMetrics(telemetry.read)
+    served = _served(manifest, backend, config, metrics, telemetry, _BusyMark(root.busy_file))
+    store = Store(
+        root.state_db,
+        retention=Retention(
+            max_cases=config.case_retention_count, max_age_days=config.case_retention_days
+        ),
+    )
+
+    def status_extra() -> dict[str, Any]:
+        updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
+        return {"precision_choice": record, "updates": updates, "store": store.counts()}
+
+    app = create_app(
+        served,
+        store,
+        store,
+        _screening(manifest),
+        config,
+        telemetry=telemetry.read,
+        status_extra=status_extra,
+        metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await served.close()
+        store.close()
+
+    app.router.lifespan_context = lifespan
+    return LoadedAgent(app, served, store, manifest)
+
+
+def _active(path: Path) -> tuple[DeviceRoot, Manifest]:
+    """The device root (an interrupted install recovered) and its active bundle's manifest."""
+    root = DeviceRoot(path)
     root.ensure()
     recover(root)
     manifest = active_manifest(root)
@@ -161,12 +100,18 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         raise ValueError(
             f"no bundle is installed in {root.path}; run 'fovea-agent install BUNDLE' first"
         )
-    slot_dir = root.current.resolve()
-    backend, record = _open(root, slot_dir, manifest, config, log)
-    telemetry = _Telemetry()
-    metrics = AgentMetrics(telemetry.read)
+    return root, manifest
 
-    busy = _BusyMark(root.busy_file)
+
+def _served(
+    manifest: Manifest,
+    backend: Backend,
+    config: AgentConfig,
+    metrics: AgentMetrics,
+    telemetry: _Telemetry,
+    busy: _BusyMark,
+) -> ServedModel:
+    """``backend`` behind a dynamic batcher whose batches feed metrics, telemetry and ``busy``."""
 
     def on_batch(rows: int, _seconds: float) -> None:
         metrics.observe_batch(rows)
@@ -194,42 +139,16 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
             "providers": backend.providers,
         },
     )
-    served = ServedModel(info, batcher)
-    store = Store(
-        root.state_db,
-        retention=Retention(
-            max_cases=config.case_retention_count, max_age_days=config.case_retention_days
-        ),
-    )
-    screening = ScreeningSettings(
+    return ServedModel(info, batcher)
+
+
+def _screening(manifest: Manifest) -> ScreeningSettings:
+    """The bundle's screening rules."""
+    return ScreeningSettings(
         spec=manifest.preprocess,
         referral_threshold=manifest.thresholds.referral,
         gradable_threshold=manifest.thresholds.gradable,
     )
-
-    def status_extra() -> dict[str, Any]:
-        updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
-        return {"precision_choice": record, "updates": updates, "store": store.counts()}
-
-    app = create_app(
-        served,
-        store,
-        store,
-        screening,
-        config,
-        telemetry=telemetry.read,
-        status_extra=status_extra,
-        metrics=metrics,
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await served.close()
-        store.close()
-
-    app.router.lifespan_context = lifespan
-    return LoadedAgent(app, served, store, manifest)
 
 
 class _BusyMark:
@@ -296,4 +215,4 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     )
 
 
-__all__ = ["LoadedAgent", "bundle_info", "load_agent", "measure", "selection_path", "serve"]
+__all__ = ["LoadedAgent", "inline_batches", "load_agent", "serve"]

@@ -1,8 +1,19 @@
-"""The device's state: SQLite (WAL) with users, screenings, reviews, updates and an audit chain."""
+"""The device's state (SQLite in WAL mode: users, screenings, reviews, updates, an audit chain),
+and the one way Fovea opens SQLite files (options, schema version, migrations, backup)."""
 
 from edge_agent.store.audit import GENESIS_HASH, AuditCheck, AuditEntry
 from edge_agent.store.records import Case, Retention, Review, Update, User
 from edge_agent.store.schema import ROLES, SCHEMA_VERSION, StoreError
+from edge_agent.store.sqlite import (
+    Migration,
+    SqliteError,
+    SqliteOptions,
+    backup,
+    connect,
+    migrate,
+    schema_version,
+    session,
+)
 from edge_agent.store.store import Store
 
 __all__ = [
@@ -12,10 +23,18 @@ __all__ = [
     "AuditCheck",
     "AuditEntry",
     "Case",
+    "Migration",
     "Retention",
     "Review",
+    "SqliteError",
+    "SqliteOptions",
     "Store",
     "StoreError",
     "Update",
     "User",
+    "backup",
+    "connect",
+    "migrate",
+    "schema_version",
+    "session",
 ]

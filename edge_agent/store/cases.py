@@ -1,13 +1,18 @@
-"""Preprocessed images of screened cases, as PNG files beside the state database."""
+"""Preprocessed images of screened cases, as PNG files beside the state database, and which of
+them the retention limits drop."""
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from edge_agent.store.records import Retention
 
 _CASE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -48,3 +53,23 @@ def read_image(path: Path) -> np.ndarray | None:
 def remove_image(path: Path) -> None:
     """Delete a stored image; one already gone is fine."""
     path.unlink(missing_ok=True)
+
+
+def over_retention(conn: sqlite3.Connection, limits: Retention, now: datetime) -> list[str]:
+    """The kept images' file names beyond ``limits`` at ``now`` (too old, or past the newest
+    ``max_cases``), sorted."""
+    doomed: list[str] = []
+    if limits.max_age_days is not None:
+        cutoff = now - timedelta(days=limits.max_age_days)
+        old = conn.execute(
+            "SELECT file FROM case_images WHERE saved < ?",
+            (cutoff.astimezone(UTC).isoformat(timespec="microseconds"),),
+        )
+        doomed += [r[0] for r in old]
+    if limits.max_cases is not None:
+        extra = conn.execute(
+            "SELECT file FROM case_images ORDER BY saved DESC, rowid DESC LIMIT -1 OFFSET ?",
+            (limits.max_cases,),
+        )
+        doomed += [r[0] for r in extra]
+    return sorted(set(doomed))

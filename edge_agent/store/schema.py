@@ -1,11 +1,14 @@
-"""The state database's schema (PRAGMA user_version) and how a connection is opened."""
+"""The state database's schema and migrations (PRAGMA user_version), and how it is opened."""
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from edge_agent.store import sqlite as _sqlite
+from edge_agent.store.sqlite import Migration, SqliteError, SqliteOptions
+
 ROLES: tuple[str, ...] = ("technician", "clinician", "admin")
 AUDIT_TRIGGERS: tuple[str, ...] = ("audit_no_update", "audit_no_delete", "audit_in_sequence")
 
@@ -71,50 +74,37 @@ BEGIN SELECT RAISE(ABORT, 'audit entries must be appended in sequence'); END;
 """
 
 
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+"""The state database's schema steps; ``SCHEMA_VERSION`` is how many there are."""
+SCHEMA_VERSION = len(MIGRATIONS)
+
+OPTIONS = SqliteOptions(
+    autocommit=True, check_same_thread=False, rows=True, foreign_keys=True, synchronous="FULL"
+)
+"""How the store opens the state database (transactions are explicit; one connection a thread)."""
+
+
 class StoreError(ValueError):
     """A request the store refuses (unknown user or case, bad value, newer schema)."""
 
 
 def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with WAL and foreign keys."""
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = FULL")
-    return conn
+    """A connection in autocommit mode (transactions are explicit) with foreign keys on."""
+    return _sqlite.connect(path, replace(OPTIONS, busy_timeout_s=busy_timeout_s))
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new database, or check an existing one is one we understand."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode!r})")
-    conn.execute("BEGIN IMMEDIATE")
+    """Switch to WAL and create the schema in a new database, or check an existing one is one
+    we understand (StoreError when not)."""
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            for statement in _statements(_SCHEMA):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path}: state database schema version {version} is newer than this agent "
-                f"understands ({SCHEMA_VERSION}); upgrade fovea-agent"
-            )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema script into statements (triggers hold inner semicolons)."""
-    out, current = [], ""
-    for line in script.strip().splitlines():
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            out.append(current.strip())
-            current = ""
-    return out
+        _sqlite.migrate(
+            conn,
+            path,
+            MIGRATIONS,
+            journal_mode="WAL",
+            what="state database",
+            reader="agent",
+            upgrade="fovea-agent",
+        )
+    except SqliteError as exc:
+        raise StoreError(str(exc)) from None

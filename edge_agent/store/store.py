@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -12,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from edge_agent.store import audit as _audit
 from edge_agent.store import cases as _cases
+from edge_agent.store import sqlite as _sqlite
 from edge_agent.store.records import (
     Case,
     Retention,
@@ -30,6 +30,7 @@ from edge_agent.store.records import (
     update_from_row,
 )
 from edge_agent.store.schema import ROLES, StoreError, connect, migrate
+from edge_agent.store.sqlite import SqliteError
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -321,21 +322,10 @@ class Store:
         if dest.resolve() == self.path.resolve():
             raise StoreError(f"backup destination {dest} is the live database itself")
         self.audit(actor, "backup", {"dest": str(dest)})
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        target = sqlite3.connect(tmp)
         try:
-            self._conn().backup(target)
-            target.execute("PRAGMA journal_mode = DELETE")
-            check = target.execute("PRAGMA integrity_check").fetchone()[0]
-            if check != "ok":
-                raise StoreError(f"backup {dest} failed its integrity check: {check}")
-        except BaseException:
-            target.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        target.close()
-        os.replace(tmp, dest)
-        return dest
+            return _sqlite.backup(self._conn(), dest)
+        except SqliteError as exc:
+            raise StoreError(str(exc)) from None
 
     # -- case images -------------------------------------------------------------------------
 
@@ -358,24 +348,8 @@ class Store:
 
     def prune_case_images(self) -> int:
         """Remove the oldest images beyond the retention limits; how many were removed."""
-        limits = self.retention
         with self._write() as conn:
-            doomed: list[str] = []
-            if limits.max_age_days is not None:
-                cutoff = self._clock() - timedelta(days=limits.max_age_days)
-                old = conn.execute(
-                    "SELECT file FROM case_images WHERE saved < ?",
-                    (cutoff.astimezone(UTC).isoformat(timespec="microseconds"),),
-                )
-                doomed += [r[0] for r in old]
-            if limits.max_cases is not None:
-                extra = conn.execute(
-                    "SELECT file FROM case_images ORDER BY saved DESC, rowid DESC "
-                    "LIMIT -1 OFFSET ?",
-                    (limits.max_cases,),
-                )
-                doomed += [r[0] for r in extra]
-            doomed = sorted(set(doomed))
+            doomed = _cases.over_retention(conn, self.retention, self._clock())
             conn.executemany("DELETE FROM case_images WHERE file = ?", [(f,) for f in doomed])
         for name in doomed:
             _cases.remove_image(self.cases_dir / name)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DecisionRecord", "Participant", "Registry", "RoundRecord"]
+from edge_agent.store import Migration, SqliteOptions, migrate, session
 
-SCHEMA_VERSION = 1
+__all__ = ["DecisionRecord", "Participant", "Registry", "RoundRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     promoted INTEGER NOT NULL, reason TEXT NOT NULL, candidate TEXT NOT NULL,
     deployed TEXT NOT NULL, per_site TEXT NOT NULL, bundle TEXT, version INTEGER);
 """
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+SCHEMA_VERSION = len(MIGRATIONS)  # kept in the meta table, as 'schema_version'
+_OPTIONS = SqliteOptions(busy_timeout_s=30)
 
 
 def _to_sql_id(node_id: int) -> int:
@@ -105,19 +108,10 @@ class Registry:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            migrate(db, self.path, MIGRATIONS, version_table="meta")
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return session(self.path, _OPTIONS)
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON value under ``key`` (run config, model, state of the run)."""

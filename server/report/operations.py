@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.store import SqliteOptions, connect
 from server.report import figures
 from server.report.html import Section, image, missing, num, paragraph, table
 from server.report.sources import Workdir
@@ -136,7 +137,7 @@ def _device_counts(root: Path) -> tuple[int | None, int | None]:
     if not db_path.is_file():
         return None, None
     try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        db = connect(db_path, SqliteOptions(read_only=True, busy_timeout_s=5))
         try:
             screened = db.execute("SELECT COUNT(*) FROM screenings").fetchone()[0]
             reviewed = db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]

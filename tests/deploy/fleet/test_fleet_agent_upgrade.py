@@ -38,7 +38,7 @@ from server.cli.fleet import fleet_app
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[3]
-_SERVE = "    from edge_agent.service.server import serve as run\n"
+_SERVE = "    from edge_agent.service import serve as run\n"
 _BROKEN = '    raise SystemExit("fovea-agent serve: this build is broken on purpose")\n'
 
 

@@ -1,0 +1,161 @@
+"""Precision choice for an installed bundle: measure it once, record it, open what it chose.
+
+Install runs ``measure`` as its ``prepare`` step; ``serve`` opens the recorded choice with
+``open_chosen`` (measuring first when nothing is recorded). Records live in the device's engine
+cache directory, one per bundle digest (``selection_path``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_agent.bundle import Manifest, manifest_digest
+from edge_agent.runtime.backend import Backend
+from edge_agent.runtime.precision import (
+    BundleInfo,
+    SelectionSettings,
+    choose_precision,
+    open_candidate,
+)
+
+Log = Callable[[str], None]
+
+
+class ChoiceConfig(Protocol):
+    """The settings precision choice reads (``edge_agent.service.AgentConfig`` has them)."""
+
+    @property
+    def backend(self) -> str:
+        """``auto``, ``onnxruntime`` or ``tensorrt``."""
+        ...
+
+    @property
+    def precision(self) -> str:
+        """``auto`` (the measured choice) or a precision to force."""
+        ...
+
+    @property
+    def max_batch(self) -> int:
+        """Rows per batch, the batch size measured."""
+        ...
+
+    @property
+    def threads(self) -> int | None:
+        """ONNX Runtime intra-op threads (None: its default)."""
+        ...
+
+
+def bundle_info(manifest: Manifest, slot_dir: Path) -> BundleInfo:
+    """What precision choice needs from an installed bundle's manifest."""
+    budget = manifest.accuracy_budget_points
+    return BundleInfo(
+        preprocess=manifest.preprocess,
+        files={name: entry.file for name, entry in manifest.precisions.items()},
+        budget_points={"fp16": budget.fp16, "int8": budget.int8},
+        digest=manifest_digest(slot_dir),
+        recipe=manifest.engine_recipe,
+    )
+
+
+def selection_path(engines: Path, digest: str) -> Path:
+    """Where the precision-choice measurements of the bundle ``digest`` are recorded."""
+    return engines / f"selection-{digest[:16]}.json"
+
+
+def selection_settings(engines: Path, config: ChoiceConfig) -> SelectionSettings:
+    """Precision-choice settings from the agent's configuration (engines cached in ``engines``)."""
+    backends: tuple[str, ...] = (
+        ("tensorrt", "onnxruntime") if config.backend == "auto" else (config.backend,)
+    )
+    return SelectionSettings(
+        batch=config.max_batch,
+        backends=backends,
+        threads=config.threads or 0,
+        cache_dir=engines,
+    )
+
+
+def measure(
+    engines: Path,
+    slot_dir: Path,
+    manifest: Manifest,
+    config: ChoiceConfig,
+    log: Log = lambda s: None,
+) -> dict[str, Any]:
+    """Run the precision choice on ``slot_dir`` and record it; the measurements as JSON.
+
+    Raises ValueError when no precision passed its golden and accuracy checks (install uses
+    this as its ``prepare`` step, so such a bundle is refused).
+    """
+    info = bundle_info(manifest, slot_dir)
+    engines.mkdir(parents=True, exist_ok=True)
+    selection = choose_precision(
+        slot_dir,
+        info,
+        selection_settings(engines, config),
+        record=selection_path(engines, info.digest),
+        log=log,
+    )
+    if selection.chosen is None:
+        detail = "; ".join(f"{m.backend} {m.precision}: {m.status}" for m in selection.measurements)
+        raise ValueError(f"no precision of {manifest.name} v{manifest.version} passed: {detail}")
+    return selection.as_dict()
+
+
+def open_chosen(
+    engines: Path,
+    slot_dir: Path,
+    manifest: Manifest,
+    config: ChoiceConfig,
+    log: Log = lambda s: None,
+) -> tuple[Backend, dict[str, Any]]:
+    """The backend to serve ``slot_dir`` with, and the precision-choice record behind it.
+
+    A forced precision (``config.precision`` not ``auto``) is opened as told; otherwise the
+    recorded candidates that passed, fastest first, each failing load falling back to the next.
+    Raises ValueError when none can be loaded.
+    """
+    info = bundle_info(manifest, slot_dir)
+    settings = selection_settings(engines, config)
+    record_path = selection_path(engines, info.digest)
+    record: dict[str, Any] = {}
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+    elif config.precision == "auto":
+        log("no recorded precision choice for this bundle: measuring now")
+        record = measure(engines, slot_dir, manifest, config, log)
+    if config.precision != "auto":
+        backend = "onnxruntime" if config.backend == "auto" else config.backend
+        record = {**record, "forced": {"backend": backend, "precision": config.precision}}
+        return open_candidate(backend, config.precision, slot_dir, info, settings), record
+    failures: list[str] = []
+    for m in _passed_fastest_first(record):
+        try:
+            return open_candidate(m["backend"], m["precision"], slot_dir, info, settings), record
+        except Exception as exc:  # a build/load failure falls back to the next fastest
+            failures.append(f"{m['backend']} {m['precision']}: {exc}")
+            log(f"{m['backend']} {m['precision']} failed to load ({exc}); trying the next")
+    raise ValueError(
+        f"no precision of {manifest.name} v{manifest.version} could be loaded from {slot_dir}: "
+        + ("; ".join(failures) or "none passed its checks (see " + str(record_path) + ")")
+    )
+
+
+def _passed_fastest_first(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(
+        (m for m in record.get("measurements", []) if m.get("status") == "passed"),
+        key=lambda m: -(m.get("throughput_img_s") or 0.0),
+    )
+
+
+__all__ = [
+    "ChoiceConfig",
+    "bundle_info",
+    "measure",
+    "open_chosen",
+    "selection_path",
+    "selection_settings",
+]
