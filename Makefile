@@ -30,6 +30,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	# package boundaries (contracts in pyproject.toml) and how the code reads (tools/code_stats.py)
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m tools.code_stats --check
 	# the TensorRT builder must load under JetPack 5's Python 3.8 (ruff parses it as 3.8 above)
 	$(PY) -m pytest -q -p no:cacheprovider tests/edge_agent/runtime/test_trt_build_py38.py
 

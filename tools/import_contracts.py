@@ -33,7 +33,7 @@ class FrontsContract(Contract):
 
     def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
         """Every import of a non-package module from outside its package is a violation."""
-        roots = tuple(self.containers)  # type: ignore[call-overload]
+        roots: tuple[str, ...] = tuple(self.containers)  # type: ignore[arg-type]
         packages = {m: _is_package(m) for m in graph.modules if m.split(".")[0] in roots}
         broken: list[dict[str, Any]] = []
         for importer in sorted(packages):
