@@ -1,5 +1,5 @@
-"""The ``fovea`` command: one module per command group, assembled in :mod:`server.cli.app`."""
+"""The ``fovea`` command: one module per command group, assembled in :mod:`server.cli.fovea`."""
 
-from server.cli.app import app, main
+from server.cli.fovea import app, main
 
 __all__ = ["app", "main"]
