@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from benchmarks.compress_heads_report import table
 from benchmarks.report import write
 from models.nets import FundusNet, build_model, count_parameters, load_checkpoint, read_meta
 from models.synth import SITES, generate
@@ -358,86 +359,7 @@ def main() -> None:
         Log(f"{section} done ({timings[section]:.0f} s)")
     result["seconds"] = {**timings, "total": time.perf_counter() - t0}
     name = "compress_heads_quick" if a.quick else "compress_heads"
-    write(name, json.loads(json.dumps(result)), _table(result))
-
-
-def _table(r: dict[str, Any]) -> list[list[str]]:
-    rows = [["comparison", "what", "value"]]
-    if "heads" in r:
-        h = r["heads"]
-        acc = h["accuracy"]
-        for k in (
-            "student",
-            "pruned_before_recovery",
-            "pruned_recovered",
-            "unpruned_same_extra_epochs",
-        ):
-            rows.append(
-                [
-                    "heads keep 0.6",
-                    f"{k} val / test acc",
-                    f"{acc[k]['val']['accuracy']:.3f} / {acc[k]['test']['accuracy']:.3f}",
-                ]
-            )
-        rows.append(
-            [
-                "heads keep 0.6",
-                "heads, parameters",
-                f"{sum(h['prune']['heads_before'])} -> {sum(h['prune']['heads_after'])}, "
-                f"{h['prune']['parameters_before']} -> {h['prune']['parameters_after']}",
-            ]
-        )
-        lat = h["latency"]
-        for key in lat["pruned"]:
-            rows.append(
-                [
-                    "heads keep 0.6",
-                    f"latency {key} unpruned / pruned",
-                    f"{lat['unpruned'][key]:.2f} / {lat['pruned'][key]:.2f}",
-                ]
-            )
-    if "chain" in r:
-        c = r["chain"]
-        rows.append(
-            [
-                "TA vs direct",
-                "teacher / student params",
-                f"{c['teacher_parameters']} / {c['student_parameters']} ({c['ratio']:.0f}x)",
-            ]
-        )
-        for kind in ("direct", "chain"):
-            for g in c[kind]["generations"]:
-                rows.append(
-                    [
-                        f"TA vs direct: {kind}",
-                        f"{g['name']} {g['parameters']} params {c[kind]['split']} acc "
-                        "(decay, cumulative)",
-                        f"{g['accuracy']:.3f} ({g['decay']:.3f}, {g['cumulative_decay']:.3f})",
-                    ]
-                )
-        rows.append(
-            ["TA vs direct", "chain - direct (points)", f"{c['chain_minus_direct_points']:+.1f}"]
-        )
-    if "routing" in r:
-        o = r["routing"]
-        for mode in ("averaged", "routed"):
-            rows.append(
-                [
-                    f"multi-teacher {mode}",
-                    "student val / test acc; mixture val acc",
-                    f"{o[mode]['student_val']['accuracy']:.3f} / "
-                    f"{o[mode]['student_test']['accuracy']:.3f}; "
-                    f"{o[mode]['mixture_val']['accuracy']:.3f}",
-                ]
-            )
-        rows.append(
-            [
-                "multi-teacher",
-                "routed - averaged (val points)",
-                f"{o['routed_minus_averaged_points']:+.1f}",
-            ]
-        )
-    return rows
+    write(name, json.loads(json.dumps(result)), table(result))
 
 
 if __name__ == "__main__":

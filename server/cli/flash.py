@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from deploy.flash import FlashPlan, FlashTarget
 
 console = Console()
 PROJECT = Path(__file__).resolve().parents[2]
@@ -21,25 +25,89 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _targets(hosts: list[str], opts: dict[str, Any]) -> list[Any]:
+@dataclass(frozen=True)
+class _TargetOptions:
+    """Where and how to reach each HOST: SSH settings, device paths and the agent's port."""
+
+    port: int
+    identity: tuple[Path, ...]
+    known_hosts: Path | None
+    check_host_key: bool
+    root: str
+    prefix: str
+
+
+def _targets(hosts: list[str], opts: _TargetOptions) -> list[FlashTarget]:
     from deploy import LocalTransport, SshTarget, SshTransport
     from deploy.flash import FlashTarget
 
-    targets: list[Any] = []
+    targets: list[FlashTarget] = []
     for i, spec in enumerate(hosts):
         if spec.startswith("local:"):
             base = Path(spec.removeprefix("local:")).resolve()
             targets.append(
                 FlashTarget(LocalTransport(spec), str(base / "root"), str(base / "opt"),
-                            opts["port"] + i)
+                            opts.port + i)
             )  # fmt: skip
             continue
         ssh = SshTarget.parse(
-            spec, client_keys=tuple(opts["identity"]), known_hosts=opts["known_hosts"],
-            check_host_key=not opts["no_host_key_check"],
+            spec, client_keys=opts.identity, known_hosts=opts.known_hosts,
+            check_host_key=opts.check_host_key,
         )  # fmt: skip
-        targets.append(FlashTarget(SshTransport(ssh), opts["root"], opts["prefix"], opts["port"]))
+        targets.append(FlashTarget(SshTransport(ssh), opts.root, opts.prefix, opts.port))
     return targets
+
+
+def _agent_wheels(
+    wheel: Path | None, wheelhouse: Path | None, *, agent_venv: str | None, dry_run: bool
+) -> tuple[Path | None, Path | None]:
+    """The fovea-edge wheel and the wheelhouse of its dependencies, built here when the device
+    gets a new venv and they were not given (no wheelhouse for a dry run)."""
+    from deploy.flash import build_wheel, make_wheelhouse
+
+    if agent_venv is None and wheel is None:
+        with console.status("building the fovea-edge wheel"):
+            wheel = build_wheel(PROJECT, CACHE / "wheels")
+        console.print(f"wheel: {wheel}")
+    if agent_venv is None and wheelhouse is None and not dry_run:
+        assert wheel is not None
+        with console.status("downloading the agent's dependency wheels (this machine's platform)"):
+            wheelhouse = make_wheelhouse(wheel, CACHE / "wheelhouse")
+        console.print(f"wheelhouse: {wheelhouse} (for other architectures pass --wheelhouse)")
+    return wheel, wheelhouse
+
+
+def _write_installer(plan: FlashPlan, directory: Path) -> None:
+    """Write the offline installer for ``plan`` into ``directory`` and say how to use it."""
+    from deploy.flash import build_offline_installer
+
+    made = build_offline_installer(plan, directory)
+    console.print(f"offline installer: {made.path} ({made.path.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"checksum: {made.sha256_path} ({made.sha256})")
+    console.print(f"on the device: sh {made.path.name} [--root DIR] [--port N]")
+
+
+def _print_plan(plan: FlashPlan, targets: list[FlashTarget]) -> None:
+    """What flashing would do on each target, touching none."""
+    from deploy.flash import plan_lines
+
+    console.print("[bold]dry run[/bold]: nothing is copied, installed or started")
+    for line in plan_lines(plan, targets):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def _flash(targets: list[FlashTarget], plan: FlashPlan, tokens_out: Path) -> None:
+    """Flash every target, show the summary and save the fleet tokens; exit 1 if any failed."""
+    from deploy.flash import flash, summary_table
+
+    results = flash(targets, plan, console=console)
+    console.print(summary_table(results))
+    saved = _save_tokens(tokens_out, results)
+    if saved:
+        console.print(f"fleet tokens written to {saved} (mode 0600)")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise typer.Exit(1)
 
 
 def _save_tokens(path: Path, results: list[Any]) -> Path | None:
@@ -96,57 +164,31 @@ def flash_command(
     dry_run: Annotated[bool, typer.Option(help="print the plan; touch no device")] = False,
 ) -> None:
     """Flash devices: agent + venv, bundle, trusted key, service, fleet account; wait ready."""
-    from deploy.flash import (
-        FlashPlan,
-        build_offline_installer,
-        build_wheel,
-        flash,
-        make_wheelhouse,
-        plan_lines,
-        summary_table,
-    )  # fmt: skip
+    from deploy.flash import FlashPlan
 
     if key.suffix == ".key":
         key = key.with_suffix(".pub")
     if not hosts and offline_installer is None:
         raise _fail("name at least one HOST (or --offline-installer DIR)")
-    if agent_venv is None and wheel is None:
-        with console.status("building the fovea-edge wheel"):
-            wheel = build_wheel(PROJECT, CACHE / "wheels")
-        console.print(f"wheel: {wheel}")
-    if agent_venv is None and wheelhouse is None and not dry_run:
-        assert wheel is not None
-        with console.status("downloading the agent's dependency wheels (this machine's platform)"):
-            wheelhouse = make_wheelhouse(wheel, CACHE / "wheelhouse")
-        console.print(f"wheelhouse: {wheelhouse} (for other architectures pass --wheelhouse)")
+    wheel, wheelhouse = _agent_wheels(wheel, wheelhouse, agent_venv=agent_venv, dry_run=dry_run)
     try:
         plan = FlashPlan(
             bundle=bundle, trusted_key=key, wheel=wheel, wheelhouse=wheelhouse,
             agent_venv=agent_venv, device_python=device_python, listen_host=listen,
             supervisor=supervisor, parallel=parallel, rotate_token=rotate_token,  # type: ignore[arg-type]
         )  # fmt: skip
-        opts = {"port": port, "identity": identity or [], "known_hosts": known_hosts,
-                "no_host_key_check": no_host_key_check, "root": root, "prefix": prefix}  # fmt: skip
+        opts = _TargetOptions(
+            port=port, identity=tuple(identity or []), known_hosts=known_hosts,
+            check_host_key=not no_host_key_check, root=root, prefix=prefix,
+        )  # fmt: skip
         targets = _targets(hosts or [], opts)
     except ValueError as e:
         raise _fail(str(e)) from None
     if offline_installer is not None:
-        made = build_offline_installer(plan, offline_installer)
-        console.print(f"offline installer: {made.path} ({made.path.stat().st_size / 1e6:.1f} MB)")
-        console.print(f"checksum: {made.sha256_path} ({made.sha256})")
-        console.print(f"on the device: sh {made.path.name} [--root DIR] [--port N]")
+        _write_installer(plan, offline_installer)
         if not hosts:
             return
     if dry_run:
-        console.print("[bold]dry run[/bold]: nothing is copied, installed or started")
-        for line in plan_lines(plan, targets):
-            console.print(line, soft_wrap=True, highlight=False)
+        _print_plan(plan, targets)
         return
-    results = flash(targets, plan, console=console)
-    console.print(summary_table(results))
-    saved = _save_tokens(tokens_out, results)
-    if saved:
-        console.print(f"fleet tokens written to {saved} (mode 0600)")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise typer.Exit(1)
+    _flash(targets, plan, tokens_out)

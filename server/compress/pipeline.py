@@ -38,6 +38,7 @@ from server.training import (
     HEADLINE,
     Reporter,
     ScoreOptions,
+    Splits,
     TrainingData,
     compare,
     load_splits,
@@ -118,6 +119,115 @@ def _step_dir(out: Path, index: int, step: Step) -> Path:
     return out / "steps" / f"{index + 1:02d}-{step.name}"
 
 
+def _lineage(meta: CheckpointMeta | None) -> list[Ancestor]:
+    """The teacher's ancestors and the teacher itself: what every checkpoint here descends from."""
+    if meta is None:
+        return []
+    ancestor = Ancestor(
+        name=meta.name, family=meta.family, parameters=meta.parameters, metrics=meta.metrics
+    )
+    return [*meta.lineage, ancestor]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one compression run shares: its settings, data, teacher and lineage."""
+
+    cfg: CompressConfig
+    base: StepContext
+    splits: Splits
+    spec: PreprocessSpec
+    lineage: list[Ancestor]
+    key: str
+    resume: bool
+
+    @classmethod
+    def prepare(cls, cfg: CompressConfig, log: Log, report: Reporter | None, resume: bool) -> _Run:
+        """Write the run's settings into ``cfg.out``, load the data and the (frozen) teacher."""
+        out = cfg.out
+        out.mkdir(parents=True, exist_ok=True)
+        dcfg = cfg.run_distill_config()
+        (out / "config.yaml").write_text(dump_config(dcfg))
+        (out / "compress.json").write_text(json.dumps(cfg.dump(), indent=2))
+        splits = load_splits(dcfg.data, dcfg.seed)
+        teacher: FundusNet | None = None
+        teacher_meta: CheckpointMeta | None = None
+        if cfg.teacher is not None:
+            teacher, teacher_meta = load_checkpoint(cfg.teacher)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        spec = (
+            teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
+        )
+        base = StepContext(
+            data=TrainingData(spec, splits.train, splits.val),
+            teacher=teacher,
+            distill=dcfg,
+            out_dir=out,
+            log=log,
+            report=report,
+            test=splits.test,
+            teacher_path=cfg.teacher,
+            teacher_parameters=count_parameters(teacher) if teacher is not None else None,
+        )
+        lineage = _lineage(teacher_meta)
+        return cls(cfg, base, splits, spec, lineage, run_key(cfg), resume)
+
+    def _claim(self, directory: Path, digest: str, step: Step) -> None:
+        """Make ``directory`` this step's, clearing another step's (or a restarted run's)
+        partial work."""
+        marker = directory / "step.json"
+        if directory.exists() and (
+            not self.resume
+            or not marker.is_file()
+            or json.loads(marker.read_text()).get("digest") != digest
+        ):
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"digest": digest, **step.as_json()}))
+
+    def step(
+        self, index: int, step: Step, model: FundusNet, records: list[dict[str, Any]]
+    ) -> tuple[FundusNet, dict[str, Any]]:
+        """Run ``step`` on ``model`` in its own directory, checkpoint the result and add its
+        record to the progress file after ``records``."""
+        cfg, spec, log = self.cfg, self.spec, self.base.log
+        directory = _step_dir(cfg.out, index, step)
+        digest = step_key(step, self.key)
+        self._claim(directory, digest, step)
+        log(f"step {index + 1}/{len(cfg.steps)} {step.name} ({step.kind})")
+        t0 = time.perf_counter()
+        context = StepContext(**{**self.base.__dict__, "out_dir": directory})
+        result = run_step(step.kind, model, context, step.settings)
+        model = result.model.cpu()
+        ckpt = save_checkpoint(
+            model,
+            directory / "model",
+            name=step.name,
+            preprocess=spec,
+            lineage=self.lineage,
+            metrics=result.metrics,
+        )
+        points = [p for p in result.curve if p.get("label") != "input"] or [
+            curve_point("output", model, result.metrics, spec.size, cfg.latency_runs)
+        ]
+        record = {
+            "index": index + 1,
+            "name": step.name,
+            "kind": step.kind,
+            "digest": digest,
+            "checkpoint": str(ckpt),
+            "seconds": time.perf_counter() - t0,
+            "parameters": count_parameters(model),
+            "metrics": result.metrics,
+            "details": result.details,
+            "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+            "curve": [{**p, "step": step.name} for p in points],
+        }
+        _write_json(cfg.out / PROGRESS_FILE, {"schema_version": 1, "steps": [*records, record]})
+        return model, record
+
+
 def compress(
     cfg: CompressConfig,
     *,
@@ -126,114 +236,32 @@ def compress(
     resume: bool = True,
 ) -> CompressOutcome:
     """Run ``cfg.steps`` in order from the start model; write checkpoints and the report."""
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    dcfg = cfg.run_distill_config()
-    (out / "config.yaml").write_text(dump_config(dcfg))
-    (out / "compress.json").write_text(json.dumps(cfg.dump(), indent=2))
-    splits = load_splits(dcfg.data, dcfg.seed)
-    teacher: FundusNet | None = None
-    teacher_meta: CheckpointMeta | None = None
-    if cfg.teacher is not None:
-        teacher, teacher_meta = load_checkpoint(cfg.teacher)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    spec = teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
-    data = TrainingData(spec, splits.train, splits.val)
-    lineage = list(teacher_meta.lineage) if teacher_meta else []
-    if teacher_meta:
-        lineage.append(
-            Ancestor(
-                name=teacher_meta.name,
-                family=teacher_meta.family,
-                parameters=teacher_meta.parameters,
-                metrics=teacher_meta.metrics,
-            )
-        )
-
-    key = run_key(cfg)
-    done = _finished(out, cfg.steps, key) if resume else []
-    model = _start_model(cfg, teacher)
-    base = StepContext(
-        data=data,
-        teacher=teacher,
-        distill=dcfg,
-        out_dir=out,
-        log=log,
-        report=report,
-        test=splits.test,
-        teacher_path=cfg.teacher,
-        teacher_parameters=count_parameters(teacher) if teacher is not None else None,
-    )
-    start_metrics = evaluate(model, base)
-    curve = [curve_point("start", model, start_metrics, spec.size, cfg.latency_runs)]
+    run = _Run.prepare(cfg, log, report, resume)
+    done = _finished(cfg.out, cfg.steps, run.key) if resume else []
+    model = _start_model(cfg, run.base.teacher)
+    start_metrics = evaluate(model, run.base)
+    curve = [curve_point("start", model, start_metrics, run.spec.size, cfg.latency_runs)]
     records: list[dict[str, Any]] = []
     for i, step in enumerate(cfg.steps):
-        directory = _step_dir(out, i, step)
-        digest = step_key(step, key)
         if i < len(done):
             record = done[i]
             model = load_checkpoint(record["checkpoint"])[0]
             log(f"step {i + 1}/{len(cfg.steps)} {step.name}: done before, reusing its checkpoint")
         else:
-            marker = directory / "step.json"
-            if directory.exists() and (
-                not resume
-                or not marker.is_file()
-                or json.loads(marker.read_text()).get("digest") != digest
-            ):
-                shutil.rmtree(directory)  # another step's (or a restarted run's) partial work
-            directory.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"digest": digest, **step.as_json()}))
-            log(f"step {i + 1}/{len(cfg.steps)} {step.name} ({step.kind})")
-            t0 = time.perf_counter()
-            context = StepContext(**{**base.__dict__, "out_dir": directory})
-            result = run_step(step.kind, model, context, step.settings)
-            model = result.model.cpu()
-            ckpt = save_checkpoint(
-                model,
-                directory / "model",
-                name=step.name,
-                preprocess=spec,
-                lineage=lineage,
-                metrics=result.metrics,
-            )
-            points = [p for p in result.curve if p.get("label") != "input"] or [
-                curve_point("output", model, result.metrics, spec.size, cfg.latency_runs)
-            ]
-            record = {
-                "index": i + 1,
-                "name": step.name,
-                "kind": step.kind,
-                "digest": digest,
-                "checkpoint": str(ckpt),
-                "seconds": time.perf_counter() - t0,
-                "parameters": count_parameters(model),
-                "metrics": result.metrics,
-                "details": result.details,
-                "artifacts": {k: str(v) for k, v in result.artifacts.items()},
-                "curve": [{**p, "step": step.name} for p in points],
-            }
-            _write_json(out / PROGRESS_FILE, {"schema_version": 1, "steps": [*records, record]})
+            model, record = run.step(i, step, model, records)
         records.append(record)
         curve.extend(record["curve"])
-    return _finish(cfg, model, records, curve, lineage, teacher, splits, spec, log)
+    return _finish(run, model, records, curve)
 
 
 def _finish(
-    cfg: CompressConfig,
-    model: FundusNet,
-    records: list[dict[str, Any]],
-    curve: list[dict[str, Any]],
-    lineage: list[Ancestor],
-    teacher: FundusNet | None,
-    splits: Any,
-    spec: PreprocessSpec,
-    log: Log,
+    run: _Run, model: FundusNet, records: list[dict[str, Any]], curve: list[dict[str, Any]]
 ) -> CompressOutcome:
+    """Score the final model (and the teacher), save it as ``student`` and write the report."""
+    cfg, splits, spec, teacher = run.cfg, run.splits, run.spec, run.base.teacher
     out = cfg.out
     dcfg = cfg.distill
-    log("scoring the final model and the teacher ...")
+    run.base.log("scoring the final model and the teacher ...")
     opts = ScoreOptions(
         dcfg.referral_sensitivity, dcfg.bootstrap, dcfg.seed, pick_device(dcfg.train.device)
     )
@@ -242,7 +270,12 @@ def _finish(
     headline = {k: scored.entry["val"][k]["value"] for k in HEADLINE}
     headline["referral_threshold"] = scored.entry["referral_threshold"]
     ckpt = save_checkpoint(
-        model, out / "student", name="student", preprocess=spec, lineage=lineage, metrics=headline
+        model,
+        out / "student",
+        name="student",
+        preprocess=spec,
+        lineage=run.lineage,
+        metrics=headline,
     )
     qat = [r["artifacts"]["qat_onnx"] for r in records if "qat_onnx" in r["artifacts"]]
     stale = out / QAT_ONNX

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,146 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What the stages left, for the closing summary."""
+
+    data: Path
+    compressed: Path
+    exported: Path
+    deployed: Path
+    devices: list[str]
+    federated: str
+    rolled: str
+    report: Path
+
+
+class _Demo:
+    """One ``fovea demo`` run: its working directory, its console, the stages' timings and
+    ``demo.json``; a method per stage that reuses what finished."""
+
+    def __init__(self, workdir: Path, fresh: bool, console: Console) -> None:
+        self.workdir = workdir
+        self.fresh = fresh
+        self.console = console
+        self.stages = _Stages(workdir, fresh)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, title: str) -> Iterator[None]:
+        """Announce stage ``name`` with its budget, and time what runs inside."""
+        number = list(BUDGET_SECONDS).index(name) + 1
+        total = len(BUDGET_SECONDS)
+        self.console.rule(f"stage {number}/{total}: {title} (budget {BUDGET_SECONDS[name]} s)")
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t0
+
+    def data(self) -> Path:
+        """The synthetic sites (reused when the dataset on disk was made with these settings)."""
+        data = self.workdir / "data"
+        shape: dict[str, Any] = {"sites": list(SITES), "per_site": PER_SITE, "size": SIZE}
+        if not self.fresh and dataset_matches(data, **shape, seed=SEED):
+            self.console.print(f"reusing {data}")
+        else:
+            synthesise(data, **shape, seed=SEED, progress=True)
+        return data
+
+    def train(self, stage: str, title: str, name: str, cfg: DistillConfig) -> None:
+        """Stage ``stage``: a distillation run named ``name`` (reused when it finished)."""
+        with self.stage(stage, title):
+            if not self.fresh and _finished(cfg.out, name):
+                self.console.print(f"reusing {cfg.out} (delete it, or pass --fresh, to retrain)")
+                metrics = json.loads((cfg.out / "metrics.json").read_text())
+            else:
+                with progress_reporter(self.console) as report:
+                    metrics = run(
+                        cfg, name=name, log=self.console.print, report=report, resume=not self.fresh
+                    ).metrics
+        print_run_summary(metrics, cfg.out, self.console)
+
+    def devices(self, exported: Path) -> dict[str, Any]:
+        """Sign, flash, enrol and screen (reused while the export is the same)."""
+        key = _digest(exported / "export.json")
+        devices = self.stages.result("devices", key)
+        if devices is not None:
+            self.console.print(
+                f"reusing: {len(devices['devices'])} devices flashed with {devices['bundle']}"
+            )
+            return devices
+        edge = agent_stage(self.workdir, exported, self.console)
+        devices = {
+            "bundle": str(edge.bundle),
+            "devices": {k: str(v) for k, v in edge.devices.items()},
+            "screened": edge.screened,
+        }
+        self.stages.record("devices", key, **devices)
+        return devices
+
+    def federation(self, roots: dict[str, str], exported: Path, deployed: Path) -> dict[str, Any]:
+        """Federated rounds on the devices, then promotion (reused while the deployed bundle
+        is the same)."""
+        key = _digest(deployed)
+        fed = self.stages.result("federation", key)
+        if fed is not None:
+            self.console.print(f"reusing the federated run: {fed['reason']}")
+            return fed
+        from server.demo.federation import federation_stage
+
+        outcome = federation_stage(
+            self.workdir,
+            {name: Path(root) for name, root in roots.items()},
+            exported,
+            deployed,
+            self.workdir / "keys" / "demo.key",
+            self.console,
+        )
+        candidate = outcome.bundle if outcome.promoted else None
+        fed = {"promoted": candidate is not None, "bundle": str(candidate) if candidate else None,
+               "reason": outcome.reason}  # fmt: skip
+        self.stages.record("federation", key, **fed)
+        return fed
+
+    def rollout(self, deployed: Path, fed: dict[str, Any]) -> str:
+        """Roll the promoted bundle out (reused while it is the same); the rollout's status."""
+        if fed["bundle"] is None:
+            self.console.print(f"nothing to roll out: the deployed model stays ({fed['reason']})")
+            return "not needed"
+        key = _digest(Path(fed["bundle"]))
+        done = self.stages.result("rollout", key)
+        if done is not None:
+            rolled = str(done["status"])
+            self.console.print(f"reusing: the rollout of {fed['bundle']} {rolled}")
+            return rolled
+        rolled = rollout_stage(self.workdir, deployed, Path(fed["bundle"]), self.console)
+        self.stages.record("rollout", key, status=rolled)
+        return rolled
+
+    def summary(self, done: _Outcome) -> Panel:
+        """One screen: each stage's time against its budget, and where everything went."""
+        timings, workdir = self.timings, self.workdir
+        lines = [
+            f"{stage:10s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
+            for stage, seconds in timings.items()
+        ]
+        lines += [
+            f"{'total':10s} {sum(timings.values()):6.0f}s (budget {sum(BUDGET_SECONDS.values())}s)",
+            "",
+            f"report:   {done.report}",
+            f"data:     {done.data}",
+            f"teacher:  {workdir / 'teacher'}",
+            f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
+            f"compress: {done.compressed} (report.md, model.qat.onnx)",
+            f"export:   {done.exported} (export.json, model.*.onnx, recipe.json)",
+            f"bundles:  {done.deployed.parent} (signed with {workdir / 'keys' / 'demo.key'})",
+            f"devices:  {', '.join(done.devices)}",
+            f"fleet:    {workdir / 'fleet.db'} (fovea fleet list --db {workdir / 'fleet.db'})",
+            f"federated: {done.federated}; rollout: {done.rolled}",
+            f"serve a device again: fovea-agent serve --root {done.devices[0]} --port 8000",
+        ]
+        return Panel("\n".join(lines), title="fovea demo: done")
+
+
 def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = None) -> None:
     """The whole loop: synthetic data -> teacher (cached) -> student -> QAT -> export -> bundle
     -> three flashed devices screen their sites -> federated rounds -> promotion -> rollout ->
@@ -141,126 +284,37 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
     console = console or Console()
     workdir = workdir.resolve()  # device roots and run configs need absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    sites = list(SITES)
-    stages = _Stages(workdir, fresh)
-    total = len(BUDGET_SECONDS)
-
-    def rule(name: str, title: str) -> float:
-        number = list(BUDGET_SECONDS).index(name) + 1
-        console.rule(f"stage {number}/{total}: {title} (budget {BUDGET_SECONDS[name]} s)")
-        return time.perf_counter()
-
-    t0 = rule("data", "synthetic data")
-    data = workdir / "data"
-    if not fresh and dataset_matches(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED):
-        console.print(f"reusing {data}")
-    else:
-        synthesise(data, sites=sites, per_site=PER_SITE, size=SIZE, seed=SEED, progress=True)
-    timings["data"] = time.perf_counter() - t0
-
-    for stage, title, name, cfg in (
-        ("teacher", "teacher", "teacher", teacher_config(workdir)),
-        ("distill", "distillation", "student", student_config(workdir)),
-    ):
-        t0 = rule(stage, title)
-        if not fresh and _finished(cfg.out, name):
-            console.print(f"reusing {cfg.out} (delete it, or pass --fresh, to retrain)")
-            metrics = json.loads((cfg.out / "metrics.json").read_text())
-        else:
-            with progress_reporter(console) as report:
-                metrics = run(
-                    cfg, name=name, log=console.print, report=report, resume=not fresh
-                ).metrics
-        timings[stage] = time.perf_counter() - t0
-        print_run_summary(metrics, cfg.out, console)
-
-    t0 = rule("compress", "compression: quantisation-aware training")
-    compressed = _compress_stage(workdir, fresh=fresh, console=console)
-    timings["compress"] = time.perf_counter() - t0
-
-    t0 = rule("export", "export")
-    exported = _export_stage(compressed, workdir / "student", fresh=fresh, console=console)
-    timings["export"] = time.perf_counter() - t0
-
-    t0 = rule("devices", "devices: sign, flash, fleet, screening")
-    key = _digest(exported / "export.json")
-    devices = stages.result("devices", key)
-    if devices is None:
-        edge = agent_stage(workdir, exported, console)
-        devices = {
-            "bundle": str(edge.bundle),
-            "devices": {k: str(v) for k, v in edge.devices.items()},
-            "screened": edge.screened,
-        }
-        stages.record("devices", key, **devices)
-    else:
-        console.print(
-            f"reusing: {len(devices['devices'])} devices flashed with {devices['bundle']}"
-        )
-    timings["devices"] = time.perf_counter() - t0
+    demo = _Demo(workdir, fresh, console)
+    with demo.stage("data", "synthetic data"):
+        data = demo.data()
+    demo.train("teacher", "teacher", "teacher", teacher_config(workdir))
+    demo.train("distill", "distillation", "student", student_config(workdir))
+    with demo.stage("compress", "compression: quantisation-aware training"):
+        compressed = _compress_stage(workdir, fresh=fresh, console=console)
+    with demo.stage("export", "export"):
+        exported = _export_stage(compressed, workdir / "student", fresh=fresh, console=console)
+    with demo.stage("devices", "devices: sign, flash, fleet, screening"):
+        devices = demo.devices(exported)
     deployed = Path(devices["bundle"])
+    with demo.stage("federation", "federated rounds and promotion"):
+        fed = demo.federation(devices["devices"], exported, deployed)
+    with demo.stage("rollout", "rollout of the promoted bundle"):
+        rolled = demo.rollout(deployed, fed)
+    with demo.stage("report", "report"):
+        from server.report import build_report
 
-    t0 = rule("federation", "federated rounds and promotion")
-    key = _digest(deployed)
-    fed = stages.result("federation", key)
-    if fed is None:
-        from server.demo.federation import federation_stage
-
-        roots = {name: Path(root) for name, root in devices["devices"].items()}
-        outcome = federation_stage(
-            workdir, roots, exported, deployed, workdir / "keys" / "demo.key", console
-        )
-        candidate = outcome.bundle if outcome.promoted else None
-        fed = {"promoted": candidate is not None, "bundle": str(candidate) if candidate else None,
-               "reason": outcome.reason}  # fmt: skip
-        stages.record("federation", key, **fed)
-    else:
-        console.print(f"reusing the federated run: {fed['reason']}")
-    timings["federation"] = time.perf_counter() - t0
-
-    t0 = rule("rollout", "rollout of the promoted bundle")
-    if fed["bundle"] is None:
-        console.print(f"nothing to roll out: the deployed model stays ({fed['reason']})")
-        rolled = "not needed"
-    else:
-        key = _digest(Path(fed["bundle"]))
-        done = stages.result("rollout", key)
-        if done is None:
-            rolled = rollout_stage(workdir, deployed, Path(fed["bundle"]), console)
-            stages.record("rollout", key, status=rolled)
-        else:
-            rolled = str(done["status"])
-            console.print(f"reusing: the rollout of {fed['bundle']} {rolled}")
-    timings["rollout"] = time.perf_counter() - t0
-
-    t0 = rule("report", "report")
-    from server.report import build_report
-
-    report_path = build_report(workdir, log=console.print)
-    timings["report"] = time.perf_counter() - t0
-
-    lines = [
-        f"{stage:10s} {seconds:6.0f}s (budget {BUDGET_SECONDS[stage]}s)"
-        for stage, seconds in timings.items()
-    ]
-    first = next(iter(devices["devices"].values()))
-    lines += [
-        f"{'total':10s} {sum(timings.values()):6.0f}s (budget {sum(BUDGET_SECONDS.values())}s)",
-        "",
-        f"report:   {report_path}",
-        f"data:     {data}",
-        f"teacher:  {workdir / 'teacher'}",
-        f"student:  {workdir / 'student'} (metrics.json, monitor.jsonl, plots/monitors.png)",
-        f"compress: {compressed} (report.md, model.qat.onnx)",
-        f"export:   {exported} (export.json, model.*.onnx, recipe.json)",
-        f"bundles:  {deployed.parent} (signed with {workdir / 'keys' / 'demo.key'})",
-        f"devices:  {', '.join(devices['devices'].values())}",
-        f"fleet:    {workdir / 'fleet.db'} (fovea fleet list --db {workdir / 'fleet.db'})",
-        f"federated: {fed['reason']}; rollout: {rolled}",
-        f"serve a device again: fovea-agent serve --root {first} --port 8000",
-    ]
-    console.print(Panel("\n".join(lines), title="fovea demo: done"))
+        report = build_report(workdir, log=console.print)
+    done = _Outcome(
+        data=data,
+        compressed=compressed,
+        exported=exported,
+        deployed=deployed,
+        devices=list(devices["devices"].values()),
+        federated=fed["reason"],
+        rolled=rolled,
+        report=report,
+    )
+    console.print(demo.summary(done))
 
 
 def _compress_stage(workdir: Path, *, fresh: bool, console: Console) -> Path:

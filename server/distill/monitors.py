@@ -188,3 +188,20 @@ class RetentionGuard:
 
 
 MeasureFn = Callable[[FundusNet, FundusNet, FeatureAligner, Probe], dict[str, float]]
+
+
+def describe_event(e: dict[str, Any]) -> str:
+    """One log line for a :class:`RetentionGuard` event: an alert (retention under the threshold,
+    and what the guard changed) or the retention after an adjustment."""
+    if e["event"] == "alert":
+        changes = ", ".join(
+            f"{k} {v['from']:.3g}->{v['to']:.3g}" for k, v in e.get("changes", {}).items()
+        )
+        return (
+            f"ALERT epoch {e['epoch']}: knowledge retention {e['retention']:.3f} < "
+            f"{e['threshold']}; {e['action']}{': ' + changes if changes else ''}"
+        )
+    return (
+        f"after adjustment {e['after_adjustment']}: retention {e['retention_before']:.3f} -> "
+        f"{e['retention_after']:.3f}"
+    )

@@ -23,7 +23,7 @@ from models.nets import (
 )
 from server.distill.config import DistillConfig, dump_config
 from server.distill.search import search_temperature
-from server.distill.trainer import Trainer
+from server.distill.trainer import FitResult, Trainer
 from server.training import (
     HEADLINE,
     Reporter,
@@ -111,6 +111,50 @@ def file_size(path: Path) -> int:
     return path.with_suffix(".safetensors").stat().st_size
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run trains on: the splits, the preprocessing and the teacher (if any)."""
+
+    splits: Splits
+    spec: PreprocessSpec
+    teacher: FundusNet | None
+    teacher_meta: CheckpointMeta | None
+
+    @classmethod
+    def load(cls, cfg: DistillConfig, log: Log) -> _Inputs:
+        """Load the data and the teacher; check the images are the size the model expects."""
+        splits: Splits = load_splits(cfg.data, cfg.seed)
+        teacher, meta = _load_teacher(cfg)
+        spec = meta.preprocess if meta else PreprocessSpec.fitted(splits.train.images)
+        for what, arr in (("training", splits.train), ("test", splits.test)):
+            if arr is not None:
+                _check_size(spec, arr, what)
+        log(
+            f"data: {len(splits.train)} training, {len(splits.val)} validation images"
+            + (f", {len(splits.test)} from unseen {cfg.data.test_site}" if splits.test else "")
+        )
+        return cls(splits, spec, teacher, meta)
+
+    def lineage(self) -> list[Ancestor]:
+        """The teacher's ancestors and the teacher itself (none without a teacher)."""
+        meta = self.teacher_meta
+        if meta is None:
+            return []
+        ancestor = Ancestor(
+            name=meta.name, family=meta.family, parameters=meta.parameters, metrics=meta.metrics
+        )
+        return [*meta.lineage, ancestor]
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """A finished fit, how long it took, and the search that chose its settings (if any)."""
+
+    fit: FitResult
+    seconds: float
+    search: dict[str, Any] | None
+
+
 def run(
     cfg: DistillConfig,
     *,
@@ -127,16 +171,8 @@ def run(
     rank = init_distributed(cfg.train.device)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    splits: Splits = load_splits(cfg.data, cfg.seed)
-    teacher, teacher_meta = _load_teacher(cfg)
-    spec = teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
-    for what, arr in (("training", splits.train), ("test", splits.test)):
-        if arr is not None:
-            _check_size(spec, arr, what)
-    log(
-        f"data: {len(splits.train)} training, {len(splits.val)} validation images"
-        + (f", {len(splits.test)} from unseen {cfg.data.test_site}" if splits.test else "")
-    )
+    inputs = _Inputs.load(cfg, log)
+    splits, spec, teacher = inputs.splits, inputs.spec, inputs.teacher
 
     search_result = None
     if cfg.search.enabled and teacher is not None:
@@ -151,21 +187,26 @@ def run(
     trainer = Trainer(cfg, student, teacher, data, out, report=report, log=log)
     t0 = time.perf_counter()
     fit = trainer.fit(resume=resume)
-    train_seconds = time.perf_counter() - t0
+    trained = _Trained(fit, time.perf_counter() - t0, search_result)
     if rank != 0:
         return RunOutcome(out=out, checkpoint=out / f"{name}.json", metrics={})
+    return _evaluate(cfg, name, inputs, trained, log)
 
+
+def _evaluate(
+    cfg: DistillConfig, name: str, inputs: _Inputs, trained: _Trained, log: Log
+) -> RunOutcome:
+    """Score the student (and the teacher) with bootstrap intervals; save the checkpoint,
+    ``metrics.json`` and the monitors' plot."""
+    out, splits, spec, teacher, fit = (
+        cfg.out,
+        inputs.splits,
+        inputs.spec,
+        inputs.teacher,
+        trained.fit,
+    )
     device = pick_device(cfg.train.device)
-    lineage = list(teacher_meta.lineage) if teacher_meta else []
-    if teacher_meta:
-        lineage.append(
-            Ancestor(
-                name=teacher_meta.name,
-                family=teacher_meta.family,
-                parameters=teacher_meta.parameters,
-                metrics=teacher_meta.metrics,
-            )
-        )
+    lineage = inputs.lineage()
     log("evaluating with bootstrap intervals ...")
     split_arrays = {"val": splits.val, "test": splits.test}
     opts = ScoreOptions(cfg.referral_sensitivity, cfg.bootstrap, cfg.seed, device)
@@ -188,21 +229,30 @@ def run(
         split = "test" if splits.test is not None else "val"
         results |= compare(scored, t_scored, split, resamples=cfg.bootstrap, seed=cfg.seed)
         results["lineage"] = [a.model_dump() for a in lineage]
-    results["training"] = {
-        "seconds": train_seconds,
-        "epoch_seconds": fit.epoch_seconds,
-        "monitor_seconds": fit.monitor_seconds,
-        "layer_map": fit.layer_map,
-        "alerts": sum(1 for e in fit.events if e["event"] == "alert"),
-    }
-    if search_result:
-        results["search"] = {
-            **search_result["best"],
-            "teacher_helps": search_result.get("teacher_helps"),
-        }
+    results |= _training_record(trained)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     if fit.history:
         from server.distill.plots import plot_monitors
 
         plot_monitors(fit.history, fit.events, out / "plots" / "monitors.png")
     return RunOutcome(out=out, checkpoint=ckpt, metrics=results)
+
+
+def _training_record(trained: _Trained) -> dict[str, Any]:
+    """``metrics.json``'s ``training`` entry, and ``search`` when a search chose the settings."""
+    fit = trained.fit
+    record: dict[str, Any] = {
+        "training": {
+            "seconds": trained.seconds,
+            "epoch_seconds": fit.epoch_seconds,
+            "monitor_seconds": fit.monitor_seconds,
+            "layer_map": fit.layer_map,
+            "alerts": sum(1 for e in fit.events if e["event"] == "alert"),
+        }
+    }
+    if trained.search:
+        record["search"] = {
+            **trained.search["best"],
+            "teacher_helps": trained.search.get("teacher_helps"),
+        }
+    return record

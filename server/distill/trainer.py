@@ -24,7 +24,7 @@ from torch import nn
 from models.nets import FundusNet
 from server.distill.config import DistillConfig
 from server.distill.losses import distillation_loss, gradable_loss
-from server.distill.monitors import Probe, RetentionGuard, measure
+from server.distill.monitors import Probe, RetentionGuard, describe_event, measure
 from server.distill.projectors import FeatureAligner, auto_layer_map
 from server.training import (
     Reporter,
@@ -374,7 +374,7 @@ class Trainer:
             record.update(values)
             events = self.guard.check(epoch, values, self.cfg.loss.alpha.at(1.0))
             for e in events:
-                self.log(_describe_event(e))
+                self.log(describe_event(e))
             result.events.extend(events)
         result.history.append(record)
         msg = (
@@ -387,18 +387,3 @@ class Trainer:
                 f"grad-consistency {record['gradient_consistency']:.3f}"
             )
         self.log(msg)
-
-
-def _describe_event(e: dict[str, Any]) -> str:
-    if e["event"] == "alert":
-        changes = ", ".join(
-            f"{k} {v['from']:.3g}->{v['to']:.3g}" for k, v in e.get("changes", {}).items()
-        )
-        return (
-            f"ALERT epoch {e['epoch']}: knowledge retention {e['retention']:.3f} < "
-            f"{e['threshold']}; {e['action']}{': ' + changes if changes else ''}"
-        )
-    return (
-        f"after adjustment {e['after_adjustment']}: retention {e['retention_before']:.3f} -> "
-        f"{e['retention_after']:.3f}"
-    )
