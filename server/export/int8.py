@@ -49,6 +49,7 @@ class CalibrationReader(CalibrationDataReader):
         self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch as ONNX Runtime's input feed; ``None`` when all were given."""
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
 
