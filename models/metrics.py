@@ -1,4 +1,9 @@
-"""Screening metrics with bootstrap confidence intervals, plain and paired."""
+"""Screening metrics with bootstrap confidence intervals, plain and paired.
+
+:func:`screening_metrics` and :func:`paired_difference` score the built-in DR task;
+:func:`task_metrics` and :func:`task_operating_point` score any :class:`~models.task.TaskSpec`,
+with the metrics its kind calls for.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.task import NUM_GRADES, gradable_probability, is_referable, referable_probability
+from models.task import (
+    NUM_GRADES,
+    TaskSpec,
+    gradable_probability,
+    is_referable,
+    referable_probability,
+)
 
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
@@ -57,9 +68,10 @@ def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
         return np.where(den > 0, num / den, np.nan)
 
 
-def _weighted_kappa(truth: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Quadratic-weighted kappa for each row of ``weights``."""
-    k = NUM_GRADES
+def _weighted_kappa(
+    truth: np.ndarray, pred: np.ndarray, weights: np.ndarray, k: int = NUM_GRADES
+) -> np.ndarray:
+    """Quadratic-weighted kappa over ``k`` ordered classes for each row of ``weights``."""
     r = weights.shape[0]
     cell = truth * k + pred
     flat = np.zeros((r, k * k))
@@ -167,3 +179,108 @@ def paired_difference(
     w = _resample_weights(n, resamples, seed)
     ba, bb = metric_table(a, w), metric_table(b, w)
     return {k: _interval(float(pa[k][0] - pb[k][0]), ba[k] - bb[k]) for k in METRIC_NAMES}
+
+
+# ------------------------------------------------------------------------------ any task
+def _labelled(spec: TaskSpec, labels: np.ndarray, gradable: np.ndarray | None) -> np.ndarray:
+    y = np.asarray(labels)
+    known = np.ones(len(y), bool) if spec.kind == "multilabel" else y >= 0
+    return known & (np.asarray(gradable, bool) if gradable is not None else True)
+
+
+def task_metric_table(
+    spec: TaskSpec,
+    class_logits: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    weights: np.ndarray,
+    gradable: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The task's metrics for each resample row of ``weights`` (R x N counts).
+
+    Every kind: sensitivity, specificity and AUC of the referral rule at ``threshold``. Single
+    label kinds: accuracy and recall per class (``recall[NAME]``); ``grading`` adds quadratic
+    kappa; ``multilabel``: AUC per label (``auc[NAME]``) and their mean. ``gradable``, as
+    (quality logits, gradable labels), adds gradable accuracy and the false-reject rate.
+    """
+    spec.check_labels(labels)
+    y = np.asarray(labels)
+    quality, said = (None, None) if gradable is None else gradable
+    labelled = _labelled(spec, y, said)
+    sub = labelled.nonzero()[0]
+    score = spec.referral_score(class_logits)
+    truth_ref = spec.is_referable(y)
+    wl = weights * labelled
+    pos, neg = wl * truth_ref, wl * ~truth_ref
+    refer = score >= threshold
+    out = {
+        "referral_sensitivity": _ratio((pos * refer).sum(1), pos.sum(1)),
+        "referral_specificity": _ratio((neg * ~refer).sum(1), neg.sum(1)),
+        "referral_auc": _weighted_auc(score[sub], truth_ref[sub], weights[:, sub]),
+    }
+    probs = spec.probabilities(class_logits)
+    if spec.kind == "multilabel":
+        aucs = [
+            _weighted_auc(probs[sub, i], y[sub, i].astype(bool), weights[:, sub])
+            for i in range(spec.num_classes)
+        ]
+        out.update({f"auc[{c}]": a for c, a in zip(spec.classes, aucs, strict=True)})
+        out["mean_auc"] = np.nanmean(np.stack(aucs), axis=0)
+    else:
+        pred = probs.argmax(1)
+        out["accuracy"] = _ratio((wl * (pred == y)).sum(1), wl.sum(1))
+        for i, c in enumerate(spec.classes):
+            cls = wl * (y == i)
+            out[f"recall[{c}]"] = _ratio((cls * (pred == i)).sum(1), cls.sum(1))
+        if spec.kind == "grading":
+            out["kappa"] = _weighted_kappa(y[sub], pred[sub], weights[:, sub], spec.num_classes)
+    if quality is not None and said is not None:
+        ok = gradable_probability(quality) >= 0.5
+        wg = weights * said
+        out["gradable_accuracy"] = _ratio((weights * (ok == said)).sum(1), weights.sum(1))
+        out["false_reject_rate"] = _ratio((wg * ~ok).sum(1), wg.sum(1))
+    return out
+
+
+def task_metrics(
+    spec: TaskSpec,
+    class_logits: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    *,
+    gradable: tuple[np.ndarray, np.ndarray] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """:func:`task_metric_table` with a 95% bootstrap interval per metric."""
+    n = len(labels)
+    args = (spec, class_logits, labels, threshold)
+    point = task_metric_table(*args, np.ones((1, n), dtype=np.float32), gradable)
+    boot = (
+        task_metric_table(*args, _resample_weights(n, resamples, seed), gradable)
+        if resamples
+        else point
+    )
+    return {k: _interval(float(point[k][0]), boot[k]) for k in point}
+
+
+def task_operating_point(
+    spec: TaskSpec,
+    class_logits: np.ndarray,
+    labels: np.ndarray,
+    sensitivity: float | None = None,
+    gradable: np.ndarray | None = None,
+) -> float:
+    """The highest threshold on the referral score that reaches ``sensitivity`` (default: the
+    spec's ``referral.target_sensitivity``) on these labelled eyes."""
+    target = spec.referral.target_sensitivity if sensitivity is None else sensitivity
+    if not 0 < target < 1:
+        raise ValueError(f"target sensitivity must be in (0, 1), got {target}")
+    spec.check_labels(labels)
+    labelled = _labelled(spec, np.asarray(labels), gradable)
+    positive = labelled & spec.is_referable(np.asarray(labels))
+    scores = spec.referral_score(class_logits)[positive]
+    if len(scores) == 0:
+        return 0.5
+    k = int(np.ceil(target * len(scores)))
+    return float(np.sort(scores)[::-1][k - 1])

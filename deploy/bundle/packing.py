@@ -29,7 +29,7 @@ from edge_agent.bundle import (
     key_id,
     parse_version,
 )
-from models import GRADE_NAMES, PreprocessSpec
+from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 EXPORT_JSON = "export.json"
 RECIPE_JSON = "recipe.json"
@@ -68,6 +68,7 @@ class _ExportOperatingPoint(_Loose):
 class _ExportInfo(_Loose):
     schema_version: int
     model: _ExportModel
+    task: TaskSpec = DR_GRADING  # exports made before task specs are DR grading
     preprocess: PreprocessSpec
     budget: _ExportBudget
     operating_point: _ExportOperatingPoint
@@ -131,7 +132,8 @@ def manifest_from_export(
             family=info.model.family,
             version=version,
             created=datetime.now(UTC),
-            labels=GRADE_NAMES,
+            labels=info.task.classes,
+            task=info.task,
             preprocess=info.preprocess,
             thresholds=Thresholds(referral=info.operating_point.referral_threshold),
             accuracy_budget_points=AccuracyBudget(

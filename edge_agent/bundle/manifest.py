@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models import GRADE_NAMES, PreprocessSpec
+from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -88,6 +88,8 @@ class Manifest(_Strict):
     version: int = Field(ge=1, description="monotonic bundle version")
     created: datetime
     labels: tuple[str, ...]
+    task: TaskSpec = DR_GRADING
+    """The task the model answers (bundles made before task specs are DR grading)."""
     preprocess: PreprocessSpec
     thresholds: Thresholds
     accuracy_budget_points: AccuracyBudget
@@ -97,12 +99,14 @@ class Manifest(_Strict):
     min_agent_version: str
     signer: str = Field(pattern=r"^[0-9a-f]{16}$", description="key id of the signing key")
 
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
-        if labels != GRADE_NAMES:
-            raise ValueError(f"labels {list(labels)} are not this agent's {list(GRADE_NAMES)}")
-        return labels
+    @model_validator(mode="after")
+    def _labels_are_the_task_classes(self) -> Manifest:
+        if self.labels != self.task.classes:
+            raise ValueError(
+                f"labels {list(self.labels)} are not task {self.task.name}'s classes "
+                f"{list(self.task.classes)}"
+            )
+        return self
 
     @field_validator("min_agent_version")
     @classmethod

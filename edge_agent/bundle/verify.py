@@ -24,6 +24,7 @@ from edge_agent.bundle.manifest import (
     parse_version,
 )
 from edge_agent.version import agent_version
+from models import DR_GRADING
 
 MAX_MANIFEST_BYTES = 4 << 20
 SIGNATURE_BYTES = 64
@@ -76,7 +77,8 @@ def check_versions(
     allow_downgrade: bool,
     agent: str | None = None,
 ) -> None:
-    """Refuse a bundle not newer than the installed one, or one that needs a newer agent."""
+    """Refuse a bundle not newer than the installed one, one that needs a newer agent, or one
+    for a task this agent cannot screen."""
     newer = installed_version is None or manifest.version > installed_version
     if not newer and not allow_downgrade:
         raise BundleError(
@@ -88,6 +90,11 @@ def check_versions(
         raise BundleError(
             f"bundle needs agent version >= {manifest.min_agent_version}, this agent is {have}; "
             "upgrade fovea-agent first"
+        )
+    if manifest.task != DR_GRADING:
+        raise BundleError(
+            f"bundle is for task {manifest.task.name} ({manifest.task.kind}); this agent screens "
+            f"{DR_GRADING.name} only"
         )
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.nets.base import FundusNet, count_parameters
 from models.nets.registry import build_model
 from models.preprocess import PreprocessSpec
-from models.task import GRADE_NAMES
+from models.task import DR_GRADING, GRADE_NAMES, TaskSpec
 
 
 class Ancestor(BaseModel):
@@ -61,13 +61,23 @@ class CheckpointMeta(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     """Headline validation metrics (point values; NaN where undefined)."""
     resized: bool = False
+    """Layer widths come from the weights, not from ``config`` (a structurally pruned model)."""
+    task: TaskSpec = DR_GRADING
+    """The task the model answers (checkpoints written before task specs are DR grading)."""
 
     @field_validator("metrics", mode="before")
     @classmethod
     def _nan(cls, metrics: Any) -> Any:
         return _undefined(metrics)
 
-    """Layer widths come from the weights, not from ``config`` (a structurally pruned model)."""
+    @model_validator(mode="after")
+    def _labels_are_the_task_classes(self) -> CheckpointMeta:
+        if tuple(self.labels) != self.task.classes:
+            raise ValueError(
+                f"labels {self.labels} are not task {self.task.name}'s classes "
+                f"{list(self.task.classes)}"
+            )
+        return self
 
     @property
     def generation(self) -> int:

@@ -223,3 +223,30 @@ def test_signer_field_must_match_the_signing_key(
 
     _refused(_repack(bundle, edit), keyring, "names signer 0000000000000000")
     assert Manifest  # the schema is what the signed bytes are parsed with
+
+
+def test_the_manifest_carries_the_task(bundle: Path, keyring: Keyring) -> None:
+    from models import DR_GRADING
+
+    assert open_bundle(bundle, bundle.parent / "d", keyring).task == DR_GRADING
+
+
+def test_a_bundle_for_another_task_is_refused_by_name(
+    bundle: Path, keyring: Keyring, signing_key: tuple[Path, Path]
+) -> None:
+    import yaml
+
+    glaucoma = yaml.safe_load(
+        (Path(__file__).parents[3] / "configs" / "tasks" / "glaucoma-referral.yaml").read_text()
+    )
+
+    def other_task(m: dict) -> dict:
+        return {**m, "task": glaucoma, "labels": glaucoma["classes"]}
+
+    def labels_not_classes(m: dict) -> dict:
+        return {**m, "task": glaucoma}
+
+    edit = _repack(bundle, lambda ms: _resign(ms, signing_key[0], other_task))
+    _refused(edit, keyring, "task glaucoma-referral .binary.; this agent screens dr-grading only")
+    edit = _repack(bundle, lambda ms: _resign(ms, signing_key[0], labels_not_classes))
+    _refused(edit, keyring, "are not task glaucoma-referral's classes")

@@ -60,6 +60,7 @@ def test_the_weights_travel_with_the_export(exported: Path) -> None:
     ):
         assert torch.equal(a, b), name
     assert meta.preprocess.model_dump(mode="json") == report["preprocess"]
+    assert report["task"] == meta.task.model_dump(mode="json")  # the task travels too
 
 
 def test_report_covers_every_precision(exported: Path) -> None:
