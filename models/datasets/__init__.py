@@ -2,6 +2,14 @@
 
 from models.datasets.arrays import UNKNOWN_GRADE, FundusArrays
 from models.datasets.dicom import load_dicom, read_dicom_image
+from models.datasets.labelled import (
+    CsvColumns,
+    check_task_fits,
+    class_folders,
+    label_index,
+    load_class_folders,
+    load_csv,
+)
 from models.datasets.prepare import materialise, read_image, split_by_patient
 from models.datasets.public import (
     LAYOUTS,
@@ -22,12 +30,18 @@ __all__ = [
     "LAYOUTS",
     "UNKNOWN_GRADE",
     "BadImageError",
+    "CsvColumns",
     "DatasetLayoutError",
     "FundusArrays",
     "FundusRecord",
     "LoadedIndex",
+    "check_task_fits",
+    "class_folders",
     "detect_layout",
+    "label_index",
     "load_aptos",
+    "load_class_folders",
+    "load_csv",
     "load_dicom",
     "load_eyepacs",
     "load_folders",

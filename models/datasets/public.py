@@ -142,7 +142,7 @@ def _csv_header(path: Path) -> set[str]:
         return set()
 
 
-def _split_eye(stem: str) -> tuple[str, str]:
+def split_eye(stem: str) -> tuple[str, str]:
     """(patient, eye) from an ``{id}_{left|right}`` name; otherwise (stem, '')."""
     m = _EYE_RE.match(stem)
     return (m["patient"], m["eye"].lower()) if m else (stem, "")
@@ -185,7 +185,7 @@ def _load_id_grade_csv(
         except ValueError as e:
             out.fail(f"{labels}:{line}", e)
             continue
-        patient, eye = _split_eye(image) if eyes else (image, "")
+        patient, eye = split_eye(image) if eyes else (image, "")
         out.records.append(FundusRecord(path, grade, True, patient, eye, image, layout))
     return out.result()
 
@@ -327,7 +327,7 @@ def load_folders(root: Path, *, on_error: OnError = "raise") -> LoadedIndex:
         for path in sorted(sub.iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
-            patient, eye = _split_eye(path.stem)
+            patient, eye = split_eye(path.stem)
             image_id = f"{sub.name}/{path.stem}"
             gradable = grade != UNKNOWN_GRADE
             out.records.append(
