@@ -7,14 +7,14 @@ import sys
 import typer
 from rich.console import Console
 
-from server.cli import compress, demo, export, federation, flash, fleet, keys, report, train
+from server.cli import compress, data, demo, export, federation, flash, fleet, keys, report, train
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Fovea: distill, export, deploy and federate retinal screening models.",
 )
-app.add_typer(train.data_app, name="data")
+app.add_typer(data.data_app, name="data")
 app.add_typer(train.teacher_app, name="teacher")
 app.command("distill")(train.distill)
 app.command("compress")(compress.compress_command)
@@ -34,5 +34,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        console.print("interrupted; finished epochs are checkpointed, run again to resume")
+        console.print(
+            "interrupted; finished work (epochs, prepared images) is kept: run again to resume"
+        )
         sys.exit(130)

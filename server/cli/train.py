@@ -1,4 +1,4 @@
-"""``fovea data synth``, ``fovea teacher train`` and ``fovea distill``: the training commands."""
+"""``fovea teacher train`` and ``fovea distill``: the training commands."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ from typing import Annotated
 
 import typer
 
-from models.synth import SITES
 from server.cli.output import console, fail
 
-data_app = typer.Typer(no_args_is_help=True, help="Datasets.")
 teacher_app = typer.Typer(no_args_is_help=True, help="The teacher model.")
-
-
-@data_app.command("synth")
-def data_synth(
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("data/synth"),
-    sites: Annotated[str, typer.Option(help="comma-separated site names")] = ",".join(SITES),
-    per_site: Annotated[int, typer.Option(min=1, help="images per site")] = 2000,
-    size: Annotated[int, typer.Option(min=32, max=1024, help="image side in pixels")] = 64,
-    seed: Annotated[int, typer.Option()] = 0,
-) -> None:
-    """Generate synthetic fundus photographs, one file per site."""
-    from server.training import synthesise
-
-    names = [s.strip() for s in sites.split(",") if s.strip()]
-    try:
-        synthesise(out, sites=names, per_site=per_site, size=size, seed=seed, progress=True)
-    except ValueError as e:
-        fail(str(e))
-    console.print(f"wrote {len(names)} sites to [bold]{out}[/bold]")
 
 
 def _run(cfg: object, name: str) -> None:

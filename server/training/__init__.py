@@ -20,6 +20,13 @@ from server.training.data import (
 )
 from server.training.device import Reporter, init_distributed, pick_device, world
 from server.training.evaluate import metrics_json, point_metrics, predict
+from server.training.prepare import (
+    PREPARE_LAYOUTS,
+    PrepareOptions,
+    PrepareResult,
+    index_source,
+    prepare_dataset,
+)
 from server.training.sampling import balanced_weights, class_of, epoch_indices
 from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
 from server.training.settings import ConfigError, read_yaml, validate
@@ -28,10 +35,13 @@ from server.training.state import load_state, read_info, save_state
 __all__ = [
     "DATASET_FILE",
     "HEADLINE",
+    "PREPARE_LAYOUTS",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
     "ModelRef",
+    "PrepareOptions",
+    "PrepareResult",
     "Reporter",
     "Schedule",
     "ScoreOptions",
@@ -45,6 +55,7 @@ __all__ = [
     "compare",
     "dataset_matches",
     "epoch_indices",
+    "index_source",
     "init_distributed",
     "load_site",
     "load_splits",
@@ -53,6 +64,7 @@ __all__ = [
     "pick_device",
     "point_metrics",
     "predict",
+    "prepare_dataset",
     "read_info",
     "read_yaml",
     "save_state",

@@ -1,0 +1,161 @@
+"""Resumable, parallel decoding of indexed images into fixed-size squares, chunk by chunk.
+
+Each chunk of records is decoded in a bounded thread pool and written atomically to
+``chunk-NNNNN.npz`` in a work directory tagged with the plan's fingerprint; a later run with the
+same fingerprint reuses every finished chunk, and a run with another one starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models import PreprocessSpec, TaskSpec
+from models.datasets import BadImageError, FundusRecord, read_image
+from server.training.device import Reporter
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: square side, the task (its preprocessing), pool and chunk sizes."""
+
+    size: int
+    task: TaskSpec
+    skip_bad: bool = False
+    workers: int = 4
+    chunk: int = 256
+
+
+def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
+    """Read one record and bring it to ``size`` square as the task's preprocessing says."""
+    spec = PreprocessSpec(size=size)
+
+    def square(record: FundusRecord) -> np.ndarray:
+        image = read_image(record)
+        if task.input.preprocessing == "resize":
+            resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.uint8)
+        return spec.to_square(image)
+
+    return square
+
+
+def _decode(square: Callable[[FundusRecord], np.ndarray], record: FundusRecord) -> np.ndarray | str:
+    """The squared image, or why it could not be read (decoders raise many types)."""
+    try:
+        return square(record)
+    except BadImageError as e:
+        return str(e)
+    except Exception as e:  # a truncated or odd file must name itself, not end the pool
+        return f"{record.path}: cannot decode image ({type(e).__name__}: {e})"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so no reader sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _planned(plan: Path) -> str | None:
+    try:
+        return str(json.loads(plan.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class ChunkStore:
+    """The finished chunks of one plan in ``directory``; another plan's chunks are removed."""
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        self.dir = directory
+        plan = self.dir / "plan.json"
+        if self.dir.exists() and _planned(plan) != fingerprint:
+            shutil.rmtree(self.dir)  # another source or other options: start again
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(plan, json.dumps({"fingerprint": fingerprint}))
+
+    def chunk(self, number: int) -> Path:
+        """The file of chunk ``number``."""
+        return self.dir / f"chunk-{number:05d}.npz"
+
+    def load(self, number: int) -> dict[str, np.ndarray] | None:
+        """A finished chunk's arrays, or None when it is missing or unreadable."""
+        path = self.chunk(number)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in ("images", "kept", "skipped")}
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+
+    def save(self, number: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write one chunk atomically."""
+        tmp = self.dir / f"chunk-{number:05d}.tmp.npz"
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        tmp.replace(self.chunk(number))
+
+
+def _decode_chunk(
+    pool: ThreadPoolExecutor,
+    square: Callable[[FundusRecord], np.ndarray],
+    records: list[FundusRecord],
+    start: int,
+    options: DecodeOptions,
+    tick: Callable[[int], None],
+) -> dict[str, np.ndarray]:
+    """Decode ``records`` (global index from ``start``); a bad file raises unless skipping."""
+    images, kept, skipped = [], [], []
+    for offset, result in enumerate(pool.map(lambda r: _decode(square, r), records)):
+        tick(start + offset + 1)
+        if isinstance(result, str):
+            if not options.skip_bad:
+                raise BadImageError(f"{result} (pass --skip-bad to skip bad files)")
+            skipped.append(f"{records[offset].path}\t{result}")
+            continue
+        images.append(result)
+        kept.append(start + offset)
+    size = options.size
+    return {
+        "images": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        "kept": np.array(kept, dtype=np.int64),
+        "skipped": np.array(skipped, dtype=np.str_),
+    }
+
+
+def decode_chunks(
+    options: DecodeOptions,
+    records: list[FundusRecord],
+    store: ChunkStore,
+    report: Reporter | None = None,
+) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Every chunk's arrays (``images``, ``kept`` record indices, ``skipped`` as
+    ``path<TAB>why``), from ``store`` when an earlier run finished it; and how many images
+    were reused rather than decoded."""
+    square = _squarer(options.task, options.size)
+    chunks, reused = [], 0
+
+    def tick(done: int) -> None:
+        if report is not None:
+            report("preparing images", done, len(records))
+
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        for number, start in enumerate(range(0, len(records), options.chunk)):
+            part = records[start : start + options.chunk]
+            arrays = store.load(number)
+            if arrays is None:
+                arrays = _decode_chunk(pool, square, part, start, options, tick)
+                store.save(number, arrays)
+            else:
+                reused += len(part)
+                tick(start + len(part))
+            chunks.append(arrays)
+    return chunks, reused
