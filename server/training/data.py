@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,13 @@ def synthesise(
     seed: int,
     progress: bool = False,
 ) -> dict[str, Path]:
-    """Write one ``<site>.npz`` per site and a ``dataset.json`` describing them."""
+    """Write one ``<site>.npz`` per site and a ``dataset.json`` describing them.
+
+    Sites that ``fovea data prepare`` wrote into ``out`` before stay listed; they must have
+    been prepared at the same ``size``.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    prepared = _prepared_sites(out, size, exclude=set(sites))
     written: dict[str, Path] = {}
     for name in sites:
         site = get_site(name)
@@ -38,10 +44,27 @@ def synthesise(
         "size": size,
         "seed": seed,
         "per_site": per_site,
-        "sites": {n: p.name for n, p in written.items()},
+        "sites": {**{n: f"{n}.npz" for n in prepared}, **{n: p.name for n, p in written.items()}},
     }
+    if prepared:
+        meta["prepared"] = prepared
     (out / DATASET_FILE).write_text(json.dumps(meta, indent=2))
     return written
+
+
+def _prepared_sites(out: Path, size: int, exclude: set[str]) -> dict[str, Any]:
+    """The prepared sites already recorded in ``out/dataset.json`` (all at ``size``)."""
+    path = out / DATASET_FILE
+    if not path.is_file():
+        return {}
+    meta = json.loads(path.read_text())
+    prepared = {k: v for k, v in (meta.get("prepared") or {}).items() if k not in exclude}
+    if prepared and meta.get("size") != size:
+        raise ValueError(
+            f"{out} holds prepared sites {sorted(prepared)} at {meta.get('size')} px; synthesise "
+            f"at that size or into another directory"
+        )
+    return prepared
 
 
 def dataset_matches(out: Path, *, sites: list[str], per_site: int, size: int, seed: int) -> bool:

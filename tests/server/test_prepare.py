@@ -180,3 +180,16 @@ def test_sites_accumulate_and_a_size_clash_is_refused(tmp_path: Path) -> None:
     assert set(meta["sites"]) == {"a", "b"} and set(meta["prepared"]) == {"a", "b"}
     with pytest.raises(ValueError, match="at 32 px, not 64"):
         prepare_dataset(PrepareOptions(source=tmp_path / "src", out=out, size=64, site="c"))
+
+
+def test_synthetic_sites_join_prepared_ones_without_dropping_them(tmp_path: Path) -> None:
+    from server.training import synthesise
+
+    eyepacs(tmp_path / "src", patients=2)
+    out = tmp_path / "data"
+    prepare_dataset(PrepareOptions(source=tmp_path / "src", out=out, size=32, site="clinic"))
+    synthesise(out, sites=["site-a"], per_site=8, size=32, seed=0)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert set(meta["sites"]) == {"clinic", "site-a"} and set(meta["prepared"]) == {"clinic"}
+    with pytest.raises(ValueError, match=r"prepared sites \['clinic'\] at 32 px"):
+        synthesise(out, sites=["site-b"], per_site=8, size=64, seed=0)
