@@ -23,6 +23,7 @@ from server.training.evaluate import metrics_json, point_metrics, predict
 from server.training.sampling import balanced_weights, class_of, epoch_indices
 from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
 from server.training.settings import ConfigError, read_yaml, validate
+from server.training.sources import build_ref, ref_file
 from server.training.state import load_state, read_info, save_state
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TrainingData",
     "augment",
     "balanced_weights",
+    "build_ref",
     "class_of",
     "compare",
     "dataset_matches",
@@ -55,6 +57,7 @@ __all__ = [
     "predict",
     "read_info",
     "read_yaml",
+    "ref_file",
     "save_state",
     "score_model",
     "split_patients",
