@@ -83,7 +83,7 @@ def main() -> None:
             )
             heldout = heldout.subset(keep)
         rows: dict[str, dict[str, Any]] = {}
-        if run_cfg.teacher is not None:
+        if isinstance(run_cfg.teacher, Path):  # a teacher checkpoint (not one by source)
             t_model, t_meta = load_checkpoint(run_cfg.teacher)
             p = predict(t_model, heldout, t_meta.preprocess)
             p = dataclasses.replace(

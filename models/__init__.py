@@ -1,4 +1,4 @@
-"""What a model is and what it sees: the task, metrics, preprocessing, data and (torch) nets.
+"""What a model is and what it sees: task, metrics, preprocessing, sources, data, (torch) nets.
 
 Importing this package does not import torch; the networks live in :mod:`models.nets`.
 """
@@ -15,6 +15,15 @@ from models.metrics import (
     task_operating_point,
 )
 from models.preprocess import PreprocessSpec
+from models.sources import (
+    SOURCE_KINDS,
+    TEACHER_ONLY,
+    ModelSource,
+    SourceError,
+    extra_message,
+    missing_extra,
+    parse_source,
+)
 from models.task import (
     DR_GRADING,
     GRADE_NAMES,
@@ -43,19 +52,26 @@ __all__ = [
     "NUM_GRADES",
     "OUTPUT_NAMES",
     "REFERABLE_MIN_GRADE",
+    "SOURCE_KINDS",
+    "TEACHER_ONLY",
     "Estimate",
     "InputSpec",
+    "ModelSource",
     "OutputNames",
     "Predictions",
     "PreprocessSpec",
     "Referral",
+    "SourceError",
     "TaskSpec",
     "TaskSpecError",
+    "extra_message",
     "gradable_probability",
     "is_referable",
     "load_task",
+    "missing_extra",
     "operating_point",
     "paired_difference",
+    "parse_source",
     "parse_task",
     "referable_probability",
     "screening_metrics",

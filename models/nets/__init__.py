@@ -1,5 +1,7 @@
-"""Model families (torch): ResNet teacher and students, MobileNetV2 students, a small ViT."""
+"""Model families (torch): ResNet teacher and students, MobileNetV2 students, a small ViT, and
+adapters for backbones from elsewhere (your own module, Hugging Face, timm, torchvision, ONNX)."""
 
+from models.nets.adapters import HFNet, ModuleNet, SourceNet, TimmNet, TorchvisionNet
 from models.nets.base import FundusNet, StagedNet, count_parameters
 from models.nets.checkpoint import (
     Ancestor,
@@ -8,8 +10,10 @@ from models.nets.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from models.nets.onnx_teacher import OnnxTeacher
 from models.nets.registry import FAMILIES, PRESETS, build_model, family_of
 from models.nets.vit import Attention, ViT
+from models.nets.weights import WeightsError, WeightsReport, load_weights_, read_weights
 
 __all__ = [
     "FAMILIES",
@@ -18,12 +22,22 @@ __all__ = [
     "Attention",
     "CheckpointMeta",
     "FundusNet",
+    "HFNet",
+    "ModuleNet",
+    "OnnxTeacher",
+    "SourceNet",
     "StagedNet",
+    "TimmNet",
+    "TorchvisionNet",
     "ViT",
+    "WeightsError",
+    "WeightsReport",
     "build_model",
     "count_parameters",
     "family_of",
     "load_checkpoint",
+    "load_weights_",
     "read_meta",
+    "read_weights",
     "save_checkpoint",
 ]

@@ -33,7 +33,16 @@ def teacher_train(
         "data/synth"
     ),
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/teacher"),
-    model: Annotated[str, typer.Option(help="model family or preset")] = "resnet-teacher",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="family or preset, or a source: module:pkg.mod:factory, hf:CONFIG_OR_DIR, "
+            "timm:NAME, torchvision:NAME"
+        ),
+    ] = "resnet-teacher",
+    weights: Annotated[
+        Path | None, typer.Option(help="pretrained weights (.safetensors or .pth) to start from")
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 6,
     lr: Annotated[float, typer.Option(help="peak learning rate (> 0)")] = 3e-3,
     seed: Annotated[int, typer.Option()] = 0,
@@ -46,7 +55,7 @@ def teacher_train(
         cfg = parse_config(
             {
                 "teacher": None,
-                "student": {"name": model},
+                "student": {"name": model, "weights": str(weights) if weights else None},
                 "data": {"dir": str(data)},
                 "train": {"epochs": epochs, "lr": lr},
                 "monitor": {"enabled": False},
@@ -56,7 +65,13 @@ def teacher_train(
             "fovea teacher train",
         )
     except ConfigError as e:
-        fail(str(e).replace("train.lr", "--lr").replace("train.epochs", "--epochs"))
+        fail(
+            str(e)
+            .replace("train.lr", "--lr")
+            .replace("train.epochs", "--epochs")
+            .replace("student.name", "--model")
+            .replace("student.weights", "--weights")
+        )
         return
     _run(cfg, "teacher")
 

@@ -183,7 +183,7 @@ def distil_chain(
     """
     if cfg.teacher is None:
         raise ValueError("a teacher-assistant chain needs a teacher checkpoint (teacher: PATH)")
-    teacher = cfg.teacher
+    teacher: Path | ModelRef = cfg.teacher  # a source teacher (onnx:, hf:...) starts a chain too
     outcome = ChainOutcome(split="val")
     first_accuracy: float | None = None
     for i, ref in enumerate(models, 1):
@@ -219,7 +219,7 @@ def distil_chain(
             )
         )
         teacher = gen_out / f"{name}.json"
-    outcome.checkpoint = teacher
+    outcome.checkpoint = teacher if isinstance(teacher, Path) else None
     return outcome
 
 

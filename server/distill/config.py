@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models import SOURCE_KINDS, TEACHER_ONLY
 from server.training import (
     AugmentConfig,
     DataConfig,
@@ -92,8 +93,9 @@ class DistillConfig(_Strict):
     """One distillation run: teacher checkpoint -> student, written to ``out``."""
 
     schema_version: Literal[1] = 1
-    teacher: Path | None = Path("runs/teacher/teacher.json")
-    """Teacher checkpoint (None: train the student on labels only, a from-scratch baseline)."""
+    teacher: Path | ModelRef | None = Path("runs/teacher/teacher.json")
+    """Teacher checkpoint, or a model by source (``onnx:teacher.onnx``, ``{name: hf:DIR,
+    weights: model.safetensors}``); None: train the student on labels only (a baseline)."""
     student: ModelRef = Field(default_factory=ModelRef)
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -109,8 +111,21 @@ class DistillConfig(_Strict):
     """Referral operating point: the threshold reaching this sensitivity on validation
     (None: refer when P(referable) >= 0.5)."""
 
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_source(cls, value: Any) -> Any:
+        # "onnx:t.onnx" is a source; "runs/teacher/teacher.json" (or "C:/..." ) a checkpoint
+        if isinstance(value, str) and value.partition(":")[0] in SOURCE_KINDS:
+            return {"name": value}
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DistillConfig:
+        if self.student.kind in TEACHER_ONLY:
+            raise ValueError(
+                f"student {self.student.name!r}: {self.student.kind}: models are teachers only "
+                "(they cannot be trained)"
+            )
         if self.train.cache_teacher and (self.loss.feature_weight > 0 or self.monitor.enabled):
             raise ValueError(
                 "train.cache_teacher caches logits only; feature distillation and the monitors "

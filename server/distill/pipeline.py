@@ -17,7 +17,7 @@ from models.nets import (
     Ancestor,
     CheckpointMeta,
     FundusNet,
-    build_model,
+    count_parameters,
     load_checkpoint,
     save_checkpoint,
 )
@@ -26,15 +26,18 @@ from server.distill.search import search_temperature
 from server.distill.trainer import FitResult, Trainer
 from server.training import (
     HEADLINE,
+    ModelRef,
     Reporter,
     Schedule,
     ScoreOptions,
     Splits,
     TrainingData,
+    build_ref,
     compare,
     init_distributed,
     load_splits,
     pick_device,
+    ref_file,
     score_model,
 )
 
@@ -50,9 +53,11 @@ class RunOutcome:
     metrics: dict[str, Any]
 
 
-def _load_teacher(cfg: DistillConfig) -> tuple[FundusNet | None, CheckpointMeta | None]:
+def _load_teacher(cfg: DistillConfig, log: Log) -> tuple[FundusNet | None, CheckpointMeta | None]:
     if cfg.teacher is None:
         return None, None
+    if isinstance(cfg.teacher, ModelRef):
+        return build_ref(cfg.teacher, log).eval(), None
     if not cfg.teacher.with_suffix(".json").is_file():
         raise FileNotFoundError(
             f"teacher checkpoint {cfg.teacher} not found; train one with `fovea teacher train`"
@@ -124,7 +129,7 @@ class _Inputs:
     def load(cls, cfg: DistillConfig, log: Log) -> _Inputs:
         """Load the data and the teacher; check the images are the size the model expects."""
         splits: Splits = load_splits(cfg.data, cfg.seed)
-        teacher, meta = _load_teacher(cfg)
+        teacher, meta = _load_teacher(cfg, log)
         spec = meta.preprocess if meta else PreprocessSpec.fitted(splits.train.images)
         for what, arr in (("training", splits.train), ("test", splits.test)):
             if arr is not None:
@@ -135,9 +140,14 @@ class _Inputs:
         )
         return cls(splits, spec, teacher, meta)
 
-    def lineage(self) -> list[Ancestor]:
+    def lineage(self, cfg: DistillConfig) -> list[Ancestor]:
         """The teacher's ancestors and the teacher itself (none without a teacher)."""
         meta = self.teacher_meta
+        if isinstance(cfg.teacher, ModelRef) and self.teacher is not None:
+            parameters = count_parameters(self.teacher)
+            return [
+                Ancestor(name=cfg.teacher.name, family=self.teacher.family, parameters=parameters)
+            ]
         if meta is None:
             return []
         ancestor = Ancestor(
@@ -182,7 +192,7 @@ def run(
         (out / "config.yaml").write_text(dump_config(cfg))
 
     torch.manual_seed(cfg.seed)  # initial weights and projectors depend on the seed alone
-    student = build_model(cfg.student.name, cfg.student.config)
+    student = build_ref(cfg.student, log)
     data = TrainingData(spec, splits.train, splits.val)
     trainer = Trainer(cfg, student, teacher, data, out, report=report, log=log)
     t0 = time.perf_counter()
@@ -206,7 +216,7 @@ def _evaluate(
         trained.fit,
     )
     device = pick_device(cfg.train.device)
-    lineage = inputs.lineage()
+    lineage = inputs.lineage(cfg)
     log("evaluating with bootstrap intervals ...")
     split_arrays = {"val": splits.val, "test": splits.test}
     opts = ScoreOptions(cfg.referral_sensitivity, cfg.bootstrap, cfg.seed, device)
@@ -225,7 +235,7 @@ def _evaluate(
     results[name]["file_bytes"] = file_size(ckpt)
     if teacher is not None and cfg.teacher is not None:
         t_scored = score_model(teacher, split_arrays, spec, opts)
-        results["teacher"] = {**t_scored.entry, "file_bytes": file_size(cfg.teacher)}
+        results["teacher"] = {**t_scored.entry, **_teacher_bytes(cfg.teacher)}
         split = "test" if splits.test is not None else "val"
         results |= compare(scored, t_scored, split, resamples=cfg.bootstrap, seed=cfg.seed)
         results["lineage"] = [a.model_dump() for a in lineage]
@@ -236,6 +246,14 @@ def _evaluate(
 
         plot_monitors(fit.history, fit.events, out / "plots" / "monitors.png")
     return RunOutcome(out=out, checkpoint=ckpt, metrics=results)
+
+
+def _teacher_bytes(teacher: Path | ModelRef) -> dict[str, int]:
+    """``file_bytes`` of the teacher's file (none for a source with random weights)."""
+    if isinstance(teacher, Path):
+        return {"file_bytes": file_size(teacher)}
+    path = ref_file(teacher)
+    return {"file_bytes": path.stat().st_size} if path is not None else {}
 
 
 def _training_record(trained: _Trained) -> dict[str, Any]:

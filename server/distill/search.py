@@ -11,10 +11,18 @@ import numpy as np
 import torch
 
 from models import PreprocessSpec
-from models.nets import FundusNet, build_model
+from models.nets import FundusNet
 from server.distill.config import DistillConfig
 from server.distill.trainer import Trainer
-from server.training import Schedule, Splits, TrainingData, pick_device, point_metrics, predict
+from server.training import (
+    Schedule,
+    Splits,
+    TrainingData,
+    build_ref,
+    pick_device,
+    point_metrics,
+    predict,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ def search_temperature(
 
     def trial(c: DistillConfig, with_teacher: bool) -> dict[str, float]:
         torch.manual_seed(cfg.seed)
-        student = build_model(cfg.student.name, cfg.student.config)
+        student = build_ref(cfg.student)
         t = teacher if with_teacher else None
         fit = Trainer(c, student, t, data, None).fit(resume=False)
         return point_metrics(predict(fit.student, splits.val, spec, device=device))

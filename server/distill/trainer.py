@@ -159,6 +159,13 @@ class Trainer:
         size = self.spec.size
         s_taps = self.student.tap_channels(size)
         t_taps = self.teacher.tap_channels(size)
+        if not s_taps or not t_taps:
+            which = "teacher" if not t_taps else "student"
+            self.log(
+                f"the {which} has no feature taps: distilling from the teacher's outputs only; "
+                "feature distillation and the retention monitors are off"
+            )
+            return None
         mapping = self.cfg.loss.layer_map
         if mapping == "auto":
             mapping = auto_layer_map(s_taps, t_taps, self.cfg.loss.auto_layers)

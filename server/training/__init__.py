@@ -30,6 +30,7 @@ from server.training.prepare import (
 from server.training.sampling import balanced_weights, class_of, epoch_indices
 from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
 from server.training.settings import ConfigError, read_yaml, validate
+from server.training.sources import build_ref, ref_file
 from server.training.state import load_state, read_info, save_state
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "TrainingData",
     "augment",
     "balanced_weights",
+    "build_ref",
     "class_of",
     "compare",
     "dataset_matches",
@@ -67,6 +69,7 @@ __all__ = [
     "prepare_dataset",
     "read_info",
     "read_yaml",
+    "ref_file",
     "save_state",
     "score_model",
     "split_patients",

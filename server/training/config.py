@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models import parse_source
 
 
 class _Strict(BaseModel):
@@ -48,10 +50,25 @@ class DataConfig(_Strict):
 
 
 class ModelRef(_Strict):
-    """A registry model: a family or preset name, with config overrides."""
+    """A model by source: a Fovea family or preset name (``fovea:NAME``), ``module:pkg.mod:fn``,
+    ``hf:CONFIG_OR_DIR``, ``timm:NAME``, ``torchvision:NAME`` or (a teacher only)
+    ``onnx:PATH``; with config overrides and optionally pretrained weights from a local file."""
 
     name: str = "resnet-student"
     config: dict[str, Any] = Field(default_factory=dict)
+    weights: Path | None = None
+    """Pretrained weights: a ``.safetensors``, or a ``.pth`` read with ``weights_only``."""
+
+    @field_validator("name")
+    @classmethod
+    def _source(cls, name: str) -> str:
+        parse_source(name)  # the spelling, the package it needs, a module path's shape
+        return name
+
+    @property
+    def kind(self) -> str:
+        """The source kind (``fovea`` for a bare name)."""
+        return parse_source(self.name).kind
 
 
 class AugmentConfig(_Strict):
