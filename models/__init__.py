@@ -22,7 +22,9 @@ from models.sources import (
     SourceError,
     extra_message,
     missing_extra,
+    missing_packages,
     parse_source,
+    required_packages,
 )
 from models.task import (
     DR_GRADING,
@@ -69,11 +71,13 @@ __all__ = [
     "is_referable",
     "load_task",
     "missing_extra",
+    "missing_packages",
     "operating_point",
     "paired_difference",
     "parse_source",
     "parse_task",
     "referable_probability",
+    "required_packages",
     "screening_metrics",
     "softmax",
     "task_metric_table",

@@ -116,3 +116,27 @@ def _check_module_target(text: str, target: str) -> None:
             f"model source {text!r}: the factory {factory!r} is not a Python name; expected "
             "module:package.module:factory"
         )
+
+
+_FAMILY_PACKAGES: dict[str, str] = {
+    "hf": "transformers",
+    "timm": "timm",
+    "torchvision": "torchvision",
+}
+
+
+def required_packages(family: str, config: dict[str, object]) -> tuple[str, ...]:
+    """The Python packages beyond Fovea's own that rebuilding a ``family`` model needs in
+    torch (``module``: the factory's top-level package, when it is not Fovea's)."""
+    if family in _FAMILY_PACKAGES:
+        return (_FAMILY_PACKAGES[family],)
+    if family == "module":
+        top = str(config.get("factory", "")).partition(":")[0].split(".")[0]
+        if top and top not in ("models", "server", "edge_agent", "deploy"):
+            return (top,)
+    return ()
+
+
+def missing_packages(packages: tuple[str, ...] | list[str]) -> list[str]:
+    """Those of ``packages`` this Python cannot import (found without importing them)."""
+    return [p for p in packages if importlib.util.find_spec(p) is None]

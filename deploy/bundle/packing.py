@@ -69,6 +69,7 @@ class _ExportInfo(_Loose):
     schema_version: int
     model: _ExportModel
     task: TaskSpec = DR_GRADING  # exports made before task specs are DR grading
+    requires: tuple[str, ...] = ()
     preprocess: PreprocessSpec
     budget: _ExportBudget
     operating_point: _ExportOperatingPoint
@@ -134,6 +135,7 @@ def manifest_from_export(
             created=datetime.now(UTC),
             labels=info.task.classes,
             task=info.task,
+            requires=info.requires,
             preprocess=info.preprocess,
             thresholds=Thresholds(referral=info.operating_point.referral_threshold),
             accuracy_budget_points=AccuracyBudget(

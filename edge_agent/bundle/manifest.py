@@ -90,6 +90,9 @@ class Manifest(_Strict):
     labels: tuple[str, ...]
     task: TaskSpec = DR_GRADING
     """The task the model answers (bundles made before task specs are DR grading)."""
+    requires: tuple[str, ...] = ()
+    """Python packages the model's torch form needs (timm, transformers, ...): a device without
+    them serves the ONNX models but sits federated rounds out."""
     preprocess: PreprocessSpec
     thresholds: Thresholds
     accuracy_budget_points: AccuracyBudget

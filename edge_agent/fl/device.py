@@ -9,7 +9,8 @@ import numpy as np
 from edge_agent.fl.local import Declined, LocalCases
 from edge_agent.install import DeviceRoot
 from edge_agent.store import Store
-from models.nets import CheckpointMeta, FundusNet, load_checkpoint
+from models import missing_packages
+from models.nets import CheckpointMeta, FundusNet, load_checkpoint, read_meta
 
 __all__ = ["deployed_checkpoint", "load_deployed", "load_reviewed"]
 
@@ -29,6 +30,12 @@ def load_deployed(root: Path) -> tuple[FundusNet, CheckpointMeta]:
             "carries checkpoint/model.json"
         )
     try:
+        missing = missing_packages(read_meta(path).requires)
+        if missing:
+            raise Declined(
+                f"the deployed model needs {', '.join(missing)} to train, which this device lacks: "
+                f"install {' '.join(missing)} into the agent's environment to join the rounds"
+            )
         return load_checkpoint(path)
     except (OSError, ValueError) as exc:
         raise Declined(f"deployed checkpoint {path} cannot be loaded: {exc}") from None

@@ -17,6 +17,7 @@ from torch import nn
 from models.nets.base import FundusNet, count_parameters
 from models.nets.registry import build_model
 from models.preprocess import PreprocessSpec
+from models.sources import required_packages
 from models.task import DR_GRADING, GRADE_NAMES, TaskSpec
 
 
@@ -78,6 +79,11 @@ class CheckpointMeta(BaseModel):
                 f"{list(self.task.classes)}"
             )
         return self
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Python packages beyond Fovea's that rebuilding this model in torch needs."""
+        return required_packages(self.family, self.config)
 
     @property
     def generation(self) -> int:

@@ -323,6 +323,7 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         "weights": f"{CHECKPOINT_DIR}/model.json",
         "model": {"name": meta.name, "family": meta.family, "parameters": meta.parameters},
         "task": meta.task.model_dump(mode="json"),
+        "requires": list(meta.requires),
         "preprocess": inp.spec.model_dump(mode="json"),
         "opset": config.opset,
         "budget": {"int8_points": config.budget, "fp16_points": config.fp16_budget},

@@ -83,3 +83,23 @@ def test_declined_reply_carries_only_metrics_and_the_reason() -> None:
     assert set(content.keys()) == {METRICS, STATUS}
     assert content.metric_records[METRICS][M_DECLINED] == 1
     assert content.config_records[STATUS][S_REASON] == "3 reviewed cases"
+
+
+def test_a_device_lacking_the_models_packages_declines_naming_them(
+    tmp_path: Path, student: FundusNet, case_factory: Callable[..., LocalCases]
+) -> None:
+    import json
+
+    from models import required_packages
+
+    assert required_packages("hf", {}) == ("transformers",)
+    assert required_packages("module", {"factory": "hospital_nets.cnn:make"}) == ("hospital_nets",)
+    assert required_packages("resnet", {}) == ()
+    _device(tmp_path, student, case_factory(4))
+    path = deployed_checkpoint(tmp_path)
+    meta = json.loads(path.read_text())
+    # as if the student came from the hospital's own package, which this device does not have
+    path.write_text(json.dumps({**meta, "family": "module",
+                                "config": {"factory": "fovea_absent_pkg.nets:make"}}))  # fmt: skip
+    with pytest.raises(Declined, match="needs fovea_absent_pkg to train"):
+        load_deployed(tmp_path)

@@ -61,6 +61,7 @@ def test_the_weights_travel_with_the_export(exported: Path) -> None:
         assert torch.equal(a, b), name
     assert meta.preprocess.model_dump(mode="json") == report["preprocess"]
     assert report["task"] == meta.task.model_dump(mode="json")  # the task travels too
+    assert report["requires"] == list(meta.requires) == []  # a Fovea family needs nothing more
 
 
 def test_report_covers_every_precision(exported: Path) -> None:
