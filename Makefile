@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast test-timm lint format bench clean
 
 install: $(STAMP)
 
@@ -21,7 +21,25 @@ demo: $(STAMP)
 	$(VENV)/bin/fovea demo
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; [ $$rc -eq 0 ] || exit $$rc
+	if [ "$$CI" = true ] || [ "$$FOVEA_TEST_TIMM" = 1 ]; then $(MAKE) test-timm; fi
+
+# timm and torchvision import only beside PyPI's own torch build (it runs on the CPU too), not
+# beside the small CPU wheel the main venv pins: their model-source tests get a venv of their
+# own (about 5 GB, about a minute to install). CI runs them; elsewhere FOVEA_TEST_TIMM=1 does.
+TIMM_VENV := .venv-timm
+TIMM_PY := $(TIMM_VENV)/bin/python
+TIMM_STAMP := $(TIMM_VENV)/.installed-stamp
+TIMM_PINS := torch==2.13.0 torchvision==0.28.0 timm==1.0.31
+
+$(TIMM_STAMP): pyproject.toml
+	test -x $(TIMM_PY) || $(PYTHON) -m venv $(TIMM_VENV)
+	# this machine's pip settings point at the CPU wheel: ask PyPI itself for torch
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(TIMM_PY) -m pip install --quiet $(TIMM_PINS) -e . pytest
+	touch $(TIMM_STAMP)
+
+test-timm: $(TIMM_STAMP)
+	FOVEA_REQUIRE_TIMM=1 $(TIMM_PY) -m pytest -q -p no:cacheprovider tests/models/test_adapters.py -k "timm or torchvision"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -44,4 +62,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TIMM_VENV) .pytest_cache .mypy_cache .ruff_cache
