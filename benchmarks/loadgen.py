@@ -57,7 +57,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, gen: _Generator) -> None:
         self.gen, self.buf, self.sent_at = gen, b"", 0.0
         self.transport: asyncio.Transport | None = None
-        self.busy = False
+        self.busy, self.closed = False, False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -84,9 +84,15 @@ class _Conn(asyncio.Protocol):
         self.gen.done(self, status)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self in self.gen.idle:
+            self.gen.idle.remove(self)
         if self.busy:
             self.busy = False
-            self.gen.done(self, 0)
+            if self.buf:  # the server went away in the middle of its answer
+                self.gen.done(self, 0)
+            else:  # it closed an idle keep-alive connection as the request left: send it again
+                self.gen.resend(self.sent_at)  # on another one, as HTTP clients do
         self.gen.lost += 1
 
 
@@ -135,6 +141,14 @@ class _Generator:
             self.start(self.idle.pop(), scheduled)
         else:
             self.backlog.append(scheduled)
+
+    def resend(self, scheduled: float) -> None:
+        """A request whose connection the server closed before answering goes out again."""
+        self.in_flight -= 1
+        if self.idle:
+            self.start(self.idle.pop(), scheduled)
+        else:
+            self.backlog.appendleft(scheduled)
 
 
 async def _load(
