@@ -22,6 +22,7 @@ from models.datasets.public import (
     IndexCollector,
     LoadedIndex,
     OnError,
+    folder_records,
     read_label_rows,
     split_eye,
 )
@@ -172,14 +173,5 @@ def load_class_folders(root: Path, task: TaskSpec, *, on_error: OnError = "raise
     when it is decoded, not here.
     """
     out = IndexCollector(on_error)
-    for sub, grade in class_folders(root, task).items():
-        for path in sorted(sub.iterdir()):
-            if path.suffix.lower() not in LABELLED_SUFFIXES or not path.is_file():
-                continue
-            patient, eye = split_eye(path.stem)
-            image_id = f"{sub.name}/{path.stem}"
-            gradable = grade != UNKNOWN_GRADE
-            out.records.append(
-                FundusRecord(path, grade, gradable, patient, eye, image_id, "folders")
-            )
+    out.records.extend(folder_records(class_folders(root, task), LABELLED_SUFFIXES))
     return out.result()

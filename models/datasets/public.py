@@ -322,18 +322,27 @@ def load_folders(root: Path, *, on_error: OnError = "raise") -> LoadedIndex:
             f"{root}: unknown subfolder(s) {unknown}; expected only {list(_FOLDER_GRADES)}"
         )
     out = IndexCollector(on_error)
-    for sub in subdirs:
-        grade = _FOLDER_GRADES[sub.name]
+    out.records.extend(folder_records({sub: _FOLDER_GRADES[sub.name] for sub in subdirs}))
+    return out.result()
+
+
+def folder_records(
+    folders: dict[Path, int], suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+) -> list[FundusRecord]:
+    """A record per image file in each folder, labelled with that folder's grade.
+
+    Patient and eye come from ``{id}_{left|right}`` file names; otherwise the stem is the patient.
+    """
+    records = []
+    for sub, grade in folders.items():
         for path in sorted(sub.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            if path.suffix.lower() not in suffixes or not path.is_file():
                 continue
             patient, eye = split_eye(path.stem)
             image_id = f"{sub.name}/{path.stem}"
             gradable = grade != UNKNOWN_GRADE
-            out.records.append(
-                FundusRecord(path, grade, gradable, patient, eye, image_id, "folders")
-            )
-    return out.result()
+            records.append(FundusRecord(path, grade, gradable, patient, eye, image_id, "folders"))
+    return records
 
 
 def detect_layout(root: Path) -> str:
