@@ -85,6 +85,13 @@ class CheckpointMeta(BaseModel):
         """Python packages beyond Fovea's that rebuilding this model in torch needs."""
         return required_packages(self.family, self.config)
 
+    def as_teacher(self) -> list[Ancestor]:
+        """The lineage of a model distilled from this one: its ancestors, then itself."""
+        me = Ancestor(
+            name=self.name, family=self.family, parameters=self.parameters, metrics=self.metrics
+        )
+        return [*self.lineage, me]
+
     @property
     def generation(self) -> int:
         """0 for a model trained on labels, n for the n-th distillation."""

@@ -121,12 +121,7 @@ def _step_dir(out: Path, index: int, step: Step) -> Path:
 
 def _lineage(meta: CheckpointMeta | None) -> list[Ancestor]:
     """The teacher's ancestors and the teacher itself: what every checkpoint here descends from."""
-    if meta is None:
-        return []
-    ancestor = Ancestor(
-        name=meta.name, family=meta.family, parameters=meta.parameters, metrics=meta.metrics
-    )
-    return [*meta.lineage, ancestor]
+    return [] if meta is None else meta.as_teacher()
 
 
 @dataclass(frozen=True)

@@ -148,12 +148,7 @@ class _Inputs:
             return [
                 Ancestor(name=cfg.teacher.name, family=self.teacher.family, parameters=parameters)
             ]
-        if meta is None:
-            return []
-        ancestor = Ancestor(
-            name=meta.name, family=meta.family, parameters=meta.parameters, metrics=meta.metrics
-        )
-        return [*meta.lineage, ancestor]
+        return [] if meta is None else meta.as_teacher()
 
 
 @dataclass(frozen=True)
