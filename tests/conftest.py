@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,34 @@ def tiny_export(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     out = tmp_path_factory.mktemp("edge-export") / "export"
     return export(run, out, config).out
+
+
+USER_NET = """
+from torch import nn
+
+
+def make(width: int = 8) -> nn.Module:
+    def block(i: int, o: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU())
+
+    body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width))
+    return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def not_a_module() -> int:
+    return 3
+"""
+"""A user's own backbone factory (``make``), and a function that returns no module."""
+
+
+@pytest.fixture
+def user_package(tmp_path: Path) -> Iterator[Path]:
+    """A package of the user's own on sys.path (``tinynets.make`` builds a small CNN); yields
+    the folder that holds it."""
+    root = tmp_path / "src"
+    (root / "tinynets").mkdir(parents=True)
+    (root / "tinynets" / "__init__.py").write_text(USER_NET)
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+    sys.modules.pop("tinynets", None)

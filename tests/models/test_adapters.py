@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,6 @@ from models.preprocess import PreprocessSpec
 from models.sources import SourceError
 
 SIZE = 32
-TINY_NET = """
-from torch import nn
-
-
-def make(width: int = 8) -> nn.Module:
-    def block(i: int, o: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU())
-
-    body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width))
-    return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-def not_a_module() -> int:
-    return 3
-"""
 VIT = {
     "model_type": "vit",
     "hidden_size": 32,
@@ -63,14 +47,9 @@ def _importable(package: str) -> bool:
 
 
 @pytest.fixture
-def user_package(tmp_path: Path) -> Iterator[str]:
-    """A package of the user's own, on sys.path: ``tinynets.make`` builds a small CNN."""
-    (tmp_path / "tinynets").mkdir()
-    (tmp_path / "tinynets" / "__init__.py").write_text(TINY_NET)
-    sys.path.insert(0, str(tmp_path))
-    yield "tinynets"
-    sys.path.remove(str(tmp_path))
-    sys.modules.pop("tinynets", None)
+def user_module(user_package: Path) -> str:
+    """The name of the user's package (see ``user_package`` in conftest)."""
+    return "tinynets"
 
 
 def _round_trip(model: SourceNet, tmp_path: Path) -> None:
@@ -90,18 +69,18 @@ def _round_trip(model: SourceNet, tmp_path: Path) -> None:
     assert torch.equal(a["gradable_logit"], b["gradable_logit"])
 
 
-def test_a_user_module_builds_taps_and_round_trips(user_package: str, tmp_path: Path) -> None:
-    model = build_model(f"module:{user_package}:make", {"kwargs": {"width": 4}})
+def test_a_user_module_builds_taps_and_round_trips(user_module: str, tmp_path: Path) -> None:
+    model = build_model(f"module:{user_module}:make", {"kwargs": {"width": 4}})
     assert model.family == "module" and model.embed_dim == 8
     assert model.tap_names == ("0.0", "0.1", "0.2")  # the three blocks, by hooks
     _round_trip(model, tmp_path)
 
 
-def test_named_taps_and_a_wrong_tap_name(user_package: str) -> None:
-    model = build_model(f"module:{user_package}:make", {"taps": ["0.2"]})
+def test_named_taps_and_a_wrong_tap_name(user_module: str) -> None:
+    model = build_model(f"module:{user_module}:make", {"taps": ["0.2"]})
     assert model.tap_names == ("0.2",)
     with pytest.raises(SourceError, match=r"tap 'body\.9' is not a module"):
-        build_model(f"module:{user_package}:make", {"taps": ["body.9"]})
+        build_model(f"module:{user_module}:make", {"taps": ["body.9"]})
 
 
 @pytest.mark.parametrize(
@@ -113,15 +92,15 @@ def test_named_taps_and_a_wrong_tap_name(user_package: str) -> None:
     ],
 )
 def test_a_bad_module_or_factory_is_one_clear_message(
-    user_package: str, factory: str, message: str
+    user_module: str, factory: str, message: str
 ) -> None:
     with pytest.raises(SourceError, match=message):
-        build_model("module:" + factory.format(pkg=user_package))
+        build_model("module:" + factory.format(pkg=user_module))
 
 
-def test_a_bad_factory_argument_is_named(user_package: str) -> None:
+def test_a_bad_factory_argument_is_named(user_module: str) -> None:
     with pytest.raises(SourceError, match="calling make"):
-        build_model(f"module:{user_package}:make", {"kwargs": {"widht": 4}})
+        build_model(f"module:{user_module}:make", {"kwargs": {"widht": 4}})
 
 
 @pytest.mark.skipif(not has_transformers, reason="transformers not installed (the hf extra)")
@@ -182,15 +161,15 @@ def test_a_broken_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_backbone_weights_load_under_a_prefix_and_leftovers_are_listed(
-    user_package: str, tmp_path: Path
+    user_module: str, tmp_path: Path
 ) -> None:
     torch.manual_seed(1)
-    source = build_model(f"module:{user_package}:make")
+    source = build_model(f"module:{user_module}:make")
     backbone = {f"encoder.{k}": v for k, v in source.backbone.state_dict().items()}
     backbone["encoder.extra.weight"] = torch.zeros(3)
     save_file(backbone, str(tmp_path / "w.safetensors"))
     torch.manual_seed(2)
-    model = build_model(f"module:{user_package}:make")
+    model = build_model(f"module:{user_module}:make")
     report = load_weights_(model, tmp_path / "w.safetensors")
     assert torch.equal(model.backbone[0][0][0].weight, source.backbone[0][0][0].weight)
     assert report.missing == ["head.weight", "head.bias"]
@@ -199,8 +178,8 @@ def test_backbone_weights_load_under_a_prefix_and_leftovers_are_listed(
     assert load_weights_(model, tmp_path / "w.pth").missing == []
 
 
-def test_weights_with_wrong_keys_or_shapes_are_refused(user_package: str, tmp_path: Path) -> None:
-    model = build_model(f"module:{user_package}:make")
+def test_weights_with_wrong_keys_or_shapes_are_refused(user_module: str, tmp_path: Path) -> None:
+    model = build_model(f"module:{user_module}:make")
     save_file({"fc.weight": torch.zeros(2, 2)}, str(tmp_path / "a.safetensors"))
     with pytest.raises(WeightsError, match=r"none of its 1 tensors fit.*fc\.weight"):
         load_weights_(model, tmp_path / "a.safetensors")

@@ -2,8 +2,6 @@
 
 import importlib.util
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,6 @@ from server.distill.config import parse_config
 from server.training import ConfigError, ModelRef
 
 runner = CliRunner()
-TINY_NET = """
-from torch import nn
-
-
-def make(width: int = 8) -> nn.Module:
-    def block(i: int, o: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU())
-
-    body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width))
-    return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-"""
 
 
 def _vit(path: Path, hidden: int, layers: int, heads: int) -> Path:
@@ -57,18 +44,6 @@ def _cfg(data: Path, out: Path, teacher: Any, student: dict[str, Any], **extra: 
             **extra,
         }
     )
-
-
-@pytest.fixture
-def user_package(tmp_path: Path) -> Iterator[Path]:
-    """A package of the user's own on sys.path (``tinynets.make``); yields its folder."""
-    root = tmp_path / "src"
-    (root / "tinynets").mkdir(parents=True)
-    (root / "tinynets" / "__init__.py").write_text(TINY_NET)
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop("tinynets", None)
 
 
 @pytest.mark.skipif(
