@@ -192,10 +192,13 @@ def _hf_image_size(hf_config: Any) -> int:
     return int(size) if size else 64
 
 
-class TimmNet(SourceNet):
-    """A timm architecture by name (``timm.create_model``, random weights, no classifier)."""
+class _NamedArchitecture(SourceNet):
+    """An architecture a library builds by name with random weights (``timm:``,
+    ``torchvision:``): subclasses say which package, which arguments would download weights,
+    and how to build the backbone without its classifier."""
 
-    family = "timm"
+    package: str = ""
+    download_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -206,42 +209,49 @@ class TimmNet(SourceNet):
         image_size: int = 64,
         dropout: float = 0.0,
     ) -> None:
-        timm = _import_extra("timm", "timm")
+        library = _import_extra(self.family, self.package)
         kwargs = dict(kwargs or {})
-        _refuse_downloads("timm", kwargs, ("pretrained", "pretrained_cfg_overlay"))
-        try:
-            backbone = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-        except (RuntimeError, ValueError, TypeError) as e:
-            raise SourceError(f"timm:{name}: {e}") from None
+        _refuse_downloads(self.family, kwargs, self.download_keys)
+        backbone = self._backbone(library, name, kwargs)
         config = {"name": name, "kwargs": kwargs}
         super().__init__(config, backbone, taps, tap_count, image_size, dropout)
 
+    def _backbone(self, library: ModuleType, name: str, kwargs: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
 
-class TorchvisionNet(SourceNet):
+
+class TimmNet(_NamedArchitecture):
+    """A timm architecture by name (``timm.create_model``, random weights, no classifier)."""
+
+    family = "timm"
+    package = "timm"
+    download_keys = ("pretrained", "pretrained_cfg_overlay")
+
+    def _backbone(self, library: ModuleType, name: str, kwargs: dict[str, Any]) -> nn.Module:
+        try:
+            backbone: nn.Module = library.create_model(
+                name, pretrained=False, num_classes=0, **kwargs
+            )
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise SourceError(f"timm:{name}: {e}") from None
+        return backbone
+
+
+class TorchvisionNet(_NamedArchitecture):
     """A torchvision classification architecture by name (``torchvision.models.get_model``,
     random weights); its last Linear layer, the classifier, is removed."""
 
     family = "torchvision"
+    package = "torchvision"
+    download_keys = ("weights", "weights_backbone")
 
-    def __init__(
-        self,
-        name: str,
-        kwargs: dict[str, Any] | None = None,
-        taps: Taps = "auto",
-        tap_count: int = 4,
-        image_size: int = 64,
-        dropout: float = 0.0,
-    ) -> None:
-        tv = _import_extra("torchvision", "torchvision")
-        kwargs = dict(kwargs or {})
-        _refuse_downloads("torchvision", kwargs, ("weights", "weights_backbone"))
+    def _backbone(self, library: ModuleType, name: str, kwargs: dict[str, Any]) -> nn.Module:
         try:
-            backbone = tv.models.get_model(name, weights=None, **kwargs)
+            backbone: nn.Module = library.models.get_model(name, weights=None, **kwargs)
         except (ValueError, TypeError) as e:
             raise SourceError(f"torchvision:{name}: {e}") from None
         _drop_classifier_(backbone, f"torchvision:{name}")
-        config = {"name": name, "kwargs": kwargs}
-        super().__init__(config, backbone, taps, tap_count, image_size, dropout)
+        return backbone
 
 
 def _drop_classifier_(model: nn.Module, where: str) -> None:
