@@ -208,7 +208,8 @@ def task_metric_table(
     quality, said = (None, None) if gradable is None else gradable
     labelled = _labelled(spec, y, said)
     sub = labelled.nonzero()[0]
-    score = spec.referral_score(class_logits)
+    probs = spec.probabilities(class_logits)
+    score = spec.referral_from(probs)
     truth_ref = spec.is_referable(y)
     wl = weights * labelled
     pos, neg = wl * truth_ref, wl * ~truth_ref
@@ -218,7 +219,6 @@ def task_metric_table(
         "referral_specificity": _ratio((neg * ~refer).sum(1), neg.sum(1)),
         "referral_auc": _weighted_auc(score[sub], truth_ref[sub], weights[:, sub]),
     }
-    probs = spec.probabilities(class_logits)
     if spec.kind == "multilabel":
         aucs = [
             _weighted_auc(probs[sub, i], y[sub, i].astype(bool), weights[:, sub])

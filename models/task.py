@@ -189,7 +189,11 @@ class TaskSpec(_Strict):
 
     def referral_score(self, class_logits: np.ndarray) -> np.ndarray:
         """P(refer) per eye, on which the operating point's threshold is set."""
-        p = self.probabilities(class_logits)[:, self._referral_columns()]
+        return self.referral_from(self.probabilities(class_logits))
+
+    def referral_from(self, probabilities: np.ndarray) -> np.ndarray:
+        """P(refer) per eye from :meth:`probabilities` already worked out."""
+        p = probabilities[:, self._referral_columns()]
         if self.kind == "multilabel":
             return 1.0 - np.prod(1.0 - p, axis=1)
         return p.sum(axis=1)
