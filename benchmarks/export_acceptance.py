@@ -110,7 +110,7 @@ def main() -> None:
         calib = meta.preprocess.normalise(splits.train.images[: cfg.calibration_size])
         with quiet():
             quantize_static(str(out / "model.fp32.onnx"), str(default), CalibrationReader(calib))
-        acc = score(predict_onnx(session(default), heldout, meta.preprocess, threshold))
+        acc = score(predict_onnx(session(default), heldout, meta.preprocess, threshold, meta.task))
         speed = onnx_speed(default, spec_size, runs=runs, threads=args.threads)
         rows["student int8, ORT default quantize_static"] = {
             "parameters": meta.parameters,

@@ -1,8 +1,9 @@
 """Screening metrics with bootstrap confidence intervals, plain and paired.
 
-:func:`screening_metrics` and :func:`paired_difference` score the built-in DR task;
-:func:`task_metrics` and :func:`task_operating_point` score any :class:`~models.task.TaskSpec`,
-with the metrics its kind calls for.
+:func:`screening_metrics` and :func:`paired_difference` give the headline metrics of a
+:class:`Predictions`' task; :func:`task_metrics` and :func:`task_operating_point` score any
+:class:`~models.task.TaskSpec` with every metric its kind calls for (per-class recall, per-label
+AUC).
 """
 
 from __future__ import annotations
@@ -11,13 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.task import (
-    NUM_GRADES,
-    TaskSpec,
-    gradable_probability,
-    is_referable,
-    referable_probability,
-)
+from models.task import DR_GRADING, NUM_GRADES, TaskSpec, gradable_probability
 
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
@@ -35,19 +30,35 @@ class Predictions:
     """What a model said about a labelled set, with the labels."""
 
     grade_logits: np.ndarray
-    gradable_logit: np.ndarray
+    """The class logits (for DR, the grades'): N x the task's class-output width."""
+    gradable_logit: np.ndarray | None
+    """The quality logit per image; ``None`` when the task has no quality head."""
     grade: np.ndarray
+    """The labels: class indices (-1 unknown), or N x L 0/1 for ``multilabel``."""
     gradable: np.ndarray
     referral_threshold: float = 0.5
+    task: TaskSpec = DR_GRADING
 
     def __post_init__(self) -> None:
         n = len(self.grade)
-        if self.grade_logits.shape != (n, NUM_GRADES):
+        (width,) = self.task.output_shapes()[self.task.outputs.classes]
+        if self.grade_logits.shape != (n, width):
             raise ValueError(
-                f"grade_logits must be ({n}, {NUM_GRADES}), got {self.grade_logits.shape}"
+                f"task {self.task.name}: class logits must be ({n}, {width}), got "
+                f"{self.grade_logits.shape}"
             )
-        if self.gradable_logit.reshape(-1).shape != (n,) or self.gradable.shape != (n,):
-            raise ValueError("gradable_logit and gradable must have one value per image")
+        if self.gradable.shape != (n,):
+            raise ValueError("gradable must have one value per image")
+        if self.task.quality_head and (
+            self.gradable_logit is None or self.gradable_logit.reshape(-1).shape != (n,)
+        ):
+            raise ValueError("gradable_logit must have one value per image")
+
+    def quality(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(quality logits, gradable labels) when the task has a quality head."""
+        if not self.task.quality_head or self.gradable_logit is None:
+            return None
+        return self.gradable_logit, self.gradable
 
 
 def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -94,41 +105,37 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric for each resample row of ``weights`` (R x N counts; ones = the sample)."""
-    labelled = p.gradable & (p.grade >= 0)
-    pred = p.grade_logits.argmax(1)
-    p_ref = referable_probability(p.grade_logits)
-    truth_ref = is_referable(p.grade)
-    pred_ref = p_ref >= p.referral_threshold
-    wl = weights * labelled
-    pos, neg = wl * truth_ref, wl * ~truth_ref
-    said_gradable = gradable_probability(p.gradable_logit) >= 0.5
-    wg = weights * p.gradable
-    sub = labelled.nonzero()[0]
-    return {
-        "accuracy": _ratio((wl * (pred == p.grade)).sum(1), wl.sum(1)),
-        "referable_sensitivity": _ratio((pos * pred_ref).sum(1), pos.sum(1)),
-        "referable_specificity": _ratio((neg * ~pred_ref).sum(1), neg.sum(1)),
-        "referable_auc": _weighted_auc(p_ref[sub], truth_ref[sub], weights[:, sub]),
-        "kappa": _weighted_kappa(p.grade[sub], pred[sub], weights[:, sub]),
-        "gradable_accuracy": _ratio(
-            (weights * (said_gradable == p.gradable)).sum(1), weights.sum(1)
-        ),
-        "false_reject_rate": _ratio((wg * ~said_gradable).sum(1), wg.sum(1)),
-    }
+    """The headline metrics of ``p``'s task (:func:`headline_metrics`) for each resample row of
+    ``weights`` (R x N counts; ones = the sample)."""
+    table = task_metric_table(
+        p.task, p.grade_logits, p.grade, p.referral_threshold, weights, p.quality()
+    )
+    return {k: table[k] for k in headline_metrics(p.task)}
+
+
+def headline_metrics(task: TaskSpec) -> tuple[str, ...]:
+    """The metrics a task is judged by: for DR grading :data:`METRIC_NAMES`; every kind has the
+    referral rule's sensitivity, specificity and AUC; single-label kinds accuracy, ``grading``
+    kappa, ``multilabel`` the mean AUC over labels; a quality head adds gradable accuracy and
+    the false-reject rate."""
+    names = []
+    for name in (*METRIC_NAMES, "mean_auc"):
+        if name in ("accuracy",) and task.kind == "multilabel":
+            continue
+        if name == "kappa" and task.kind != "grading":
+            continue
+        if name == "mean_auc" and task.kind != "multilabel":
+            continue
+        if name in ("gradable_accuracy", "false_reject_rate") and not task.quality_head:
+            continue
+        names.append(name)
+    return tuple(names)
 
 
 def operating_point(p: Predictions, sensitivity: float) -> float:
-    """The highest referral threshold on P(referable) that reaches ``sensitivity``."""
-    if not 0 < sensitivity < 1:
-        raise ValueError(f"target sensitivity must be in (0, 1), got {sensitivity}")
-    labelled = p.gradable & (p.grade >= 0)
-    scores = referable_probability(p.grade_logits)[labelled & is_referable(p.grade)]
-    if len(scores) == 0:
-        return 0.5
-    # the k-th highest positive score, k = ceil(sensitivity * positives)
-    k = int(np.ceil(sensitivity * len(scores)))
-    return float(np.sort(scores)[::-1][k - 1])
+    """The highest referral threshold on P(refer) that reaches ``sensitivity``."""
+    gradable = p.gradable if p.task.quality_head else None
+    return task_operating_point(p.task, p.grade_logits, p.grade, sensitivity, gradable)
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,7 @@ def screening_metrics(
     n = len(p.grade)
     point = metric_table(p, np.ones((1, n), dtype=np.float32))
     boot = metric_table(p, _resample_weights(n, resamples, seed)) if resamples else point
-    return {k: _interval(float(point[k][0]), boot[k]) for k in METRIC_NAMES}
+    return {k: _interval(float(point[k][0]), boot[k]) for k in point}
 
 
 def paired_difference(
@@ -173,12 +180,14 @@ def paired_difference(
     """Metric(a) - metric(b) on the same images, with a paired bootstrap 95% interval."""
     if not (np.array_equal(a.grade, b.grade) and np.array_equal(a.gradable, b.gradable)):
         raise ValueError("paired comparison needs predictions on the same labelled images")
+    if a.task != b.task:
+        raise ValueError(f"paired comparison of task {a.task.name} with task {b.task.name}")
     n = len(a.grade)
     ones = np.ones((1, n), dtype=np.float32)
     pa, pb = metric_table(a, ones), metric_table(b, ones)
     w = _resample_weights(n, resamples, seed)
     ba, bb = metric_table(a, w), metric_table(b, w)
-    return {k: _interval(float(pa[k][0] - pb[k][0]), ba[k] - bb[k]) for k in METRIC_NAMES}
+    return {k: _interval(float(pa[k][0] - pb[k][0]), ba[k] - bb[k]) for k in pa}
 
 
 # ------------------------------------------------------------------------------ any task
@@ -215,9 +224,9 @@ def task_metric_table(
     pos, neg = wl * truth_ref, wl * ~truth_ref
     refer = score >= threshold
     out = {
-        "referral_sensitivity": _ratio((pos * refer).sum(1), pos.sum(1)),
-        "referral_specificity": _ratio((neg * ~refer).sum(1), neg.sum(1)),
-        "referral_auc": _weighted_auc(score[sub], truth_ref[sub], weights[:, sub]),
+        "referable_sensitivity": _ratio((pos * refer).sum(1), pos.sum(1)),
+        "referable_specificity": _ratio((neg * ~refer).sum(1), neg.sum(1)),
+        "referable_auc": _weighted_auc(score[sub], truth_ref[sub], weights[:, sub]),
     }
     if spec.kind == "multilabel":
         aucs = [

@@ -1,4 +1,5 @@
-"""The one preprocessing spec: crop to the fundus, resize, normalise; the device reuses it."""
+"""The one preprocessing spec: crop to the fundus (or not), resize, normalise; the device reuses
+it. RGB, or grey (``channel_order`` ``L``: one channel, the luminance)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class PreprocessSpec(BaseModel):
@@ -17,36 +18,74 @@ class PreprocessSpec(BaseModel):
     schema_version: Literal[1] = 1
     size: int = Field(64, ge=16, le=1024, description="square side in pixels")
     crop_threshold: int = Field(10, ge=0, le=254, description="max channel at or below: border")
-    mean: tuple[float, float, float] = (0.45, 0.22, 0.10)
-    std: tuple[float, float, float] = (0.28, 0.15, 0.08)
+    mean: tuple[float, ...] = (0.45, 0.22, 0.10)
+    std: tuple[float, ...] = (0.28, 0.15, 0.08)
     layout: Literal["NCHW"] = "NCHW"
-    channel_order: Literal["RGB"] = "RGB"
+    channel_order: Literal["RGB", "L"] = "RGB"
+    crop: Literal["fundus_crop", "resize"] = "fundus_crop"
+    """``fundus_crop``: crop the black border to the fundus and pad to a square before resizing;
+    ``resize``: resize the whole image."""
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> PreprocessSpec:
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"mean and std need {self.channels} values for {self.channel_order} input, got "
+                f"{len(self.mean)} and {len(self.std)}"
+            )
+        return self
+
+    @property
+    def channels(self) -> int:
+        """3 for RGB, 1 for grey."""
+        return 3 if self.channel_order == "RGB" else 1
+
+    def to_channels(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 RGB (H, W, 3) or grey (H, W) / (H, W, 1) image in this spec's channels."""
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError(f"expected a uint8 image (H, W, C), got {image.dtype} {image.shape}")
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[2] not in (1, 3):
+            raise ValueError(f"expected 1 or 3 channels, got {image.shape}")
+        if image.shape[2] == self.channels:
+            return image
+        if self.channels == 3:
+            return np.repeat(image, 3, axis=2)
+        return np.asarray(Image.fromarray(image).convert("L"), dtype=np.uint8)[..., None]
 
     def to_square(self, image: np.ndarray) -> np.ndarray:
-        """Crop the black border to the fundus, pad to a square and resize (uint8 H x W x 3)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}"
-            )
+        """Crop the black border to the fundus (``crop`` ``fundus_crop``), pad to a square and
+        resize; uint8 (size, size, 3), or (size, size, 1) for grey."""
+        image = self.to_channels(image)
+        if self.crop == "resize":
+            return self._resized(image)
         mask = image.max(axis=2) > self.crop_threshold
         if mask.any():
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             image = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         h, w = image.shape[:2]
         side = max(h, w)
-        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
         top, left = (side - h) // 2, (side - w) // 2
         square[top : top + h, left : left + w] = image
-        if side == self.size:
-            return square
-        resized = Image.fromarray(square).resize((self.size, self.size), Image.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.uint8)
+        return self._resized(square)
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] == (self.size, self.size):
+            return image
+        pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+        resized = np.asarray(
+            pil.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.uint8
+        )
+        return resized.reshape(self.size, self.size, image.shape[2])
 
     def normalise(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, size, size, 3) to normalised float32 (N, 3, size, size)."""
-        if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
+        """uint8 (N, size, size, C) to normalised float32 (N, C, size, size)."""
+        if images.ndim != 4 or images.shape[1:] != (self.size, self.size, self.channels):
             raise ValueError(
-                f"expected (N, {self.size}, {self.size}, 3) images, got {images.shape}"
+                f"expected (N, {self.size}, {self.size}, {self.channels}) images, got "
+                f"{images.shape}"
             )
         scale = np.float32(1.0 / 255.0) / np.asarray(self.std, np.float32)
         shift = np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)
@@ -54,17 +93,23 @@ class PreprocessSpec(BaseModel):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def __call__(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Raw RGB images (any sizes) to the model's input tensor."""
+        """Raw images (any sizes, RGB or grey) to the model's input tensor."""
         squares = [
-            img if img.shape[:2] == (self.size, self.size) else self.to_square(img)
+            img
+            if img.shape == (self.size, self.size, self.channels)
+            else self.to_square(np.asarray(img))
             for img in images
         ]
         return self.normalise(np.stack(squares))
 
     @classmethod
     def fitted(cls, images: np.ndarray, **kwargs: object) -> PreprocessSpec:
-        """A spec whose mean and std are those of ``images`` (uint8 N x H x W x 3) in-field."""
-        x = images.reshape(-1, 3).astype(np.float32) / 255.0
+        """A spec whose mean and std are those of ``images`` (uint8 N x H x W x C, C = 3 for
+        RGB and 1 for grey) in-field."""
+        channels = images.shape[-1]
+        if channels == 1:
+            kwargs = {"channel_order": "L", **kwargs}
+        x = images.reshape(-1, channels).astype(np.float32) / 255.0
         inside = x.max(1) > 0.04
         x = x[inside] if inside.any() else x
         mean = tuple(float(v) for v in x.mean(0))

@@ -14,7 +14,11 @@ UNKNOWN_GRADE = -1
 
 @dataclass(frozen=True)
 class FundusArrays:
-    """Images (N, H, W, 3) uint8 and their labels; grade is -1 where unknown or ungradable."""
+    """Images (N, H, W, C) uint8 (C = 3 for RGB, 1 for grey) and their labels.
+
+    ``grade`` is the class index in the task's classes (for DR, the ICDR grade), -1 where unknown
+    or ungradable; which indices are valid is the task's to say (``TaskSpec.check_labels``).
+    """
 
     images: np.ndarray
     grade: np.ndarray
@@ -24,17 +28,21 @@ class FundusArrays:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+        if (
+            self.images.ndim != 4
+            or self.images.shape[-1] not in (1, 3)
+            or self.images.dtype != np.uint8
+        ):
             raise ValueError(
-                f"images must be uint8 of shape (N, H, W, 3), got {self.images.dtype} "
-                f"{self.images.shape}"
+                f"images must be uint8 of shape (N, H, W, 3) or (N, H, W, 1), got "
+                f"{self.images.dtype} {self.images.shape}"
             )
         for name in ("grade", "gradable", "site", "patient"):
             arr = getattr(self, name)
             if arr.shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-        if self.grade.min(initial=0) < UNKNOWN_GRADE or self.grade.max(initial=0) > 4:
-            raise ValueError("grade values must be in -1..4 (-1: unknown)")
+        if self.grade.min(initial=0) < UNKNOWN_GRADE:
+            raise ValueError("grade values are class indices >= 0, or -1 for unknown")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -29,8 +29,6 @@ from models.datasets.public import (
 from models.task import TaskSpec
 
 UNGRADABLE = "ungradable"
-MAX_CLASSES = 5
-"""The grade column of :class:`~models.datasets.FundusArrays` holds -1..4."""
 LABELLED_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")
 _EYES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
 
@@ -56,11 +54,6 @@ def check_task_fits(task: TaskSpec) -> None:
         raise DatasetLayoutError(
             f"task {task.name} is multilabel; Fovea's dataset files hold one label per image, "
             "so a multilabel task cannot be prepared yet"
-        )
-    if task.num_classes > MAX_CLASSES:
-        raise DatasetLayoutError(
-            f"task {task.name} has {task.num_classes} classes; Fovea's dataset files hold at "
-            f"most {MAX_CLASSES} (class indices 0-{MAX_CLASSES - 1})"
         )
 
 

@@ -1,6 +1,6 @@
 """Backbones from elsewhere as Fovea networks: your own module, Hugging Face, timm, torchvision.
 
-Each adapter wraps the backbone, puts Fovea's head (5 grades + gradability) on its pooled
+Each adapter wraps the backbone, puts Fovea's head (the task's outputs) on its pooled
 features and taps named modules by forward hooks. Its config names the source and its
 arguments, so a checkpoint rebuilds it; weights never come from the network.
 """
@@ -20,7 +20,6 @@ from torch import nn
 from models.nets.base import FundusNet
 from models.nets.taps import as_map, auto_taps, capture, pooled, probe
 from models.sources import SourceError, extra_message
-from models.task import NUM_GRADES
 
 Taps = str | list[str]
 
@@ -65,15 +64,14 @@ class SourceNet(FundusNet):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Outputs and every feature tap, from one pass of the backbone."""
         with capture(self.backbone, list(self._tap_modules)) as captured:
-            features = pooled(self.backbone(x))
+            features = pooled(self.backbone(self._input(x)))
         taps: dict[str, torch.Tensor] = {}
         for name in self._tap_modules:
             m = as_map(captured.get(name))
             if m is None:
                 raise RuntimeError(f"tap {name!r} gave no feature map on this input")
             taps[name] = m
-        out = self.head(self.dropout(features))
-        return {"grade_logits": out[:, :NUM_GRADES], "gradable_logit": out[:, NUM_GRADES:]}, taps
+        return self._answer(features), taps
 
 
 def _import_extra(kind: str, package: str) -> ModuleType:

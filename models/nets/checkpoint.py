@@ -113,6 +113,8 @@ def save_checkpoint(
     meta = CheckpointMeta(
         resized=_differs_from_config(model),
         name=name,
+        task=model.task,
+        labels=list(model.task.classes),
         family=model.family,
         config=model.config,
         preprocess=preprocess,
@@ -130,7 +132,7 @@ def save_checkpoint(
 
 
 def _differs_from_config(model: FundusNet) -> bool:
-    fresh = build_model(model.family, model.config).state_dict()
+    fresh = build_model(model.family, model.config).for_task_(model.task).state_dict()
     return any(fresh[k].shape != v.shape for k, v in model.state_dict().items() if k in fresh)
 
 
@@ -180,7 +182,7 @@ def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
     weights = Path(path).with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
-    model = build_model(meta.family, meta.config)
+    model = build_model(meta.family, meta.config).for_task_(meta.task)
     state = load_file(str(weights))
     if meta.resized:
         resize_to_state_(model, state)

@@ -11,16 +11,17 @@ from torch import nn
 
 from models.nets.base import FundusNet
 from models.sources import SourceError, extra_message
-from models.task import NUM_GRADES, OUTPUT_NAMES
+from models.task import DR_GRADING, TaskSpec
 
 
 class OnnxTeacher(FundusNet):
     """Runs ``path`` with ONNX Runtime (CPU) and answers like a Fovea network.
 
     It has no weights in torch and no feature taps, so it can teach by its outputs only (logit
-    distillation) and cannot be trained. The ONNX model takes images (N x 3 x H x W) and gives
-    either the two named outputs ``grade_logits`` and ``gradable_logit`` (as ``fovea export``
-    writes them) or one N x 6 output (5 grade logits, then the gradability logit).
+    distillation) and cannot be trained. The ONNX model takes images (N x C x H x W) and gives
+    either the task's named outputs (as ``fovea export`` writes them; for DR grading
+    ``grade_logits`` and ``gradable_logit``) or one output holding them side by side (for DR,
+    N x 6: 5 grade logits, then the gradability logit).
     """
 
     family = "onnx"
@@ -29,6 +30,7 @@ class OnnxTeacher(FundusNet):
         nn.Module.__init__(self)
         self.config = {"path": str(path)}
         self.embed_dim = 0
+        self.task = DR_GRADING
         where = f"onnx:{path}"
         if not Path(path).is_file():
             raise SourceError(f"{where}: no such ONNX file")
@@ -43,18 +45,28 @@ class OnnxTeacher(FundusNet):
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise SourceError(f"{where}: expected one image input, found {len(inputs)}")
-        self._input = inputs[0].name
-        self._outputs = self._output_layout(where)
+        self._input_name = inputs[0].name
+        self._outputs = self._output_layout()
 
-    def _output_layout(self, where: str) -> list[str]:
+    def for_task_(self, task: TaskSpec) -> OnnxTeacher:
+        """Read the ONNX model's outputs as ``task``'s (it must give them). Returns ``self``."""
+        self.task = task
+        self._outputs = self._output_layout()
+        return self
+
+    def _width(self) -> int:
+        return sum(width for (width,) in self.task.output_shapes().values())
+
+    def _output_layout(self) -> list[str]:
         outputs = [o.name for o in self._session.get_outputs()]
-        if set(OUTPUT_NAMES) <= set(outputs):
-            return list(OUTPUT_NAMES)
+        wanted = list(self.task.output_shapes())
+        if set(wanted) <= set(outputs):
+            return wanted
         if len(outputs) == 1:
             return outputs
         raise SourceError(
-            f"{where}: outputs {outputs}; a teacher needs {' and '.join(OUTPUT_NAMES)}, or one "
-            f"N x {NUM_GRADES + 1} output"
+            f"onnx:{self.config['path']}: outputs {outputs}; a teacher for task {self.task.name} "
+            f"needs {' and '.join(wanted)}, or one N x {self._width()} output"
         )
 
     @property
@@ -69,16 +81,21 @@ class OnnxTeacher(FundusNet):
     def forward_taps(
         self, x: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The ONNX model's two outputs for ``x`` (on ``x``'s device) and no taps."""
-        feed = {self._input: x.detach().float().cpu().numpy()}
+        """The ONNX model's outputs for ``x`` (on ``x``'s device), named as the task's, and no
+        taps."""
+        feed = {self._input_name: x.detach().float().cpu().numpy()}
         got: list[Any] = self._session.run(self._outputs, feed)
-        if len(got) == 1:
-            both = np.asarray(got[0])
-            if both.ndim != 2 or both.shape[1] != NUM_GRADES + 1:
+        shapes = self.task.output_shapes()
+        if len(got) == 1 and len(shapes) > 1:
+            side_by_side = np.asarray(got[0])
+            if side_by_side.ndim != 2 or side_by_side.shape[1] != self._width():
                 raise ValueError(
-                    f"onnx:{self.config['path']}: its output is {both.shape}, not N x "
-                    f"{NUM_GRADES + 1}"
+                    f"onnx:{self.config['path']}: its output is {side_by_side.shape}, not N x "
+                    f"{self._width()}"
                 )
-            got = [both[:, :NUM_GRADES], both[:, NUM_GRADES:]]
-        grade, gradable = (torch.from_numpy(np.asarray(g)).to(x.device) for g in got)
-        return {"grade_logits": grade, "gradable_logit": gradable.reshape(-1, 1)}, {}
+            edges = np.cumsum([w for (w,) in shapes.values()])[:-1]
+            got = np.split(side_by_side, edges, axis=1)
+        return {
+            name: torch.from_numpy(np.asarray(g)).reshape(len(x), width).to(x.device)
+            for (name, (width,)), g in zip(shapes.items(), got, strict=True)
+        }, {}

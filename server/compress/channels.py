@@ -64,7 +64,8 @@ def prune_channels_(
         )
     was = model.training
     model.eval()
-    example = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
+    channels = model.task.input.channels
+    example = torch.zeros(1, channels, size, size, device=next(model.parameters()).device)
     pruner = tp.pruner.MagnitudePruner(
         model,
         example,

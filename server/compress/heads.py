@@ -18,7 +18,7 @@ from torch import nn
 
 from models.nets import Attention, FundusNet, count_parameters
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
-from server.distill import DistillConfig, Trainer, distillation_loss
+from server.distill import DistillConfig, Mix, Trainer, task_loss
 from server.training import ModelRef, TrainingData, pick_device, point_metrics, predict
 
 GATES = "head_gates"
@@ -173,11 +173,11 @@ def gradient_importance(
             idx = np.sort(rng.choice(len(data.train), min(cfg.train.batch_size, len(data.train))))
             x = torch.from_numpy(data.spec.normalise(data.train.images[idx])).to(device)
             grade = torch.from_numpy(data.train.grade[idx].astype(np.int64)).to(device)
-            t_logits = None
+            t_out = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher.to(device).eval()(x)["grade_logits"]
-            loss = distillation_loss(model(x)["grade_logits"], t_logits, grade, alpha, temp)
+                    t_out = teacher.to(device).eval()(x)
+            loss = task_loss(model.task, model(x), t_out, grade, grade, Mix(alpha, temp, 0.0))
             grads = torch.autograd.grad(loss, list(gates.values))
             for acc, g in zip(total, grads, strict=True):
                 acc += g.abs()

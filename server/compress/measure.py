@@ -16,7 +16,7 @@ def latency_ms(model: FundusNet, size: int, *, batch: int = 1, runs: int = 20) -
     was = model.training
     device = next(model.parameters()).device
     model.eval().cpu()
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randn(batch, model.task.input.channels, size, size)
     try:
         for _ in range(2):
             model(x)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from models import PreprocessSpec
+from models import PreprocessSpec, TaskSpec
 from models.nets import (
     Ancestor,
     CheckpointMeta,
@@ -35,7 +35,6 @@ from server.compress.report import write_report
 from server.compress.steps import Log, StepContext, run_step
 from server.distill import dump_config
 from server.training import (
-    HEADLINE,
     Reporter,
     ScoreOptions,
     Splits,
@@ -43,6 +42,7 @@ from server.training import (
     compare,
     load_splits,
     pick_device,
+    score_headline,
     score_model,
 )
 
@@ -64,10 +64,10 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _start_model(cfg: CompressConfig, teacher: FundusNet | None) -> FundusNet:
+def _start_model(cfg: CompressConfig, teacher: FundusNet | None, task: TaskSpec) -> FundusNet:
     if isinstance(cfg.start, StartModel):
         torch.manual_seed(cfg.distill.seed)
-        return build_model(cfg.start.model.name, cfg.start.model.config)
+        return build_model(cfg.start.model.name, cfg.start.model.config).for_task_(task)
     if cfg.start == "teacher":
         assert teacher is not None
         import copy
@@ -75,9 +75,18 @@ def _start_model(cfg: CompressConfig, teacher: FundusNet | None) -> FundusNet:
         model = copy.deepcopy(teacher)
     else:
         model = load_checkpoint(cfg.start)[0]
+        _check_task(model.task, task, cfg.start)
     for p in model.parameters():
         p.requires_grad_(True)  # the teacher's copy comes frozen
     return model
+
+
+def _check_task(model_task: TaskSpec, data_task: TaskSpec, path: Path) -> None:
+    if model_task != data_task:
+        raise ValueError(
+            f"{path} answers task {model_task.name}, but the data is labelled for task "
+            f"{data_task.name}"
+        )
 
 
 def run_key(cfg: CompressConfig) -> str:
@@ -149,10 +158,14 @@ class _Run:
         teacher_meta: CheckpointMeta | None = None
         if cfg.teacher is not None:
             teacher, teacher_meta = load_checkpoint(cfg.teacher)
+            _check_task(teacher_meta.task, splits.task, cfg.teacher)
             for p in teacher.parameters():
                 p.requires_grad_(False)
+        crop = splits.task.input.preprocessing
         spec = (
-            teacher_meta.preprocess if teacher_meta else PreprocessSpec.fitted(splits.train.images)
+            teacher_meta.preprocess
+            if teacher_meta
+            else PreprocessSpec.fitted(splits.train.images, crop=crop)
         )
         base = StepContext(
             data=TrainingData(spec, splits.train, splits.val),
@@ -233,7 +246,7 @@ def compress(
     """Run ``cfg.steps`` in order from the start model; write checkpoints and the report."""
     run = _Run.prepare(cfg, log, report, resume)
     done = _finished(cfg.out, cfg.steps, run.key) if resume else []
-    model = _start_model(cfg, run.base.teacher)
+    model = _start_model(cfg, run.base.teacher, run.splits.task)
     start_metrics = evaluate(model, run.base)
     curve = [curve_point("start", model, start_metrics, run.spec.size, cfg.latency_runs)]
     records: list[dict[str, Any]] = []
@@ -262,7 +275,7 @@ def _finish(
     )
     split_arrays = {"val": splits.val, "test": splits.test}
     scored = score_model(model, split_arrays, spec, opts)
-    headline = {k: scored.entry["val"][k]["value"] for k in HEADLINE}
+    headline = score_headline(scored.entry["val"])
     headline["referral_threshold"] = scored.entry["referral_threshold"]
     ckpt = save_checkpoint(
         model,

@@ -147,7 +147,8 @@ def qat_step(model: FundusNet, context: StepContext, settings: QatSettings) -> S
     path = export_qat_onnx(
         fit.student, context.data.spec.size, context.out_dir / QAT_ONNX, opset=settings.opset
     )
-    onnx_val = score(predict_onnx(session(path), context.data.val, context.data.spec, 0.5))
+    val, spec = context.data.val, context.data.spec
+    onnx_val = score(predict_onnx(session(path), val, spec, 0.5, fit.student.task))
     strip_qat_(fit.student)
     context.log(
         f"qat: val accuracy {float_metrics['accuracy']:.3f} (float, before) -> "

@@ -9,7 +9,7 @@ from server.distill.config import (
     load_config,
     parse_config,
 )
-from server.distill.losses import distillation_loss
+from server.distill.losses import Mix, distillation_loss, label_loss, task_loss
 from server.distill.pipeline import RunOutcome, run
 from server.distill.routing import MultiTeacherOutcome, RouterConfig, distil_multi_teacher
 from server.distill.trainer import FitResult, Trainer
@@ -20,6 +20,7 @@ __all__ = [
     "DistillConfig",
     "FitResult",
     "LossConfig",
+    "Mix",
     "MonitorConfig",
     "MultiTeacherOutcome",
     "RouterConfig",
@@ -30,7 +31,9 @@ __all__ = [
     "distil_multi_teacher",
     "distillation_loss",
     "dump_config",
+    "label_loss",
     "load_config",
     "parse_config",
     "run",
+    "task_loss",
 ]

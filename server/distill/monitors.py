@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from models.nets import FundusNet
 from server.distill.config import MonitorConfig
-from server.distill.losses import hard_label_loss
+from server.distill.losses import label_loss
 from server.distill.projectors import FeatureAligner, centred
 
 
@@ -35,7 +35,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def _input_gradient(model: FundusNet, x: torch.Tensor, grade: torch.Tensor) -> torch.Tensor:
     x = x.detach().clone().requires_grad_(True)
-    loss = hard_label_loss(model(x)["grade_logits"], grade)
+    loss = label_loss(model.task, model(x), grade)
     (grad,) = torch.autograd.grad(loss, x)
     return grad.flatten(1)
 

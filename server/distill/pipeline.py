@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from models import PreprocessSpec
+from models import PreprocessSpec, TaskSpec
 from models.datasets import FundusArrays
 from models.nets import (
     Ancestor,
@@ -25,7 +25,6 @@ from server.distill.config import DistillConfig, dump_config
 from server.distill.search import search_temperature
 from server.distill.trainer import FitResult, Trainer
 from server.training import (
-    HEADLINE,
     ModelRef,
     Reporter,
     Schedule,
@@ -38,6 +37,7 @@ from server.training import (
     load_splits,
     pick_device,
     ref_file,
+    score_headline,
     score_model,
 )
 
@@ -53,16 +53,23 @@ class RunOutcome:
     metrics: dict[str, Any]
 
 
-def _load_teacher(cfg: DistillConfig, log: Log) -> tuple[FundusNet | None, CheckpointMeta | None]:
+def _load_teacher(
+    cfg: DistillConfig, task: TaskSpec, log: Log
+) -> tuple[FundusNet | None, CheckpointMeta | None]:
     if cfg.teacher is None:
         return None, None
     if isinstance(cfg.teacher, ModelRef):
-        return build_ref(cfg.teacher, log).eval(), None
+        return build_ref(cfg.teacher, task, log).eval(), None
     if not cfg.teacher.with_suffix(".json").is_file():
         raise FileNotFoundError(
             f"teacher checkpoint {cfg.teacher} not found; train one with `fovea teacher train`"
         )
     model, meta = load_checkpoint(cfg.teacher)
+    if meta.task != task:
+        raise ValueError(
+            f"teacher {cfg.teacher} answers task {meta.task.name}, but the data in "
+            f"{cfg.data.dir} is labelled for task {task.name}"
+        )
     return model, meta
 
 
@@ -129,13 +136,15 @@ class _Inputs:
     def load(cls, cfg: DistillConfig, log: Log) -> _Inputs:
         """Load the data and the teacher; check the images are the size the model expects."""
         splits: Splits = load_splits(cfg.data, cfg.seed)
-        teacher, meta = _load_teacher(cfg, log)
-        spec = meta.preprocess if meta else PreprocessSpec.fitted(splits.train.images)
+        teacher, meta = _load_teacher(cfg, splits.task, log)
+        crop = splits.task.input.preprocessing
+        spec = meta.preprocess if meta else PreprocessSpec.fitted(splits.train.images, crop=crop)
         for what, arr in (("training", splits.train), ("test", splits.test)):
             if arr is not None:
                 _check_size(spec, arr, what)
         log(
-            f"data: {len(splits.train)} training, {len(splits.val)} validation images"
+            f"task {splits.task.name}, data: {len(splits.train)} training, "
+            f"{len(splits.val)} validation images"
             + (f", {len(splits.test)} from unseen {cfg.data.test_site}" if splits.test else "")
         )
         return cls(splits, spec, teacher, meta)
@@ -187,7 +196,7 @@ def run(
         (out / "config.yaml").write_text(dump_config(cfg))
 
     torch.manual_seed(cfg.seed)  # initial weights and projectors depend on the seed alone
-    student = build_ref(cfg.student, log)
+    student = build_ref(cfg.student, splits.task, log)
     data = TrainingData(spec, splits.train, splits.val)
     trainer = Trainer(cfg, student, teacher, data, out, report=report, log=log)
     t0 = time.perf_counter()
@@ -222,7 +231,7 @@ def _evaluate(
         "generation": len(lineage),
         name: scored.entry,
     }
-    headline = {k: scored.entry["val"][k]["value"] for k in HEADLINE}
+    headline = score_headline(scored.entry["val"])
     headline["referral_threshold"] = scored.entry["referral_threshold"]
     ckpt = save_checkpoint(
         fit.student, out / name, name=name, preprocess=spec, lineage=lineage, metrics=headline

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import TaskSpec
 from models.nets import FundusNet
 from server.distill.config import DistillConfig
 from server.distill.trainer import Trainer
@@ -57,6 +58,7 @@ class RoutedTeacher(FundusNet):
         super().__init__({"teachers": len(teachers)}, 1)
         if not teachers:
             raise ValueError("multi-teacher distillation needs at least one teacher")
+        self.for_task_(_shared_task(teachers))
         self.teachers = nn.ModuleList(teachers)
         self.router = router
         self.temperature = temperature
@@ -80,14 +82,29 @@ class RoutedTeacher(FundusNet):
         self, x: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Mixed outputs (``T * log`` of the mixed soft targets); no taps."""
-        t = self.temperature
+        t, names = self.temperature, self.task.outputs
         outs = [m(x) for m in self.teachers]
-        w = self.weights(x)
-        grade = torch.stack([torch.softmax(o["grade_logits"] / t, 1) for o in outs], 1)
-        gradable = torch.stack([torch.sigmoid(o["gradable_logit"] / t) for o in outs], 1)
-        p = (w.unsqueeze(2) * grade).sum(1).clamp_min(_EPS)
-        g = (w.unsqueeze(2) * gradable).sum(1).clamp(_EPS, 1 - _EPS)
-        return {"grade_logits": t * p.log(), "gradable_logit": t * torch.logit(g)}, {}
+        w = self.weights(x).unsqueeze(2)
+        probs = torch.stack([torch.softmax(o[names.classes] / t, 1) for o in outs], 1)
+        mixed = {names.classes: t * (w * probs).sum(1).clamp_min(_EPS).log()}
+        if self.task.quality_head:
+            quality = torch.stack([torch.sigmoid(o[names.quality] / t) for o in outs], 1)
+            mixed[names.quality] = t * torch.logit((w * quality).sum(1).clamp(_EPS, 1 - _EPS))
+        return mixed, {}
+
+
+def _shared_task(teachers: list[FundusNet]) -> TaskSpec:
+    """The one task every teacher answers; its classes must be one softmax to mix."""
+    task = teachers[0].task
+    others = sorted({m.task.name for m in teachers if m.task != task})
+    if others:
+        raise ValueError(f"teachers answer different tasks: {task.name} and {', '.join(others)}")
+    if task.kind not in ("grading", "multiclass"):
+        raise ValueError(
+            f"multi-teacher routing mixes softmax outputs; task {task.name} is {task.kind}: "
+            "distil from one teacher instead"
+        )
+    return task
 
 
 @dataclass(frozen=True)
@@ -113,12 +130,17 @@ class RouterConfig:
 def _teacher_probs(
     teachers: list[FundusNet], data: TrainingData, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each teacher's class probabilities (N, K, classes) and P(gradable) (N, K, 1; ones when
+    the task has no quality head)."""
     grade, gradable = [], []
     for m in teachers:
         p = predict(m, data.train, data.spec, device=device)
         grade.append(torch.softmax(torch.from_numpy(p.grade_logits), 1))
-        gradable.append(torch.sigmoid(torch.from_numpy(p.gradable_logit)))
-    return torch.stack(grade, 1), torch.stack(gradable, 1)  # (N, K, 5), (N, K, 1)
+        if p.gradable_logit is None:
+            gradable.append(torch.ones(len(p.grade), 1, dtype=torch.float64))
+        else:
+            gradable.append(torch.sigmoid(torch.from_numpy(p.gradable_logit)))
+    return torch.stack(grade, 1), torch.stack(gradable, 1)
 
 
 def _imbalance(weights: torch.Tensor) -> torch.Tensor:
@@ -137,6 +159,7 @@ def train_router(
     balancing term (``cfg.balance``) stops it from collapsing onto one teacher for every image.
     """
     dev = pick_device(device)
+    task = _shared_task(teachers)
     probs, gprobs = _teacher_probs(teachers, data, dev)
     labels = torch.from_numpy(data.train.grade.astype(np.int64))
     gradable = torch.from_numpy(data.train.gradable.astype(np.float32))
@@ -155,8 +178,11 @@ def train_router(
             y, known = labels[idx].to(dev), labels[idx].to(dev) >= 0
             p = (w.unsqueeze(2) * probs[idx].to(dev)).sum(1)
             loss = -p[known].gather(1, y[known].unsqueeze(1)).clamp_min(_EPS).log().mean()
-            g = (w.unsqueeze(2) * gprobs[idx].to(dev)).sum(1).reshape(-1).clamp(_EPS, 1 - _EPS)
-            loss = torch.nan_to_num(loss) + F.binary_cross_entropy(g, gradable[idx].to(dev))
+            loss = torch.nan_to_num(loss)
+            if task.quality_head:
+                g = (w.unsqueeze(2) * gprobs[idx].to(dev)).sum(1).reshape(-1)
+                g = g.clamp(_EPS, 1 - _EPS)
+                loss = loss + F.binary_cross_entropy(g, gradable[idx].to(dev))
             loss = loss + cfg.balance * _imbalance(w)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import PreprocessSpec
+from models import PreprocessSpec, headline_metrics
 from models.nets import FundusNet
 from server.distill.config import DistillConfig
 from server.distill.trainer import Trainer
@@ -44,6 +44,11 @@ def search_temperature(
 ) -> dict[str, Any]:
     """Try every (temperature, alpha) of ``cfg.search`` briefly; return trials and the best."""
     sc = cfg.search
+    if sc.metric not in headline_metrics(splits.task):
+        raise ValueError(
+            f"search.metric {sc.metric} is not a metric of task {splits.task.name}; choose one "
+            f"of {', '.join(headline_metrics(splits.task))}"
+        )
     rng = np.random.default_rng(cfg.seed)
     n = max(int(len(splits.train) * sc.fraction), cfg.train.batch_size)
     subset = splits.train.subset(np.sort(rng.choice(len(splits.train), n, replace=False)))
@@ -58,7 +63,7 @@ def search_temperature(
 
     def trial(c: DistillConfig, with_teacher: bool) -> dict[str, float]:
         torch.manual_seed(cfg.seed)
-        student = build_ref(cfg.student)
+        student = build_ref(cfg.student, splits.task)
         t = teacher if with_teacher else None
         fit = Trainer(c, student, t, data, None).fit(resume=False)
         return point_metrics(predict(fit.student, splits.val, spec, device=device))
@@ -72,7 +77,7 @@ def search_temperature(
         m = trial(trial_cfg.model_copy(update={"loss": loss}), with_teacher=True)
         trials.append(Trial(temperature=t, alpha=a, val=m))
         log(f"search {i}/{len(grid)}: T={t} alpha={a} -> val {sc.metric} {m[sc.metric]:.3f}")
-    best = max(trials, key=lambda r: (r.val[sc.metric], r.val["kappa"]))
+    best = max(trials, key=lambda r: (r.val[sc.metric], r.val.get("kappa", 0.0)))
     result: dict[str, Any] = {
         "metric": sc.metric,
         "trials": [asdict(r) for r in trials],

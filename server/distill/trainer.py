@@ -23,7 +23,7 @@ from torch import nn
 
 from models.nets import FundusNet
 from server.distill.config import DistillConfig
-from server.distill.losses import distillation_loss, gradable_loss
+from server.distill.losses import Mix, task_loss
 from server.distill.monitors import Probe, RetentionGuard, describe_event, measure
 from server.distill.projectors import FeatureAligner, auto_layer_map
 from server.training import (
@@ -95,6 +95,13 @@ class Trainer:
         self.rank, self.world = world()
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        if teacher is not None and teacher.task.output_shapes() != student.task.output_shapes():
+            raise ValueError(
+                f"the teacher answers task {teacher.task.name} "
+                f"({dict(teacher.task.output_shapes())}) and the student task "
+                f"{student.task.name} ({dict(student.task.output_shapes())}): a student learns "
+                "the outputs its teacher gives"
+            )
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
@@ -129,8 +136,8 @@ class Trainer:
         self.images = torch.from_numpy(train.images)
         self.grade = torch.from_numpy(train.grade.astype(np.int64))
         self.gradable = torch.from_numpy(train.gradable.astype(np.float32))
-        self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(spec.std).view(1, -1, 1, 1)
         # the teacher's passes over the data happen when fitting starts, not here
         self.cached: dict[str, torch.Tensor] | None = None
         self.probe: Probe | None = None
@@ -187,10 +194,11 @@ class Trainer:
     def _teacher_outputs_unaugmented(self) -> dict[str, torch.Tensor]:
         assert self.teacher is not None
         p = predict(self.teacher, self.train_set, self.spec, device=self.device)
-        return {
-            "grade_logits": torch.from_numpy(p.grade_logits),
-            "gradable_logit": torch.from_numpy(p.gradable_logit),
-        }
+        names = self.teacher.task.outputs
+        cached = {names.classes: torch.from_numpy(p.grade_logits)}
+        if p.gradable_logit is not None:
+            cached[names.quality] = torch.from_numpy(p.gradable_logit)
+        return cached
 
     def _lr_factor(self, step: int) -> float:
         warm = max(int(self.total_steps * self.cfg.train.warmup_fraction), 1)
@@ -244,14 +252,8 @@ class Trainer:
                     t_out, t_taps = self.teacher.forward_taps(x)
             live = k["feature_weight"] > 0
             out, feat = self.ddp(x, t_taps, live)
-            t_grade = t_out["grade_logits"].float() if t_out else None
-            t_grad = t_out["gradable_logit"].float() if t_out else None
-            loss = distillation_loss(
-                out["grade_logits"].float(), t_grade, grade, k["alpha"], k["temperature"]
-            )
-            loss = loss + self.cfg.loss.gradable_weight * gradable_loss(
-                out["gradable_logit"].float(), t_grad, gradable, k["alpha"], k["temperature"]
-            )
+            mix = Mix(k["alpha"], k["temperature"], self.cfg.loss.gradable_weight)
+            loss = task_loss(self.student.task, out, t_out, grade, gradable, mix)
             if feat is not None:
                 loss = loss + (k["feature_weight"] if live else 1.0) * feat
         self.optimizer.zero_grad(set_to_none=True)

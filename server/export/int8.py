@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from models import PreprocessSpec
+from models import DR_GRADING, PreprocessSpec, TaskSpec
 from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 from server.export.scoring import predict_onnx, run_outputs, score, session
@@ -54,12 +54,14 @@ class CalibrationReader(CalibrationDataReader):
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def check_calibration(x: np.ndarray, size: int, minimum: int, source: str) -> None:
-    """Raise :class:`CalibrationError` when ``x`` is not enough N x 3 x size x size floats."""
-    if x.ndim != 4 or x.shape[1:] != (3, size, size):
+def check_calibration(
+    x: np.ndarray, size: int, minimum: int, source: str, channels: int = 3
+) -> None:
+    """Raise :class:`CalibrationError` when ``x`` is not enough N x C x size x size floats."""
+    if x.ndim != 4 or x.shape[1:] != (channels, size, size):
         raise CalibrationError(
             f"calibration images from {source} have shape {tuple(x.shape[1:])} after "
-            f"preprocessing; the model expects (3, {size}, {size})"
+            f"preprocessing; the model expects ({channels}, {size}, {size})"
         )
     if len(x) < minimum:
         raise CalibrationError(
@@ -132,10 +134,13 @@ class SelectionSet:
     arrays: FundusArrays
     spec: PreprocessSpec
     referral_threshold: float
+    task: TaskSpec = DR_GRADING
 
     def accuracy(self, path: Path) -> float:
         """Accuracy (points) of the ONNX model at ``path`` on this set."""
-        p = predict_onnx(session(path, 1), self.arrays, self.spec, self.referral_threshold)
+        p = predict_onnx(
+            session(path, 1), self.arrays, self.spec, self.referral_threshold, self.task
+        )
         return score(p)["accuracy"]
 
 

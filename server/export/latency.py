@@ -30,11 +30,13 @@ class Speed:
         }
 
 
-def measure(fn: Callable[[np.ndarray], object], size: int, *, batch: int, runs: int) -> Speed:
+def measure(
+    fn: Callable[[np.ndarray], object], size: int, *, batch: int, runs: int, channels: int = 3
+) -> Speed:
     """Time ``fn`` (one forward pass) at batch 1 and at ``batch``, after a warm-up."""
     rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-    many = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    one = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    many = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
     for x in (one, many):
         fn(x)
     times = []
@@ -55,4 +57,11 @@ def onnx_speed(
 ) -> Speed:
     """ONNX Runtime (CPU provider) speed of the model at ``path``."""
     sess = session(path, threads)
-    return measure(lambda x: sess.run(None, {INPUT_NAME: x}), size, batch=batch, runs=runs)
+    channels = sess.get_inputs()[0].shape[1]
+    return measure(
+        lambda x: sess.run(None, {INPUT_NAME: x}),
+        size,
+        batch=batch,
+        runs=runs,
+        channels=channels if isinstance(channels, int) else 3,
+    )

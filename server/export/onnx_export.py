@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from models import OUTPUT_NAMES
+from models import DR_GRADING, TaskSpec
 
 INPUT_NAME = "images"
 
@@ -21,29 +21,39 @@ class ExportError(RuntimeError):
 class _TupleOutputs(nn.Module):
     """Wraps a model with dict outputs so the exporter sees a tuple in a fixed order."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
         super().__init__()
         self.model = model
+        self.names = names
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
-        return tuple(out[name] for name in OUTPUT_NAMES)
+        return tuple(out[name] for name in self.names)
+
+
+def task_of(model: nn.Module) -> TaskSpec:
+    """The task a network answers (DR grading for a module that does not say)."""
+    task = getattr(model, "task", DR_GRADING)
+    return task if isinstance(task, TaskSpec) else DR_GRADING
 
 
 def export_onnx(model: nn.Module, size: int, path: Path, *, opset: int = 17) -> Path:
-    """Write ``model`` as ONNX: input ``images`` (N x 3 x size x size), its two named outputs."""
+    """Write ``model`` as ONNX: input ``images`` (N x C x size x size, C the task's input
+    channels) and the task's named outputs (for DR: ``grade_logits``, ``gradable_logit``)."""
     model = model.eval()
-    dummy = torch.zeros(2, 3, size, size)
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    task = task_of(model)
+    names = list(task.output_shapes())
+    dummy = torch.zeros(2, task.input.channels, size, size)
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _TupleOutputs(model).eval(),  # else the exporter restores train mode
+                _TupleOutputs(model, names).eval(),  # else the exporter restores train mode
                 (dummy,),
                 str(path),
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=names,
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,

@@ -10,7 +10,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from models import OUTPUT_NAMES
 from server.export.onnx_export import INPUT_NAME
 from server.export.scoring import run_outputs
 
@@ -19,10 +18,10 @@ GOLDEN_FILE = "golden.npz"
 
 @torch.no_grad()
 def write_golden(model: nn.Module, inputs: np.ndarray, path: Path) -> Path:
-    """Save ``inputs`` (normalised N x 3 x H x W) and the PyTorch model's outputs on them."""
+    """Save ``inputs`` (normalised N x C x H x W) and the PyTorch model's outputs on them."""
     out = model.eval()(torch.from_numpy(inputs))
     arrays: dict[str, np.ndarray] = {"schema_version": np.array(1), INPUT_NAME: inputs}
-    arrays.update({name: out[name].float().numpy() for name in OUTPUT_NAMES})
+    arrays.update({name: value.float().numpy() for name, value in out.items()})
     np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
 
@@ -53,6 +52,6 @@ def check_parity(sess: ort.InferenceSession, golden: Path, tolerance: float) -> 
     """Compare the session's outputs on ``golden``'s inputs with the expected outputs."""
     with np.load(golden) as g:
         got = run_outputs(sess, g[INPUT_NAME])
-        errors = {name: float(np.abs(got[name] - g[name]).max()) for name in OUTPUT_NAMES}
+        errors = {name: float(np.abs(value - g[name]).max()) for name, value in got.items()}
     worst = max(errors, key=lambda k: errors[k])
     return Parity(errors[worst], worst, tolerance)

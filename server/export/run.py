@@ -161,7 +161,8 @@ def _read_inputs(run_dir: Path, config: ExportConfig) -> _Inputs:
             f"{ckpt} expects {spec.size}px"
         )
     calib = spec.normalise(calib_arrays.images)
-    check_calibration(calib, spec.size, config.min_calibration, "the run's training split")
+    source = "the run's training split"
+    check_calibration(calib, spec.size, config.min_calibration, source, spec.channels)
     return _Inputs(model, meta, ckpt, splits, threshold, heldout_name, heldout, calib)
 
 
@@ -193,7 +194,7 @@ def _calibrated_int8(
 ) -> tuple[Path, dict[str, Any]]:
     """``model.int8.onnx`` calibrated on the training sample, chosen on val; its ranges written."""
     log("INT8: calibrating " + ", ".join(config.calibration_methods))
-    select = SelectionSet(inp.splits.val, inp.spec, inp.threshold)
+    select = SelectionSet(inp.splits.val, inp.spec, inp.threshold, inp.meta.task)
     int8 = quantize_int8(
         fp32,
         tmp / "model.int8.onnx",
@@ -266,7 +267,7 @@ def _measure(
     for name, path in files.items():
         log(f"scoring {name} on {len(inp.heldout)} held-out images and timing it")
         sess = session(path)
-        scores = score(predict_onnx(sess, inp.heldout, inp.spec, inp.threshold))
+        scores = score(predict_onnx(sess, inp.heldout, inp.spec, inp.threshold, inp.meta.task))
         par = check_parity(sess, tmp / GOLDEN_FILE, config.tolerance(name))
         speed = onnx_speed(
             path,

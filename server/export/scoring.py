@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models import OUTPUT_NAMES, Predictions, PreprocessSpec, screening_metrics
+from models import DR_GRADING, Predictions, PreprocessSpec, TaskSpec, screening_metrics
 from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 
@@ -26,11 +26,12 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 def run_outputs(
     sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 128
 ) -> dict[str, np.ndarray]:
-    """Both named outputs for normalised inputs ``x`` (N x 3 x H x W float32)."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    """Every named output for normalised inputs ``x`` (N x C x H x W float32)."""
+    names = [o.name for o in sess.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(0, len(x), batch_size):
-        outs = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i : i + batch_size]})
-        for name, value in zip(OUTPUT_NAMES, outs, strict=True):
+        outs = sess.run(names, {INPUT_NAME: x[i : i + batch_size]})
+        for name, value in zip(names, outs, strict=True):
             parts[name].append(np.asarray(value, dtype=np.float32))
     return {name: np.concatenate(v) for name, v in parts.items()}
 
@@ -40,19 +41,22 @@ def predict_onnx(
     arrays: FundusArrays,
     spec: PreprocessSpec,
     referral_threshold: float,
+    task: TaskSpec = DR_GRADING,
 ) -> Predictions:
-    """The ONNX model's predictions on ``arrays``, with the labels."""
+    """The ONNX model's predictions on ``arrays``, with the labels, read as ``task``'s."""
     out = run_outputs(sess, spec.normalise(arrays.images))
+    task.check_outputs(out)
     return Predictions(
-        grade_logits=out["grade_logits"],
-        gradable_logit=out["gradable_logit"],
+        grade_logits=out[task.outputs.classes],
+        gradable_logit=out[task.outputs.quality] if task.quality_head else None,
         grade=arrays.grade,
         gradable=arrays.gradable,
         referral_threshold=referral_threshold,
+        task=task,
     )
 
 
 def score(p: Predictions) -> dict[str, float]:
     """Accuracy (in points, 0-100) and referable sensitivity/specificity at the threshold."""
     m = screening_metrics(p, resamples=0)
-    return {k: 100.0 * m[k].value for k in SCORED}
+    return {k: 100.0 * m[k].value for k in SCORED if k in m}

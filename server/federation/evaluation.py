@@ -56,7 +56,7 @@ def evaluate_weights(
     from server.training import predict
 
     meta = read_meta(checkpoint_json)
-    model = build_model(meta.family, meta.config)
+    model = build_model(meta.family, meta.config).for_task_(meta.task)
     state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in weights.items()}
     model.load_state_dict(state)
     threshold = float(meta.metrics.get("referral_threshold", 0.5))
@@ -64,4 +64,6 @@ def evaluate_weights(
         predict(model, heldout, meta.preprocess), referral_threshold=threshold
     )
     m = screening_metrics(preds, resamples=0)
-    return {k: 100.0 * float(m[k].value) for k in SCORED} | {"images": float(len(heldout))}
+    return {k: 100.0 * float(m[k].value) for k in SCORED if k in m} | {
+        "images": float(len(heldout))
+    }

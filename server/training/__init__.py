@@ -15,6 +15,7 @@ from server.training.data import (
     dataset_matches,
     load_site,
     load_splits,
+    read_task,
     split_patients,
     synthesise,
 )
@@ -29,6 +30,7 @@ from server.training.prepare import (
 )
 from server.training.sampling import balanced_weights, class_of, epoch_indices
 from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
+from server.training.scoring import headline as score_headline
 from server.training.settings import ConfigError, read_yaml, validate
 from server.training.sources import build_ref, ref_file
 from server.training.state import load_state, read_info, save_state
@@ -68,9 +70,11 @@ __all__ = [
     "predict",
     "prepare_dataset",
     "read_info",
+    "read_task",
     "read_yaml",
     "ref_file",
     "save_state",
+    "score_headline",
     "score_model",
     "split_patients",
     "synthesise",

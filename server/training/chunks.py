@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from models import PreprocessSpec, TaskSpec
 from models.datasets import BadImageError, FundusRecord, read_image
@@ -34,17 +33,23 @@ class DecodeOptions:
 
 
 def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
-    """Read one record and bring it to ``size`` square as the task's preprocessing says."""
-    spec = PreprocessSpec(size=size)
+    """Read one record and bring it to ``size`` square in the task's channels, as the task's
+    preprocessing says."""
+    spec = input_spec(task, size)
 
     def square(record: FundusRecord) -> np.ndarray:
-        image = read_image(record)
-        if task.input.preprocessing == "resize":
-            resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(resized, dtype=np.uint8)
-        return spec.to_square(image)
+        return spec.to_square(read_image(record))
 
     return square
+
+
+def input_spec(task: TaskSpec, size: int) -> PreprocessSpec:
+    """The preprocessing the task's input calls for at ``size`` (default mean and std)."""
+    if task.input.channels == 1:
+        return PreprocessSpec(
+            size=size, crop=task.input.preprocessing, channel_order="L", mean=(0.3,), std=(0.2,)
+        )
+    return PreprocessSpec(size=size, crop=task.input.preprocessing)
 
 
 def _decode(square: Callable[[FundusRecord], np.ndarray], record: FundusRecord) -> np.ndarray | str:

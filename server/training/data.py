@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models import PreprocessSpec
+from models import DR_GRADING, PreprocessSpec, TaskSpec, parse_task
 from models.datasets import FundusArrays
 from models.synth import SITES, generate, get_site
 from server.training.config import DataConfig
@@ -59,12 +59,27 @@ def _prepared_sites(out: Path, size: int, exclude: set[str]) -> dict[str, Any]:
         return {}
     meta = json.loads(path.read_text())
     prepared = {k: v for k, v in (meta.get("prepared") or {}).items() if k not in exclude}
+    if prepared and read_task(out) != DR_GRADING:
+        raise ValueError(
+            f"{out} holds sites {sorted(prepared)} prepared for task {read_task(out).name}; "
+            "synthetic images are DR grading: synthesise into another directory"
+        )
     if prepared and meta.get("size") != size:
         raise ValueError(
             f"{out} holds prepared sites {sorted(prepared)} at {meta.get('size')} px; synthesise "
             f"at that size or into another directory"
         )
     return prepared
+
+
+def read_task(directory: Path) -> TaskSpec:
+    """The task a dataset directory's labels are for (``dataset.json``; DR grading when it
+    names none, as synthetic data and datasets written before task specs)."""
+    path = directory / DATASET_FILE
+    if not path.is_file():
+        return DR_GRADING
+    task = json.loads(path.read_text()).get("task")
+    return DR_GRADING if task is None else parse_task(task, f"{path}: task")
 
 
 def dataset_matches(out: Path, *, sites: list[str], per_site: int, size: int, seed: int) -> bool:
@@ -115,6 +130,8 @@ class Splits:
     train: FundusArrays
     val: FundusArrays
     test: FundusArrays | None
+    task: TaskSpec = DR_GRADING
+    """The task the labels are for."""
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
@@ -138,7 +155,24 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     test = load_site(cfg.dir, cfg.test_site) if cfg.test_site else None
     if test is not None and cfg.test_limit and len(test) > cfg.test_limit:
         test = test.subset(slice(0, cfg.test_limit))
-    return Splits(train=train, val=FundusArrays.concat(vals), test=test)
+    task = read_task(cfg.dir)
+    for arrays, what in ((train, "training"), (test, "test")):
+        if arrays is not None:
+            _check_fits(arrays, task, f"{cfg.dir} ({what})")
+    return Splits(train=train, val=FundusArrays.concat(vals), test=test, task=task)
+
+
+def _check_fits(arrays: FundusArrays, task: TaskSpec, where: str) -> None:
+    """Refuse images or labels the task does not take, naming the directory."""
+    try:
+        task.check_labels(arrays.grade)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if arrays.images.shape[-1] != task.input.channels:
+        raise ValueError(
+            f"{where}: images have {arrays.images.shape[-1]} channels, task {task.name} takes "
+            f"{task.input.channels}; prepare the data with this task"
+        )
 
 
 @dataclass(frozen=True)

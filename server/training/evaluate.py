@@ -19,23 +19,26 @@ def predict(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> Predictions:
-    """The model's outputs on every image of ``arrays``, with the labels."""
+    """The model's outputs on every image of ``arrays``, with the labels, in the model's task."""
     was = model.training
     model.eval()
-    grade, gradable = [], []
+    names = model.task.outputs
+    classes, quality = [], []
     try:
         for i in range(0, len(arrays), batch_size):
             x = torch.from_numpy(spec.normalise(arrays.images[i : i + batch_size])).to(device)
             out = model(x)
-            grade.append(out["grade_logits"].float().cpu().numpy())
-            gradable.append(out["gradable_logit"].float().cpu().numpy())
+            classes.append(out[names.classes].float().cpu().numpy())
+            if model.task.quality_head:
+                quality.append(out[names.quality].float().cpu().numpy())
     finally:
         model.train(was)
     return Predictions(
-        grade_logits=np.concatenate(grade),
-        gradable_logit=np.concatenate(gradable),
+        grade_logits=np.concatenate(classes),
+        gradable_logit=np.concatenate(quality) if quality else None,
         grade=arrays.grade,
         gradable=arrays.gradable,
+        task=model.task,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models import DR_GRADING, TaskSpec
+from models import DR_GRADING, TaskSpec, parse_task
 from models.datasets import (
     LAYOUTS,
     CsvColumns,
@@ -171,6 +171,17 @@ def _check_indices(records: list[FundusRecord], task: TaskSpec) -> None:
             )
 
 
+def _check_same_task(meta: dict[str, Any], site: str, task: TaskSpec, out: Path) -> None:
+    """One dataset directory holds one task: refuse to add a site labelled for another."""
+    others = set(meta.get("sites", {})) - {site}
+    if others and parse_task(meta.get("task") or DR_GRADING.model_dump(mode="json")) != task:
+        held = (meta.get("task") or {}).get("name", DR_GRADING.name)
+        raise DatasetLayoutError(
+            f"{out} holds sites {sorted(others)} labelled for task {held}, not {task.name}; "
+            "prepare into another directory"
+        )
+
+
 def _fingerprint(options: PrepareOptions, layout: str, records: list[FundusRecord]) -> str:
     """What identifies a prepare's work: same fingerprint, same output."""
     plan = {
@@ -227,14 +238,17 @@ def _record(
 
 
 def _assemble(
-    records: list[FundusRecord], chunks: list[dict[str, np.ndarray]], site: str, size: int
+    records: list[FundusRecord],
+    chunks: list[dict[str, np.ndarray]],
+    site: str,
+    shape: tuple[int, int, int],
 ) -> tuple[FundusArrays, list[tuple[str, str]]]:
     """One site's arrays from the decoded chunks, and the (file, why) of each skipped image."""
     kept = [records[int(i)] for c in chunks for i in c["kept"]]
     skipped = [str(s).split("\t", 1) for c in chunks for s in c["skipped"]]
     images = [c["images"] for c in chunks if len(c["images"])]
     arrays = FundusArrays(
-        images=np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        images=np.concatenate(images) if images else np.zeros((0, *shape), np.uint8),
         grade=np.array([r.grade for r in kept], dtype=np.int64),
         gradable=np.array([r.gradable for r in kept], dtype=np.bool_),
         site=np.array([site] * len(kept), dtype=np.str_),
@@ -255,6 +269,7 @@ def prepare_dataset(options: PrepareOptions, report: Reporter | None = None) -> 
     site = options.site or layout
     out = Path(options.out)
     meta = _read_meta(out, site, options.size)
+    _check_same_task(meta, site, options.task, out)
     fingerprint = _fingerprint(options, layout, index.records)
     path = out / f"{site}.npz"
     done = meta.get("prepared", {}).get(site)
@@ -262,13 +277,15 @@ def prepare_dataset(options: PrepareOptions, report: Reporter | None = None) -> 
         return PrepareResult.of(out / DATASET_FILE, site, done, reused=int(done["images"]))
     store = ChunkStore(out / f".prepare-{site}", fingerprint)
     chunks, reused = decode_chunks(options.decoding(), index.records, store, report)
-    arrays, skipped = _assemble(index.records, chunks, site, options.size)
+    shape = (options.size, options.size, options.task.input.channels)
+    arrays, skipped = _assemble(index.records, chunks, site, shape)
     if not len(arrays):
         raise DatasetLayoutError(f"{options.source}: every image was skipped as bad")
     arrays.save(path)
     record = _record(options, layout, arrays, index.skipped + skipped)
     meta = _read_meta(out, site, options.size)
     meta.setdefault("schema_version", 1)
+    meta["task"] = options.task.model_dump(mode="json")
     meta["size"] = options.size
     meta["sites"] = {**meta.get("sites", {}), site: path.name}
     meta["prepared"] = {**meta.get("prepared", {}), site: {**record, "fingerprint": fingerprint}}

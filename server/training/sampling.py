@@ -6,8 +6,9 @@ import numpy as np
 
 
 def class_of(grade: np.ndarray, gradable: np.ndarray) -> np.ndarray:
-    """Sampling class per image: the grade (0-4), or 5 for ungradable/unknown."""
-    return np.where(gradable & (grade >= 0), grade, 5)
+    """Sampling class per image: the class index, or one past the last for ungradable/unknown."""
+    known = gradable & (grade >= 0)
+    return np.where(known, grade, int(grade.max(initial=0)) + 1)
 
 
 def balanced_weights(classes: np.ndarray, power: float) -> np.ndarray:

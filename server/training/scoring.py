@@ -18,7 +18,21 @@ from models.datasets import FundusArrays
 from models.nets import FundusNet, count_parameters
 from server.training.evaluate import metrics_json, predict
 
-HEADLINE = ("accuracy", "referable_sensitivity", "referable_specificity", "referable_auc", "kappa")
+HEADLINE = (
+    "accuracy",
+    "referable_sensitivity",
+    "referable_specificity",
+    "referable_auc",
+    "kappa",
+    "mean_auc",
+)
+"""The metrics a checkpoint records and a distillation's decay compares, where the task has
+them (kappa for grading, mean AUC for multilabel, accuracy for single-label kinds)."""
+
+
+def headline(split_entry: dict[str, Any]) -> dict[str, float]:
+    """The point values of :data:`HEADLINE` that one split's scores hold."""
+    return {k: split_entry[k]["value"] for k in HEADLINE if k in split_entry}
 
 
 @dataclasses.dataclass
@@ -72,6 +86,6 @@ def compare(
         "paired": {"split": split, "student_minus_teacher": metrics_json(diff)},
         "decay": {
             k: student.entry[split][k]["value"] / max(teacher.entry[split][k]["value"], 1e-9)
-            for k in HEADLINE
+            for k in headline(student.entry[split])
         },
     }

@@ -18,6 +18,7 @@ from models.task import (
     load_task,
     parse_task,
     referable_probability,
+    softmax,
 )
 
 TASKS = Path(__file__).parents[2] / "configs" / "tasks"
@@ -131,27 +132,24 @@ def _dr_sample(n: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return logits, grade, gradable, quality
 
 
-def test_task_metrics_on_the_dr_task_match_the_dr_metrics() -> None:
+def test_dr_headline_metrics_are_the_dr_metrics_computed_by_hand() -> None:
     logits, grade, gradable, quality = _dr_sample()
     threshold = metrics.operating_point(metrics.Predictions(logits, quality, grade, gradable), 0.9)
     assert metrics.task_operating_point(DR_GRADING, logits, grade, 0.9, gradable) == threshold
     dr = metrics.screening_metrics(
         metrics.Predictions(logits, quality, grade, gradable, threshold), resamples=50
     )
+    assert tuple(dr) == metrics.METRIC_NAMES
+    labelled = gradable & (grade >= 0)
+    refer = softmax(logits)[:, 2:].sum(1) >= threshold
+    truth = grade >= 2
+    assert dr["accuracy"].value == pytest.approx((logits.argmax(1) == grade)[labelled].mean())
+    assert dr["referable_sensitivity"].value == pytest.approx(refer[labelled & truth].mean())
+    assert dr["referable_specificity"].value == pytest.approx((~refer)[labelled & ~truth].mean())
+    assert dr["referable_sensitivity"].value == pytest.approx(0.9, abs=0.02)
     generic = metrics.task_metrics(
         DR_GRADING, logits, grade, threshold, gradable=(quality, gradable), resamples=50
     )
-    pairs = {
-        "accuracy": "accuracy",
-        "kappa": "kappa",
-        "referral_sensitivity": "referable_sensitivity",
-        "referral_specificity": "referable_specificity",
-        "referral_auc": "referable_auc",
-        "gradable_accuracy": "gradable_accuracy",
-        "false_reject_rate": "false_reject_rate",
-    }
-    for ours, theirs in pairs.items():
-        assert generic[ours].value == pytest.approx(dr[theirs].value), ours
     assert {f"recall[{c}]" for c in GRADE_NAMES} <= set(generic)
 
 
@@ -164,7 +162,7 @@ def test_multilabel_metrics_are_per_label_aucs_and_the_referral_rule() -> None:
     threshold = metrics.task_operating_point(findings, logits, labels)
     m = metrics.task_metrics(findings, logits, labels, threshold, resamples=0)
     assert m["auc[referable DR]"].value > 0.95 and 0.35 < m["auc[drusen only]"].value < 0.65
-    assert m["referral_sensitivity"].value >= 0.9
+    assert m["referable_sensitivity"].value >= 0.9
     assert "accuracy" not in m and "kappa" not in m
 
 
