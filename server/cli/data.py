@@ -112,5 +112,5 @@ def _summary(result: PrepareResult, task: str) -> None:
         if len(result.skipped) > 5:
             say(escape(f"    ... all {len(result.skipped)} listed in {result.meta}"))
     say(escape(f"  recorded in {result.meta}"), soft_wrap=True)
-    hint = f"data: {{dir: {result.path.parent}, train_sites: [{result.site}]}}"
+    hint = f"data: {{dir: {result.path.parent}, train_sites: [{result.site}], test_site: null}}"
     say(escape(f"  train on it with: {hint}"), soft_wrap=True)

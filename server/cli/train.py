@@ -43,6 +43,12 @@ def teacher_train(
     weights: Annotated[
         Path | None, typer.Option(help="pretrained weights (.safetensors or .pth) to start from")
     ] = None,
+    train_sites: Annotated[
+        str, typer.Option(help="comma-separated sites to train on")
+    ] = "site-a,site-b,site-c,site-d",
+    test_site: Annotated[
+        str, typer.Option(help="a site never trained on, to test on ('' for none)")
+    ] = "site-e",
     epochs: Annotated[int, typer.Option(min=1)] = 6,
     lr: Annotated[float, typer.Option(help="peak learning rate (> 0)")] = 3e-3,
     seed: Annotated[int, typer.Option()] = 0,
@@ -56,7 +62,11 @@ def teacher_train(
             {
                 "teacher": None,
                 "student": {"name": model, "weights": str(weights) if weights else None},
-                "data": {"dir": str(data)},
+                "data": {
+                    "dir": str(data),
+                    "train_sites": [x.strip() for x in train_sites.split(",") if x.strip()],
+                    "test_site": test_site or None,
+                },
                 "train": {"epochs": epochs, "lr": lr},
                 "monitor": {"enabled": False},
                 "out": str(out),
@@ -71,6 +81,8 @@ def teacher_train(
             .replace("train.epochs", "--epochs")
             .replace("student.name", "--model")
             .replace("student.weights", "--weights")
+            .replace("data.train_sites", "--train-sites")
+            .replace("data.test_site", "--test-site")
         )
         return
     _run(cfg, "teacher")

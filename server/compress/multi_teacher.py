@@ -55,7 +55,7 @@ def multi_teacher_step(
             start, teachers, context.data, cfg, mode=mode, router=router
         )
         context.log(f"multi_teacher {mode}: val accuracy {results[mode].val['accuracy']:.3f}")
-    best = max(results.values(), key=lambda r: (r.val["accuracy"], r.val["kappa"]))
+    best = max(results.values(), key=lambda r: (r.val["accuracy"], r.val.get("kappa", 0.0)))
     details: dict[str, Any] = {
         m: {"val": r.val, "teacher_val": r.teacher_val, "mean_weights": r.mean_weights}
         for m, r in results.items()

@@ -36,10 +36,12 @@ def print_run_summary(metrics: dict[str, Any], out: Path, console: Console | Non
     paired = metrics.get("paired", {}).get("student_minus_teacher")
     if paired:
         table.add_column(f"{name} - teacher (paired)", justify="right")
-    for k in METRIC_NAMES:
+    # the task's metrics, in the usual order (a task without a quality head has no gradability)
+    shown = [k for k in metrics[name][split] if k not in METRIC_NAMES]
+    for k in [*(k for k in METRIC_NAMES if k in metrics[name][split]), *shown]:
         row = [k] + [_fmt(metrics[r][split].get(k)) for r in roles]
         if paired:
-            row.append(_fmt(paired[k]))
+            row.append(_fmt(paired.get(k)))
         table.add_row(*row)
     table.add_row(
         "parameters",

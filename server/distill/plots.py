@@ -38,7 +38,8 @@ def plot_monitors(history: list[dict[str, Any]], events: list[dict[str, Any]], p
         ax.set_title("no teacher: no distillation monitors")
     ax = axes[1]
     ax.plot(epochs, [h["val"]["accuracy"] for h in history], marker="o", label="val accuracy")
-    ax.plot(epochs, [h["val"]["kappa"] for h in history], marker="o", label="val kappa")
+    if all("kappa" in h["val"] for h in history):
+        ax.plot(epochs, [h["val"]["kappa"] for h in history], marker="o", label="val kappa")
     if any("decay" in h for h in history):
         ax.plot(
             epochs,

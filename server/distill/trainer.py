@@ -374,7 +374,9 @@ class Trainer:
         if self.teacher_val is not None:
             # performance decay from this generation's teacher, tracked as training goes
             record["decay"] = {
-                k: val[k] / max(self.teacher_val[k], 1e-9) for k in ("accuracy", "kappa")
+                k: val[k] / max(self.teacher_val[k], 1e-9)
+                for k in ("accuracy", "kappa")
+                if k in val
             }
         if self.probe is not None and self.teacher is not None and self.aligner is not None:
             t0 = time.perf_counter()
@@ -386,10 +388,9 @@ class Trainer:
                 self.log(describe_event(e))
             result.events.extend(events)
         result.history.append(record)
-        msg = (
-            f"epoch {epoch}: loss {train_loss:.3f}  val acc {val['accuracy']:.3f}  "
-            f"kappa {val['kappa']:.3f}"
-        )
+        msg = f"epoch {epoch}: loss {train_loss:.3f}  val acc {val['accuracy']:.3f}"
+        if "kappa" in val:
+            msg += f"  kappa {val['kappa']:.3f}"
         if "retention" in record:
             msg += (
                 f"  retention {record['retention']:.3f}  "

@@ -46,7 +46,11 @@ class CalibrationReader(CalibrationDataReader):
     """Feeds normalised images to ONNX Runtime's calibrators in small batches."""
 
     def __init__(self, x: np.ndarray, batch_size: int = 16) -> None:
-        self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+        # equal batches only: ONNX Runtime's histogram calibrators stack every batch's values
+        # of a tensor into one array, which fails on a shorter last batch; the tail is dropped
+        batch_size = min(batch_size, len(x))
+        whole = len(x) - len(x) % batch_size
+        self._batches = iter([x[i : i + batch_size] for i in range(0, whole, batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch as ONNX Runtime's input feed; ``None`` when all were given."""
