@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.nets import Probed, auto_taps, capture, observe
+from models.nets import Probed, auto_taps, capture, first_tensor, observe
 from server.distill.batches import (
     Inputs,
     as_feature_map,
@@ -151,10 +151,22 @@ def batch_loss(
     return logit_loss(s_logits, t_logits, target, config.alpha, config.temperature)
 
 
-def _candidate_taps(model: nn.Module, inputs: Inputs, names: list[str] | None) -> Probed:
+def _candidate_taps(
+    model: nn.Module, inputs: Inputs, names: list[str] | None, output_key: str | None
+) -> Probed:
     """The model's modules whose outputs are features on ``inputs``: ``names``, or (None) its
-    repeated blocks shallow to deep."""
-    _, maps, kinds = observe(model, lambda: call(model, inputs), as_feature_map)
+    repeated blocks shallow to deep, less the module giving the logits themselves."""
+    logits: list[torch.Tensor] = []
+
+    def run() -> Any:
+        out = call(model, inputs)
+        logits.append(pick_logits(out, output_key))
+        return out
+
+    def features(out: Any) -> torch.Tensor | None:  # applied after the pass
+        return None if names is None and first_tensor(out) is logits[0] else as_feature_map(out)
+
+    _, maps, kinds = observe(model, run, features)
     if names is None:
         modules = dict(model.named_modules())
         maps = {n: s for n, s in maps.items() if not isinstance(modules[n], _LOOKUPS)}
@@ -175,8 +187,9 @@ def make_aligner(
     """Projectors from the student's hidden states to the teacher's over the layer map (shapes
     found by one pass of each model on ``inputs``)."""
     given = None if config.layer_map == "auto" else dict(config.layer_map)
-    s_seen = _candidate_taps(student, inputs, None if given is None else list(given))
-    t_seen = _candidate_taps(teacher, inputs, None if given is None else list(given.values()))
+    key = config.output_key
+    s_seen = _candidate_taps(student, inputs, None if given is None else list(given), key)
+    t_seen = _candidate_taps(teacher, inputs, None if given is None else list(given.values()), key)
     s_taps = {k: (v[0], v[1], v[2]) for k, v in s_seen.maps.items()}
     t_taps = {k: (v[0], v[1], v[2]) for k, v in t_seen.maps.items()}
     mapping = given or auto_layer_map(s_taps, t_taps, config.auto_layers)

@@ -57,9 +57,9 @@ def call(model: nn.Module, inputs: Inputs) -> Any:
 
 
 def pick_logits(out: Any, key: str | None) -> torch.Tensor:
-    """The logits in a model's output: the output itself when a tensor; else its ``key`` entry,
-    or (``key`` None) its ``logits`` entry when it has one, else its first tensor."""
-    if isinstance(out, torch.Tensor):
+    """The logits in a model's output: its ``key`` entry; with ``key`` None the output itself
+    when a tensor, else its ``logits`` entry when it has one, else its first tensor."""
+    if isinstance(out, torch.Tensor) and key is None:
         return out
     if isinstance(out, Mapping):
         if key is not None:
