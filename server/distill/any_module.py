@@ -20,24 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.nets import Probed, auto_taps, capture, first_tensor, observe
-from server.distill.batches import (
-    Inputs,
-    as_feature_map,
-    call,
-    pick_logits,
-    position_masks,
-    split_batch,
-    to_device,
-)
+from server.distill.batches import Inputs, call, pick_logits, position_masks, split_batch, to_device
 from server.distill.config import MonitorConfig
+from server.distill.hidden_states import candidate_taps, forward_taps
 from server.distill.losses import soft_target_loss
 from server.distill.monitors import RetentionGuard, describe_event, feature_agreement
 from server.distill.projectors import FeatureAligner, auto_layer_map
 from server.training import Reporter, pick_device
-
-_LOOKUPS = (nn.Embedding, nn.EmbeddingBag)
-"""Modules whose outputs are table look-ups, not features: never chosen as automatic taps."""
 
 
 @dataclass(frozen=True)
@@ -151,36 +140,6 @@ def batch_loss(
     return logit_loss(s_logits, t_logits, target, config.alpha, config.temperature)
 
 
-def _candidate_taps(
-    model: nn.Module, inputs: Inputs, names: list[str] | None, output_key: str | None
-) -> Probed:
-    """The model's modules whose outputs are features on ``inputs``: ``names``, or (None) its
-    repeated blocks shallow to deep, less the module giving the logits themselves."""
-    logits: list[torch.Tensor] = []
-
-    def run() -> Any:
-        out = call(model, inputs)
-        logits.append(pick_logits(out, output_key))
-        return out
-
-    def features(out: Any) -> torch.Tensor | None:  # applied after the pass
-        return None if names is None and first_tensor(out) is logits[0] else as_feature_map(out)
-
-    _, maps, kinds = observe(model, run, features)
-    if names is None:
-        modules = dict(model.named_modules())
-        maps = {n: s for n, s in maps.items() if not isinstance(modules[n], _LOOKUPS)}
-        names = auto_taps(Probed(width=0, maps=maps, kinds=kinds), count=len(maps))
-    for name in names:
-        if name not in maps:
-            some = ", ".join(list(maps)[-8:]) or "none"
-            raise ValueError(
-                f"{type(model).__name__} has no module {name!r} giving features on this batch; "
-                f"some that do: {some}"
-            )
-    return Probed(0, {n: maps[n] for n in names}, {n: kinds[n] for n in names})
-
-
 def make_aligner(
     student: nn.Module, teacher: nn.Module, inputs: Inputs, config: ModuleDistillConfig
 ) -> FeatureAligner:
@@ -188,30 +147,14 @@ def make_aligner(
     found by one pass of each model on ``inputs``)."""
     given = None if config.layer_map == "auto" else dict(config.layer_map)
     key = config.output_key
-    s_seen = _candidate_taps(student, inputs, None if given is None else list(given), key)
-    t_seen = _candidate_taps(teacher, inputs, None if given is None else list(given.values()), key)
+    s_seen = candidate_taps(student, inputs, None if given is None else list(given), key)
+    t_seen = candidate_taps(teacher, inputs, None if given is None else list(given.values()), key)
     s_taps = {k: (v[0], v[1], v[2]) for k, v in s_seen.maps.items()}
     t_taps = {k: (v[0], v[1], v[2]) for k, v in t_seen.maps.items()}
     mapping = given or auto_layer_map(s_taps, t_taps, config.auto_layers)
     if not mapping:
         raise ValueError("no hidden states to distil: set feature_weight to 0 or name a layer_map")
     return FeatureAligner(mapping, s_taps, t_taps, config.feature_loss)
-
-
-def forward_taps(
-    model: nn.Module, inputs: Inputs, names: Iterable[str]
-) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The model's output on ``inputs`` and the named modules' outputs as feature maps."""
-    names = list(names)
-    with capture(model, names) as got:
-        out = call(model, inputs)
-    taps: dict[str, torch.Tensor] = {}
-    for name in names:
-        m = as_feature_map(got.get(name))
-        if m is None:
-            raise RuntimeError(f"module {name!r} gave no features on this batch")
-        taps[name] = m
-    return out, taps
 
 
 @dataclass

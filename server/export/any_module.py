@@ -9,7 +9,6 @@ and a dict output (a Hugging Face ``ModelOutput`` included) names the outputs.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from server.export.onnx_export import ExportError, check, simplify
+from server.export.onnx_export import ExportError, trace_onnx
 from server.export.parity import Parity
 from server.export.scoring import session
 
@@ -120,24 +119,7 @@ def export_module_onnx(
         axes[name] = {0: "batch"}
         if value.ndim >= 3 and value.shape[1] in sequences:
             axes[name][1] = "sequence"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapped,
-                tuple(named.values()),
-                str(path),
-                input_names=list(named),
-                output_names=names,
-                dynamic_axes=axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-    except Exception as e:
-        raise ExportError(f"{type(model).__name__} did not export to ONNX: {e}") from e
-    simplify(path)
-    check(path)
+    trace_onnx(wrapped, tuple(named.values()), path, list(named), names, axes, opset)
     feeds = {k: v.numpy() for k, v in named.items()}
     got = session(path).run(names, feeds)
     errors = {
