@@ -12,6 +12,7 @@ from models.nets.checkpoint import (
 )
 from models.nets.onnx_teacher import OnnxTeacher
 from models.nets.registry import FAMILIES, PRESETS, build_model, family_of
+from models.nets.taps import Probed, auto_taps, capture, first_tensor, observe
 from models.nets.vit import Attention, ViT
 from models.nets.weights import WeightsError, WeightsReport, load_weights_, read_weights
 
@@ -25,6 +26,7 @@ __all__ = [
     "HFNet",
     "ModuleNet",
     "OnnxTeacher",
+    "Probed",
     "SourceNet",
     "StagedNet",
     "TimmNet",
@@ -32,11 +34,15 @@ __all__ = [
     "ViT",
     "WeightsError",
     "WeightsReport",
+    "auto_taps",
     "build_model",
+    "capture",
     "count_parameters",
     "family_of",
+    "first_tensor",
     "load_checkpoint",
     "load_weights_",
+    "observe",
     "read_meta",
     "read_weights",
     "save_checkpoint",

@@ -104,27 +104,41 @@ class Probed:
     kinds: dict[str, str]
 
 
+def observe(
+    module: nn.Module,
+    run: Callable[[], Any],
+    to_map: Callable[[Any], torch.Tensor | None] = as_map,
+) -> tuple[Any, dict[str, tuple[int, ...]], dict[str, str]]:
+    """Call ``run`` (one pass of ``module``, in eval mode, no grad) and see which of the module's
+    submodules with weights give maps by ``to_map``: (the pass's output, name -> map shape
+    without the batch axis in the order the modules finished, name -> class path)."""
+    names = [n for n, m in module.named_modules() if n and any(True for _ in m.parameters())]
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), capture(module, names) as captured:
+            out = run()
+    finally:
+        module.train(was)
+    modules = dict(module.named_modules())
+    maps: dict[str, tuple[int, ...]] = {}
+    for name, output in captured.items():  # filled as modules finish: shallow work first
+        m = to_map(output)
+        if m is not None:
+            maps[name] = tuple(m.shape[1:])
+    kinds = {n: f"{type(modules[n]).__module__}.{type(modules[n]).__qualname__}" for n in maps}
+    return out, maps, kinds
+
+
 def probe(backbone: nn.Module, image_size: int) -> Probed:
     """Run ``backbone`` once on zeros and see which of its modules (with weights) give maps."""
-    names = [n for n, m in backbone.named_modules() if n and any(True for _ in m.parameters())]
-    was = backbone.training
-    backbone.eval()
+    x = torch.zeros(1, 3, image_size, image_size)
     try:
-        with torch.no_grad(), capture(backbone, names) as captured:
-            out = backbone(torch.zeros(1, 3, image_size, image_size))
+        out, maps, kinds = observe(backbone, lambda: backbone(x))
     except Exception as e:
         raise ValueError(
             f"the backbone failed on a 1 x 3 x {image_size} x {image_size} input: {e}"
         ) from e
-    finally:
-        backbone.train(was)
-    modules = dict(backbone.named_modules())
-    maps: dict[str, tuple[int, ...]] = {}
-    for name, output in captured.items():  # filled as modules finish: shallow work first
-        m = as_map(output)
-        if m is not None:
-            maps[name] = tuple(m.shape[1:])
-    kinds = {n: f"{type(modules[n]).__module__}.{type(modules[n]).__qualname__}" for n in maps}
     return Probed(width=int(pooled(out).shape[1]), maps=maps, kinds=kinds)
 
 

@@ -225,6 +225,13 @@ def _slice_linear(
     return new
 
 
+def head_rows(heads: list[int], count: int, head_dim: int) -> torch.Tensor:
+    """The q/k/v rows (output-projection columns) of ``heads`` out of ``count`` heads."""
+    if not heads or min(heads) < 0 or max(heads) >= count or len(set(heads)) != len(heads):
+        raise ValueError(f"bad heads to keep {heads} for a block of {count} heads")
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(heads)])
+
+
 def prune_heads_(model: FundusNet, keep: list[list[int]]) -> FundusNet:
     """Cut every head not in ``keep`` out of ``model`` (in place) and record the new head counts
     in its config; returns ``model``."""
@@ -236,9 +243,7 @@ def prune_heads_(model: FundusNet, keep: list[list[int]]) -> FundusNet:
     counts = head_counts(model)
     head_dim = layers[0].head_dim
     for attn, heads, n in zip(layers, keep, counts, strict=True):
-        if not heads or min(heads) < 0 or max(heads) >= n or len(set(heads)) != len(heads):
-            raise ValueError(f"bad heads to keep {heads} for a block of {n} heads")
-        rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(heads)])
+        rows = head_rows(heads, n, head_dim)
         attn.q = _slice_linear(attn.q, rows, None)
         attn.k = _slice_linear(attn.k, rows, None)
         attn.v = _slice_linear(attn.v, rows, None)

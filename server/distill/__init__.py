@@ -1,5 +1,15 @@
-"""Distillation: a large teacher into a small student, with monitors that check it is learning."""
+"""Distillation: a large teacher into a small student, with monitors that check it is learning.
 
+The image-first :class:`Trainer` (and :func:`run`) work on Fovea's fundus data; any other
+``nn.Module`` (token inputs, dict outputs) is distilled with :func:`distill_module`.
+"""
+
+from server.distill.any_module import (
+    ModuleDistillConfig,
+    ModuleDistillResult,
+    batch_loss,
+    distill_module,
+)
 from server.distill.config import (
     DistillConfig,
     LossConfig,
@@ -21,6 +31,8 @@ __all__ = [
     "FitResult",
     "LossConfig",
     "Mix",
+    "ModuleDistillConfig",
+    "ModuleDistillResult",
     "MonitorConfig",
     "MultiTeacherOutcome",
     "RouterConfig",
@@ -28,7 +40,9 @@ __all__ = [
     "SearchConfig",
     "Trainer",
     "TrainingData",
+    "batch_loss",
     "distil_multi_teacher",
+    "distill_module",
     "distillation_loss",
     "dump_config",
     "label_loss",

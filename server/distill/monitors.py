@@ -48,6 +48,32 @@ class Probe:
     grade: torch.Tensor
 
 
+def feature_agreement(
+    aligner: FeatureAligner,
+    student_taps: dict[str, torch.Tensor],
+    teacher_taps: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Retention (mean cosine of centred projected-student and teacher features), linear CKA,
+    and retention per teacher tap, from taps of one batch (``masks`` as in
+    :meth:`FeatureAligner.loss`). Call under ``torch.no_grad`` with the aligner in eval mode."""
+    projected = aligner.project(student_taps, teacher_taps)
+    cos = []
+    for t in aligner.layer_map.values():
+        y, target = projected[t], teacher_taps[t]
+        if masks is not None and t in masks:
+            y, target = y * masks[t], target * masks[t]
+        cos.append(F.cosine_similarity(centred(y), centred(target), dim=1).mean())
+    cka = [linear_cka(student_taps[s], teacher_taps[t]) for s, t in aligner.layer_map.items()]
+    return {
+        "retention": float(torch.stack(cos).mean()),
+        "cka": float(sum(cka) / len(cka)),
+        **{
+            f"retention/{t}": float(c) for t, c in zip(aligner.layer_map.values(), cos, strict=True)
+        },
+    }
+
+
 def measure(
     student: FundusNet,
     teacher: FundusNet,
@@ -62,26 +88,14 @@ def measure(
         with torch.no_grad():
             _, s_taps = student.forward_taps(probe.x)
             _, t_taps = teacher.forward_taps(probe.x)
-            projected = aligner.project(s_taps)
-            cos = [
-                F.cosine_similarity(centred(projected[t]), centred(t_taps[t]), dim=1).mean()
-                for t in aligner.layer_map.values()
-            ]
-            cka = [linear_cka(s_taps[s], t_taps[t]) for s, t in aligner.layer_map.items()]
+            values = feature_agreement(aligner, s_taps, t_taps)
         g_s = _input_gradient(student, probe.x, probe.grade)
         g_t = _input_gradient(teacher, probe.x, probe.grade)
         consistency = F.cosine_similarity(g_s, g_t, dim=1).mean()
     finally:
         student.train(modes[0])
         aligner.train(modes[1])
-    return {
-        "retention": float(torch.stack(cos).mean()),
-        "cka": float(sum(cka) / len(cka)),
-        "gradient_consistency": float(consistency),
-        **{
-            f"retention/{t}": float(c) for t, c in zip(aligner.layer_map.values(), cos, strict=True)
-        },
-    }
+    return {**values, "gradient_consistency": float(consistency)}
 
 
 @dataclass

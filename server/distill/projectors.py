@@ -36,11 +36,13 @@ class Projector(nn.Module):
         )
         self.size = size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Student feature map (N, Cs, h, w) to the teacher's (N, Ct, H, W)."""
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Student feature map (N, Cs, h, w) to the teacher's (N, Ct, H, W); ``size`` is (H, W)
+        when it is not the one the projector was made for (token sequences vary in length)."""
         y = self.proj(x)
-        if tuple(y.shape[-2:]) != self.size:
-            y = F.adaptive_avg_pool2d(y, self.size)
+        size = size or self.size
+        if tuple(y.shape[-2:]) != size:
+            y = F.adaptive_avg_pool2d(y, size)
         return y
 
 
@@ -80,21 +82,34 @@ class FeatureAligner(nn.Module):
             }
         )
 
-    def project(self, student_taps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Projected student features, keyed by teacher tap."""
+    def project(
+        self,
+        student_taps: dict[str, torch.Tensor],
+        like: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Projected student features, keyed by teacher tap (sized as ``like``'s maps, the
+        teacher's taps on the same batch, when given)."""
         return {
-            t: self.projectors[s.replace(".", "_")](student_taps[s])
+            t: self.projectors[s.replace(".", "_")](
+                student_taps[s], None if like is None else tuple(like[t].shape[-2:])
+            )
             for s, t in self.layer_map.items()
         }
 
     def loss(
-        self, student_taps: dict[str, torch.Tensor], teacher_taps: dict[str, torch.Tensor]
+        self,
+        student_taps: dict[str, torch.Tensor],
+        teacher_taps: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Mean feature distance over the mapped layers."""
+        """Mean feature distance over the mapped layers; ``masks`` (teacher tap -> N x 1 x H x W,
+        0 at positions that do not count, such as padding tokens) zero those positions first."""
         losses = []
-        for t, y in self.project(student_taps).items():
+        for t, y in self.project(student_taps, teacher_taps).items():
             target = teacher_taps[t].detach().float()
             y = y.float()
+            if masks is not None and t in masks:
+                y, target = y * masks[t], target * masks[t]
             if self.loss_kind == "cosine":
                 losses.append(1.0 - F.cosine_similarity(centred(y), centred(target), dim=1).mean())
             else:

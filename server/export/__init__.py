@@ -1,5 +1,6 @@
 """The export stage: ONNX at fp32/fp16/INT8, accuracy checked at each, TensorRT recipes."""
 
+from server.export.any_module import ModuleExport, export_module_onnx
 from server.export.config import (
     ExportConfig,
     ExportConfigError,
@@ -21,8 +22,10 @@ __all__ = [
     "ExportError",
     "ExportInputError",
     "ExportResult",
+    "ModuleExport",
     "Speed",
     "export",
+    "export_module_onnx",
     "export_onnx",
     "load_export_config",
     "measure",

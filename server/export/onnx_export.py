@@ -45,15 +45,31 @@ def export_onnx(model: nn.Module, size: int, path: Path, *, opset: int = 17) -> 
     names = list(task.output_shapes())
     dummy = torch.zeros(2, task.input.channels, size, size)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
+    wrapped = _TupleOutputs(model, names).eval()  # else the exporter restores train mode
+    return trace_onnx(wrapped, (dummy,), path, [INPUT_NAME], names, axes, opset)
+
+
+def trace_onnx(
+    wrapped: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    axes: dict[str, dict[int, str]],
+    opset: int = 17,
+) -> Path:
+    """Trace ``wrapped`` (positional tensors in, a tuple of tensors out) to ONNX at ``path``
+    with named I/O and dynamic ``axes``, then simplify and check it."""
+    model = getattr(wrapped, "model", wrapped)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _TupleOutputs(model, names).eval(),  # else the exporter restores train mode
-                (dummy,),
+                wrapped,
+                args,
                 str(path),
-                input_names=[INPUT_NAME],
-                output_names=names,
+                input_names=input_names,
+                output_names=output_names,
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
