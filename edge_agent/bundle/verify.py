@@ -24,7 +24,7 @@ from edge_agent.bundle.manifest import (
     parse_version,
 )
 from edge_agent.version import agent_version
-from models import DR_GRADING
+from models import TaskSpec
 
 MAX_MANIFEST_BYTES = 4 << 20
 SIGNATURE_BYTES = 64
@@ -78,7 +78,7 @@ def check_versions(
     agent: str | None = None,
 ) -> None:
     """Refuse a bundle not newer than the installed one, one that needs a newer agent, or one
-    for a task this agent cannot screen."""
+    whose task this agent cannot screen (see :func:`check_task`)."""
     newer = installed_version is None or manifest.version > installed_version
     if not newer and not allow_downgrade:
         raise BundleError(
@@ -91,11 +91,26 @@ def check_versions(
             f"bundle needs agent version >= {manifest.min_agent_version}, this agent is {have}; "
             "upgrade fovea-agent first"
         )
-    if manifest.task != DR_GRADING:
-        raise BundleError(
-            f"bundle is for task {manifest.task.name} ({manifest.task.kind}); this agent screens "
-            f"{DR_GRADING.name} only"
-        )
+    check_task(manifest.task)
+
+
+MODEL_INPUT = "images"
+"""The one input every Fovea model takes (``edge_agent.runtime.INPUT_NAME``)."""
+
+
+def check_task(task: TaskSpec) -> None:
+    """Refuse a task this agent cannot serve. Every kind, class list, patient rule, quality
+    head, channel count and preprocessing the spec allows is screened; what remains is an
+    output named like the model's input, which the KServe protocol cannot tell apart."""
+    for field, name in (
+        ("outputs.classes", task.outputs.classes),
+        ("outputs.quality", task.outputs.quality),
+    ):
+        if name == MODEL_INPUT and (field == "outputs.classes" or task.quality_head):
+            raise BundleError(
+                f"task {task.name}: {field} is {name!r}, the name of the model's input; "
+                "rename the output and export the model again"
+            )
 
 
 def _check_member(member: tarfile.TarInfo, source: str) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from models import NUM_GRADES
+from models import DR_GRADING, OUTPUT_NAMES, TaskSpec
 
 INPUT_NAME = "images"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8dyn")
@@ -20,23 +19,63 @@ class BackendError(RuntimeError):
     """A backend could not be created or could not run; the message names the model and why."""
 
 
-@dataclass(frozen=True)
 class Outputs:
-    """The model's two heads for N images: ``grade_logits`` (N x 5), ``gradable_logit`` (N x 1)."""
+    """A model's named outputs for N images (batch first), in the task's order: the class
+    logits, then the quality logit when the task has a quality head.
 
-    grade_logits: np.ndarray
-    gradable_logit: np.ndarray
+    ``Outputs(grade_logits, gradable_logit)`` (positional) names them as DR grading does;
+    :meth:`named` takes any task's names.
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, *arrays: np.ndarray, names: Sequence[str] = OUTPUT_NAMES) -> None:
+        if len(arrays) != len(names) or not arrays:
+            raise ValueError(f"{len(arrays)} output arrays for the {len(names)} names {names}")
+        self._arrays: dict[str, np.ndarray] = dict(zip(names, arrays, strict=True))
+
+    @classmethod
+    def named(cls, arrays: Mapping[str, np.ndarray]) -> Outputs:
+        """Outputs from ``{name: array}`` (in the model's order)."""
+        return cls(*arrays.values(), names=tuple(arrays))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Outputs]) -> Outputs:
+        """The rows of ``parts`` one after another (every part has the same outputs)."""
+        names = parts[0].names
+        return cls(*(np.concatenate([p[n] for p in parts]) for n in names), names=names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The output names, in order."""
+        return tuple(self._arrays)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise KeyError(f"no output {name!r}; the model has {list(self._arrays)}") from None
 
     def __len__(self) -> int:
-        return int(self.grade_logits.shape[0])
+        return int(next(iter(self._arrays.values())).shape[0])
+
+    @property
+    def grade_logits(self) -> np.ndarray:
+        """DR grading's class output (``grade_logits``, N x 5)."""
+        return self[OUTPUT_NAMES[0]]
+
+    @property
+    def gradable_logit(self) -> np.ndarray:
+        """DR grading's quality output (``gradable_logit``, N x 1)."""
+        return self[OUTPUT_NAMES[1]]
 
     def rows(self, start: int, stop: int) -> Outputs:
         """Rows ``start:stop`` (views, no copy)."""
-        return Outputs(self.grade_logits[start:stop], self.gradable_logit[start:stop])
+        return Outputs(*(a[start:stop] for a in self._arrays.values()), names=self.names)
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """``{"grade_logits": ..., "gradable_logit": ...}``, the ONNX output names."""
-        return {"grade_logits": self.grade_logits, "gradable_logit": self.gradable_logit}
+        """``{output name: array}``, the ONNX output names in order."""
+        return dict(self._arrays)
 
 
 def _all_finite(x: np.ndarray) -> bool:
@@ -49,7 +88,9 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
 
-    def __init__(self, model_path: Path, precision: str, image_size: int) -> None:
+    def __init__(
+        self, model_path: Path, precision: str, image_size: int, task: TaskSpec = DR_GRADING
+    ) -> None:
         if precision not in PRECISIONS:
             raise BackendError(
                 f"{model_path}: unknown precision {precision!r}; expected one of {PRECISIONS}"
@@ -57,6 +98,17 @@ class Backend(ABC):
         self.model_path = Path(model_path)
         self._precision = precision
         self._image_size = image_size
+        self._task = task
+
+    @property
+    def task(self) -> TaskSpec:
+        """The task the model answers: its input channels and output names and shapes."""
+        return self._task
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The outputs the task asks of the model, in order."""
+        return tuple(self._task.output_shapes())
 
     @property
     def precision(self) -> str:
@@ -89,17 +141,19 @@ class Backend(ABC):
         }
 
     def infer(self, images: np.ndarray, *, check_finite: bool = True) -> Outputs:
-        """Run normalised float32 images (N x 3 x S x S); checks inputs and outputs.
+        """Run normalised float32 images (N x C x S x S, C the task's input channels); checks
+        inputs, and that the outputs are the task's names and shapes.
 
         ``check_finite=False`` skips the NaN/inf check, for callers that checked already.
         """
-        s = self._image_size
+        s, c = self._image_size, self._task.input.channels
         if not isinstance(images, np.ndarray) or images.dtype != np.float32:
             got = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
             raise ValueError(f"images must be a float32 numpy array, got {got}")
-        if images.ndim != 4 or images.shape[1:] != (3, s, s) or images.shape[0] < 1:
+        if images.ndim != 4 or images.shape[1:] != (c, s, s) or images.shape[0] < 1:
             raise ValueError(
-                f"images must have shape (N, 3, {s}, {s}) with N >= 1, got {images.shape}"
+                f"images must have shape (N, {c}, {s}, {s}) with N >= 1 (task "
+                f"{self._task.name}), got {images.shape}"
             )
         limit = self.max_batch
         if limit is not None and images.shape[0] > limit:
@@ -107,14 +161,19 @@ class Backend(ABC):
         if check_finite and not _all_finite(images):
             raise ValueError("images contain NaN or infinite values")
         out = self._run(np.ascontiguousarray(images))
-        n = images.shape[0]
-        if out.grade_logits.shape != (n, NUM_GRADES) or out.gradable_logit.shape != (n, 1):
-            raise BackendError(
-                f"{self.model_path}: {self.name} returned grade_logits {out.grade_logits.shape} "
-                f"and gradable_logit {out.gradable_logit.shape} for {n} images; expected "
-                f"({n}, {NUM_GRADES}) and ({n}, 1): is this a Fovea model?"
-            )
+        self._check_outputs(out, images.shape[0])
         return out
+
+    def _check_outputs(self, out: Outputs, n: int) -> None:
+        want = {name: (n, *shape) for name, shape in self._task.output_shapes().items()}
+        got = {name: tuple(out[name].shape) for name in out.names}
+        if any(got.get(name) != shape for name, shape in want.items()):
+            expected = ", ".join(f"{k} {v}" for k, v in want.items())
+            returned = ", ".join(f"{k} {v}" for k, v in got.items())
+            raise BackendError(
+                f"{self.model_path}: {self.name} returned {returned} for {n} images; task "
+                f"{self._task.name} expects {expected}: is this a Fovea model of that task?"
+            )
 
     @abstractmethod
     def _run(self, images: np.ndarray) -> Outputs:
@@ -154,13 +213,22 @@ def backend_names() -> list[str]:
 
 
 def create_backend(
-    name: str, model_path: Path, precision: str, *, image_size: int, **options: Any
+    name: str,
+    model_path: Path,
+    precision: str,
+    *,
+    image_size: int,
+    task: TaskSpec = DR_GRADING,
+    **options: Any,
 ) -> Backend:
-    """Load ``model_path`` with the backend registered as ``name`` (options are its own)."""
+    """Load ``model_path`` for ``task`` with the backend registered as ``name`` (options are
+    its own)."""
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise BackendError(
             f"unknown backend {name!r}; registered: {', '.join(backend_names())}"
         ) from None
+    if task != DR_GRADING:  # backends written before task specs take no ``task`` (DR grading)
+        options["task"] = task
     return cls(Path(model_path), precision, image_size=image_size, **options)

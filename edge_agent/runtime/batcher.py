@@ -51,7 +51,7 @@ class BatcherSettings:
 
 @dataclass
 class _Pending:
-    images: np.ndarray  # n x 3 x S x S
+    images: np.ndarray  # n x C x S x S
     future: asyncio.Future[Outputs]
 
 
@@ -75,7 +75,7 @@ class DynamicBatcher:
         limit = backend.max_batch
         self._max = min(self.settings.max_batch, limit) if limit else self.settings.max_batch
         s = backend.image_size
-        self._shape = (3, s, s)
+        self._shape = (backend.task.input.channels, s, s)
         self._buffer = np.empty((self._max, *self._shape), np.float32)
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
@@ -95,7 +95,7 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def submit(self, images: np.ndarray) -> Outputs:
-        """Infer one image (3 x S x S) or a few (n x 3 x S x S) as part of a batch.
+        """Infer one image (C x S x S) or a few (n x C x S x S) as part of a batch.
 
         Raises ValueError for a wrong dtype or shape (nothing else in the batch is affected),
         the backend's error when its batch failed, and :class:`BatcherClosed` after close.
@@ -147,10 +147,7 @@ class DynamicBatcher:
                 self.backend.infer(x[i : i + self._max], check_finite=check)
                 for i in range(0, n, self._max)
             ]
-            out = Outputs(
-                np.concatenate([p.grade_logits for p in parts]),
-                np.concatenate([p.gradable_logit for p in parts]),
-            )
+            out = Outputs.concatenate(parts)
         return out, time.perf_counter() - start
 
     async def _wait_for_more(self) -> None:

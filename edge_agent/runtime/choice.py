@@ -57,6 +57,8 @@ def bundle_info(manifest: Manifest, slot_dir: Path) -> BundleInfo:
         budget_points={"fp16": budget.fp16, "int8": budget.int8},
         digest=manifest_digest(slot_dir),
         recipe=manifest.engine_recipe,
+        task=manifest.task,
+        referral_threshold=manifest.thresholds.referral,
     )
 
 

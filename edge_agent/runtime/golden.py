@@ -45,16 +45,14 @@ def infer_batched(backend: Backend, images: np.ndarray, batch: int) -> Outputs:
     """Run ``images`` through ``backend`` in chunks of at most ``batch`` (and its max batch)."""
     step = min(batch, backend.max_batch or batch)
     parts = [backend.infer(images[i : i + step]) for i in range(0, len(images), step)]
-    return Outputs(
-        np.concatenate([p.grade_logits for p in parts]),
-        np.concatenate([p.gradable_logit for p in parts]),
-    )
+    return Outputs.concatenate(parts)
 
 
 def golden_check(
     backend: Backend, slot_dir: Path, tolerance: float | Mapping[str, float] | None = None
 ) -> GoldenResult:
-    """Compare ``backend`` with the expected outputs in ``slot_dir/golden.npz``.
+    """Compare ``backend`` with the expected outputs in ``slot_dir/golden.npz`` (the images
+    and one array per output of the backend's task, by the output's name).
 
     ``tolerance``: one number, or per precision (default :data:`TOLERANCE`, or
     :data:`TENSORRT_TOLERANCE` for the TensorRT backend).
@@ -65,12 +63,16 @@ def golden_check(
     if tolerance is None:
         tolerance = TENSORRT_TOLERANCE if backend.name == "tensorrt" else TOLERANCE
     tol = tolerance if isinstance(tolerance, float | int) else tolerance.get(backend.precision, 1.0)
+    names = backend.output_names
     with np.load(path) as g:
-        try:
-            images = g[INPUT_NAME].astype(np.float32)
-            expected = {"grade_logits": g["grade_logits"], "gradable_logit": g["gradable_logit"]}
-        except KeyError as e:
-            raise ValueError(f"{path} has no array {e}; expected images and both outputs") from None
+        missing = [k for k in (INPUT_NAME, *names) if k not in g.files]
+        if missing:
+            raise ValueError(
+                f"{path} has no array {missing}; task {backend.task.name} expects "
+                f"{[INPUT_NAME, *names]} (has {g.files})"
+            )
+        images = g[INPUT_NAME].astype(np.float32)
+        expected = {k: g[k] for k in names}
     got = infer_batched(backend, images, len(images)).as_dict()
     errors = {k: float(np.abs(got[k] - expected[k].reshape(got[k].shape)).max()) for k in got}
     worst = max(errors, key=lambda k: errors[k])

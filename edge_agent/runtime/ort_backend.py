@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_agent.runtime.backend import INPUT_NAME, Backend, BackendError, Outputs, register_backend
+from models import DR_GRADING, TaskSpec
 
 PREFERENCE: tuple[str, ...] = (
     "TensorrtExecutionProvider",
@@ -60,12 +61,13 @@ class OrtBackend(Backend):
         precision: str,
         *,
         image_size: int,
+        task: TaskSpec = DR_GRADING,
         cache_dir: Path | None = None,
         threads: int = 0,
         providers: Sequence[str] | None = None,
     ) -> None:
         """``cache_dir``: the TensorRT provider's engine cache; ``threads``: intra-op (0: ORT's)."""
-        super().__init__(model_path, precision, image_size)
+        super().__init__(model_path, precision, image_size, task)
         if not self.model_path.is_file():
             raise BackendError(f"model file {self.model_path} does not exist")
         if threads < 0:
@@ -86,19 +88,38 @@ class OrtBackend(Backend):
             )
         except Exception as e:  # ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot load {self.model_path}: {e}") from None
-        inputs = [i.name for i in self._session.get_inputs()]
-        if inputs != [INPUT_NAME]:
+        self._check_signature()
+        self._threads = threads
+
+    def _check_signature(self) -> None:
+        """Refuse a model whose input or outputs are not the task's (names, channels, widths)."""
+        task = self.task
+        inputs = self._session.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME]:
             raise BackendError(
-                f"{self.model_path}: expected one input {INPUT_NAME!r}, has {inputs}"
+                f"{self.model_path}: expected one input {INPUT_NAME!r}, has "
+                f"{[i.name for i in inputs]}"
             )
-        names = [o.name for o in self._session.get_outputs()]
-        missing = {"grade_logits", "gradable_logit"} - set(names)
+        channels = inputs[0].shape[1] if len(inputs[0].shape) == 4 else None
+        if isinstance(channels, int) and channels != task.input.channels:
+            raise BackendError(
+                f"{self.model_path}: input {INPUT_NAME!r} has {channels} channels, task "
+                f"{task.name} input.channels is {task.input.channels}"
+            )
+        declared = {o.name: o.shape for o in self._session.get_outputs()}
+        missing = [name for name in self.output_names if name not in declared]
         if missing:
             raise BackendError(
-                f"{self.model_path}: outputs {sorted(missing)} missing (has {names})"
+                f"{self.model_path}: outputs {missing} missing (has {list(declared)}); task "
+                f"{task.name} names its outputs {list(self.output_names)}"
             )
-        self._outputs = ["grade_logits", "gradable_logit"]
-        self._threads = threads
+        for name, shape in task.output_shapes().items():
+            width = declared[name][1:] if declared[name] else None
+            if width and all(isinstance(d, int) for d in width) and tuple(width) != shape:
+                raise BackendError(
+                    f"{self.model_path}: output {name!r} is N x {tuple(width)}, task "
+                    f"{task.name} needs N x {shape}"
+                )
 
     @property
     def providers(self) -> list[str]:
@@ -110,5 +131,6 @@ class OrtBackend(Backend):
         return {**super().describe(), "threads": self._threads, "onnxruntime": ort.__version__}
 
     def _run(self, images: np.ndarray) -> Outputs:
-        grade, gradable = self._session.run(self._outputs, {INPUT_NAME: images})
-        return Outputs(np.asarray(grade, np.float32), np.asarray(gradable, np.float32))
+        names = self.output_names
+        arrays = self._session.run(list(names), {INPUT_NAME: images})
+        return Outputs(*(np.asarray(a, np.float32) for a in arrays), names=names)

@@ -16,7 +16,7 @@ import numpy as np
 from edge_agent.runtime.backend import PRECISIONS, Backend, BackendError, create_backend
 from edge_agent.runtime.golden import golden_check, infer_batched
 from edge_agent.runtime.trt_engine import NOT_INSTALLED, tensorrt_available
-from models import PreprocessSpec
+from models import DR_GRADING, PreprocessSpec, TaskSpec, task_metrics
 
 VALIDATION_FILE = "validation.npz"
 SCHEMA_VERSION = 1
@@ -29,7 +29,9 @@ class BundleInfo:
 
     ``files`` maps precision to its ONNX file relative to the slot; ``budget_points`` holds the
     accuracy points each precision may lose against fp32 (``fp16``, ``int8``; ``int8dyn`` uses
-    ``int8``, TensorRT fp32 uses ``fp16``'s since TF32 kernels are not bit-exact).
+    ``int8``, TensorRT fp32 uses ``fp16``'s since TF32 kernels are not bit-exact). ``task``
+    names the outputs and the input channels; accuracy is measured by its metrics at
+    ``referral_threshold``.
     """
 
     preprocess: PreprocessSpec
@@ -37,6 +39,8 @@ class BundleInfo:
     budget_points: Mapping[str, float]
     digest: str = ""
     recipe: Mapping[str, Any] | None = None
+    task: TaskSpec = DR_GRADING
+    referral_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = set(self.files) - set(PRECISIONS)
@@ -57,6 +61,7 @@ class BundleInfo:
         """Read ``export.json`` and ``recipe.json`` of an export (or installed bundle) dir."""
         report = json.loads((Path(directory) / "export.json").read_text())
         recipe_path = Path(directory) / "recipe.json"
+        point = report.get("operating_point") or {}
         return cls(
             preprocess=PreprocessSpec.model_validate(report["preprocess"]),
             files={k: v["file"] for k, v in report["precisions"].items()},
@@ -66,6 +71,8 @@ class BundleInfo:
             },
             digest=digest,
             recipe=json.loads(recipe_path.read_text()) if recipe_path.is_file() else None,
+            task=TaskSpec.model_validate(report["task"]) if "task" in report else DR_GRADING,
+            referral_threshold=float(point.get("referral_threshold", 0.5)),
         )
 
 
@@ -157,7 +164,7 @@ def open_candidate(
     backend: str, precision: str, slot_dir: Path, info: BundleInfo, settings: SelectionSettings
 ) -> Backend:
     """Load one candidate from the slot (TensorRT: from the engine cache, or built)."""
-    size = info.preprocess.size
+    size, task = info.preprocess.size, info.task
     if backend == "tensorrt":
         if info.recipe is None:
             raise BackendError("skipped: the bundle carries no engine recipe")
@@ -168,6 +175,7 @@ def open_candidate(
             slot_dir,
             precision,
             image_size=size,
+            task=task,
             recipe=dict(info.recipe),
             cache_dir=settings.cache_dir,
             bundle_digest=info.digest or "nodigest",
@@ -182,6 +190,7 @@ def open_candidate(
         slot_dir / info.files[precision],
         precision,
         image_size=size,
+        task=task,
         cache_dir=cache,
         threads=settings.threads,
     )
@@ -198,14 +207,40 @@ def _candidates(info: BundleInfo, settings: SelectionSettings) -> list[tuple[str
     return out
 
 
-def _validation(slot_dir: Path, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
-    path = slot_dir / VALIDATION_FILE
+def _validation(slot_dir: Path, info: BundleInfo) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled sample, normalised to the task's channels, and its labels (-1: unknown;
+    ``multilabel``: N x L of 0/1). Labels are ``labels`` (any task) or ``grade`` (DR)."""
+    path, task = slot_dir / VALIDATION_FILE, info.task
     with np.load(path) as v:
-        images, grade, gradable = v["images"], v["grade"], v["gradable"]
-    keep = gradable.astype(bool) & (grade >= 0)
+        key = "labels" if "labels" in v.files else "grade"
+        if key not in v.files or "images" not in v.files:
+            raise ValueError(f"{path} needs arrays images and labels (or grade); has {v.files}")
+        images, labels = v["images"], v[key]
+        gradable = v["gradable"].astype(bool) if "gradable" in v.files else None
+    try:
+        task.check_labels(labels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {key}: {exc}") from None
+    keep = np.ones(len(labels), bool) if gradable is None else gradable
+    if task.kind == "multilabel":
+        labels, images = labels[keep], images[keep]
+        keep = np.ones(len(labels), bool)
+    else:
+        keep &= labels >= 0
+        labels = np.where(keep, labels, -1)
     if not keep.any():
         raise ValueError(f"{path} holds no gradable, labelled image to measure accuracy on")
-    return spec.normalise(images), np.where(keep, grade, -1)
+    return task.input.to_channels(info.preprocess.normalise(images)), labels
+
+
+def _accuracy(info: BundleInfo, class_logits: np.ndarray, labels: np.ndarray) -> float:
+    """The task's accuracy in points: class accuracy (single-label kinds); for ``multilabel``
+    the mean AUC over labels, or the referral AUC when a label is never (or always) seen."""
+    m = task_metrics(info.task, class_logits, labels, info.referral_threshold, resamples=0)
+    for key in ("accuracy", "mean_auc", "referral_auc"):
+        if key in m and np.isfinite(m[key].value):
+            return 100.0 * m[key].value
+    raise ValueError(f"validation.npz cannot measure task {info.task.name}: {sorted(m)} are NaN")
 
 
 def _time(backend: Backend, x: np.ndarray, settings: SelectionSettings) -> tuple[float, float]:
@@ -241,10 +276,9 @@ def _measure(
         if not golden.passed:
             m.status = f"golden check failed: {golden.describe()}"
             return None
-        x, grade = data
-        pred = infer_batched(backend, x, settings.batch).grade_logits.argmax(1)
-        labelled = grade >= 0
-        m.accuracy = 100.0 * float((pred[labelled] == grade[labelled]).mean())
+        x, labels = data
+        out = infer_batched(backend, x, settings.batch)
+        m.accuracy = _accuracy(info, out[info.task.outputs.classes], labels)
         reps = -(-settings.batch // len(x))
         batch_x = np.ascontiguousarray(np.concatenate([x] * reps)[: settings.batch])
         m.throughput_img_s, m.latency_ms_batch = _time(backend, batch_x, settings)
@@ -279,7 +313,7 @@ def choose_precision(
     """
     settings = settings or SelectionSettings()
     slot_dir = Path(slot_dir)
-    data = _validation(slot_dir, info.preprocess)
+    data = _validation(slot_dir, info)
     measurements = [Measurement(b, p) for b, p in _candidates(info, settings)]
     if "tensorrt" in settings.backends and not tensorrt_available():
         for m in measurements:

@@ -13,6 +13,7 @@ from edge_agent.runtime.cuda_buffers import CudaError, DeviceBuffer, Stream, gpu
 from edge_agent.runtime.trt_build import NOT_INSTALLED, tensorrt_available
 from edge_agent.runtime.trt_engine import cached_engine, engine_cache_key, timing_cache_path
 from edge_agent.runtime.trt_recipe import EngineRecipe
+from models import DR_GRADING, TaskSpec
 
 
 @register_backend("tensorrt")
@@ -28,12 +29,13 @@ class TrtBackend(Backend):
         precision: str,
         *,
         image_size: int,
+        task: TaskSpec = DR_GRADING,
         recipe: dict[str, Any] | EngineRecipe,
         cache_dir: Path,
         bundle_digest: str,
     ) -> None:
         """Load the engine cached for this bundle, GPU, TensorRT and precision, or build it."""
-        super().__init__(model_path, precision, image_size)
+        super().__init__(model_path, precision, image_size, task)
         if not tensorrt_available():
             raise BackendError(NOT_INSTALLED)
         import tensorrt as trt
@@ -41,7 +43,8 @@ class TrtBackend(Backend):
         gpu = gpu_info()
         if gpu is None:
             raise BackendError("skipped: no CUDA GPU (or cuda-python missing)")
-        self._recipe = recipe if isinstance(recipe, EngineRecipe) else EngineRecipe(**recipe)
+        parsed = recipe if isinstance(recipe, EngineRecipe) else EngineRecipe(**recipe)
+        self._recipe = parsed.model_copy(update={"channels": task.input.channels})
         self._key = engine_cache_key(bundle_digest, gpu, trt.__version__, precision)
         self._gpu = gpu
         self._trt_version = trt.__version__
@@ -76,9 +79,12 @@ class TrtBackend(Backend):
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             self._buffers[name] = DeviceBuffer(full, dtype)
             self._context.set_tensor_address(name, self._buffers[name].device)
-        missing = {"grade_logits", "gradable_logit"} - set(names)
+        missing = [n for n in self.output_names if n not in names]
         if missing:
-            raise RuntimeError(f"engine outputs {sorted(missing)} missing (has {names})")
+            raise RuntimeError(
+                f"engine outputs {missing} missing (has {names}); task {self.task.name} names "
+                f"its outputs {list(self.output_names)}"
+            )
 
     @property
     def providers(self) -> list[str]:
@@ -104,14 +110,13 @@ class TrtBackend(Backend):
                 raise BackendError(f"TensorRT refused input shape {images.shape}")
             if not self._context.execute_async_v3(int(self._stream.handle)):
                 raise BackendError(f"TensorRT execution failed for {self.engine_path}")
-            outs = {}
-            for name in ("grade_logits", "gradable_logit"):
+            names = self.output_names
+            for name in names:
                 buf = self._buffers[name]
                 buf.to_host(n * buf.nbytes // self._max_batch, self._stream.handle)
             self._stream.synchronize()
-            for name in ("grade_logits", "gradable_logit"):
-                outs[name] = self._buffers[name].host[:n].astype(np.float32, copy=True)
-        return Outputs(outs["grade_logits"], outs["gradable_logit"])
+            outs = [self._buffers[name].host[:n].astype(np.float32, copy=True) for name in names]
+        return Outputs(*outs, names=names)
 
     def close(self) -> None:
         """Free the device buffers and the stream."""

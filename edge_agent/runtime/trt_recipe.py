@@ -34,6 +34,8 @@ class EngineRecipe(BaseModel):
     schema_version: Literal[1] = 1
     input: str
     image_size: int
+    channels: Literal[1, 3] = 3
+    """Input channels (the task's ``input.channels``; the device sets it from the task)."""
     min_batch: int
     opt_batch: int
     max_batch: int
@@ -55,7 +57,7 @@ class EngineRecipe(BaseModel):
             onnx=base_dir / step.onnx,
             generation=step.trt,
             input_name=self.input,
-            input_shape=(3, self.image_size, self.image_size),
+            input_shape=(self.channels, self.image_size, self.image_size),
             batches=(self.min_batch, self.opt_batch, self.max_batch),
             workspace_mb=self.workspace_mb,
             precision=step.precision,

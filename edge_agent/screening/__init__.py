@@ -12,6 +12,7 @@ from edge_agent.screening.quality import (
     FundusCheckSettings,
     Quality,
     assess_quality,
+    checks_only,
     fundus_checks,
 )
 from edge_agent.screening.recommend import (
@@ -33,6 +34,7 @@ __all__ = [
     "Quality",
     "Recommendation",
     "assess_quality",
+    "checks_only",
     "decode_image",
     "eye_result",
     "fundus_checks",

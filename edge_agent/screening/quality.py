@@ -62,17 +62,44 @@ class FundusCheckSettings:
 DEFAULT_CHECKS = FundusCheckSettings()
 
 
+NOT_ASSESSED = (
+    "this task's model has no quality head: image quality is not assessed beyond the image checks"
+)
+
+
 @dataclass(frozen=True)
 class Quality:
-    """The gate's verdict on one image: gradable or not, a score in 0-1 and the reasons."""
+    """The gate's verdict on one image: gradable or not, a score in 0-1 and the reasons.
 
-    gradable: bool
-    score: float
+    ``assessed`` is False for a task without a quality head: then ``gradable`` and ``score``
+    are None (nothing is invented) and ``reasons`` holds only the image checks' findings.
+    """
+
+    gradable: bool | None
+    score: float | None
     reasons: tuple[str, ...]
+    assessed: bool = True
+
+    @property
+    def passed(self) -> bool:
+        """Whether the image may be classified: gradable, or (not assessed) no check failed."""
+        return bool(self.gradable) if self.assessed else not self.reasons
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {"gradable": self.gradable, "score": self.score, "reasons": list(self.reasons)}
+        """JSON-ready form (``assessed`` and a note only when the model did not assess it)."""
+        body: dict[str, object] = {
+            "gradable": self.gradable,
+            "score": self.score,
+            "reasons": list(self.reasons),
+        }
+        if not self.assessed:
+            body.update(assessed=False, note=NOT_ASSESSED)
+        return body
+
+
+def checks_only(checks: list[str]) -> Quality:
+    """The verdict for a task without a quality head: the image checks' reasons, no score."""
+    return Quality(gradable=None, score=None, reasons=tuple(checks), assessed=False)
 
 
 def _working_copy(image: np.ndarray, size: int) -> np.ndarray:

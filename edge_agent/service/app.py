@@ -113,7 +113,7 @@ def create_app(
             predictor, metrics, require("status"), telemetry=telemetry, status_extra=status_extra
         )
     )
-    app.include_router(page_router())
+    app.include_router(page_router(screening.task))
     screener = Screening(predictor, cases, screening, config, metrics)
     app.include_router(screening_router(screener, require("screen"), require("review")))
     app.infer_handler = InferHandler(predictor, tokens, metrics, config.max_request_bytes)

@@ -1,8 +1,16 @@
-"""The agent's one web page: sign in with a token, upload eye images, see and review results."""
+"""The agent's one web page: sign in with a token, upload eye images, see and review results.
+
+The page speaks the bundle's task: its heading, the classes a clinician picks from (several at
+once for a multilabel task) and how a result is shown come from the task spec.
+"""
 
 from __future__ import annotations
 
-PAGE_HTML = """<!doctype html>
+import html
+
+from models import DR_GRADING, TaskSpec
+
+_TEMPLATE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -19,8 +27,8 @@ PAGE_HTML = """<!doctype html>
 </style>
 </head>
 <body>
-<h1>Diabetic retinopathy screening</h1>
-<p>Images stay on this device.</p>
+<h1>__TITLE__</h1>
+<p>__DESCRIPTION__Images stay on this device.</p>
 <fieldset>
  <legend>Sign in</legend>
  <label>Access token <input id="token" type="password" autocomplete="off" size="48"></label>
@@ -40,10 +48,8 @@ PAGE_HTML = """<!doctype html>
  <fieldset>
   <legend>Clinician review</legend>
   <label>Case <select id="review-case"></select></label>
-  <label>Grade <select id="review-grade">
-   <option value="0">0 no DR</option><option value="1">1 mild NPDR</option>
-   <option value="2">2 moderate NPDR</option><option value="3">3 severe NPDR</option>
-   <option value="4">4 proliferative DR</option></select></label>
+  <label>__PICK__ <select id="review-grade"__MULTIPLE__>
+__OPTIONS__</select></label>
   <label><input id="review-gradable" type="checkbox" checked> Image is gradable</label>
   <label>Comment <input id="review-comment" type="text" size="40" maxlength="2000"></label>
   <button id="review-btn" type="submit">Confirm / correct</button>
@@ -53,6 +59,7 @@ PAGE_HTML = """<!doctype html>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
+const REVIEW_FIELD = "__FIELD__";
 $("token").value = sessionStorage.getItem("fovea-token") || "";
 $("token").addEventListener("change",
   () => sessionStorage.setItem("fovea-token", $("token").value));
@@ -62,6 +69,15 @@ function text(tag, content, cls) {
   el.textContent = content;
   if (cls) el.className = cls;
   return el;
+}
+function answer(eye) {
+  if (eye.grade !== undefined) return "Grade " + eye.grade + " (" + eye.grade_name + ")";
+  if (Array.isArray(eye.labels)) return "Findings: " + (eye.labels.join(", ") || "none");
+  return "Class: " + eye["class"];
+}
+function picked() {
+  const values = Array.from($("review-grade").selectedOptions, (o) => Number(o.value));
+  return $("review-grade").multiple ? values : values[0];
 }
 function showError(target, body, status) {
   const message = "Error " + status + ": " + (body.error || "request failed");
@@ -92,9 +108,8 @@ $("screen-form").addEventListener("submit", async (event) => {
     box.append(
       text("h3", eye.eye + " eye: " + eye.recommendation.replaceAll("_", " "),
            eye.recommendation.split("_")[0]),
-      text("p", eye.quality.gradable
-        ? "Grade " + eye.grade + " (" + eye.grade_name + "), referable: "
-          + (eye.referable ? "yes" : "no")
+      text("p", eye.recommendation !== "retake_image"
+        ? answer(eye) + ", referable: " + (eye.referable ? "yes" : "no")
           + " (p = " + eye.referable_probability.toFixed(3) + ")"
         : "Not gradable: " + eye.quality.reasons.join("; ")),
       text("p", "Case " + eye.case_id));
@@ -103,15 +118,18 @@ $("screen-form").addEventListener("submit", async (event) => {
     option.value = eye.case_id;
     select.append(option);
   }
-  if (body.eyes.length && body.eyes[0].grade !== null) {
-    $("review-grade").value = String(body.eyes[0].grade);
+  const first = body.eyes.length ? body.eyes[0] : null;
+  if (first && first.grade !== undefined && first.grade !== null) {
+    $("review-grade").value = String(first.grade);
+  } else if (first && first.class_index !== undefined && first.class_index !== null) {
+    $("review-grade").value = String(first.class_index);
   }
   $("review-form").hidden = false;
 });
 $("review-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const payload = {
-    grade: $("review-gradable").checked ? Number($("review-grade").value) : null,
+    [REVIEW_FIELD]: $("review-gradable").checked ? picked() : null,
     gradable: $("review-gradable").checked,
     comment: $("review-comment").value,
   };
@@ -123,7 +141,8 @@ $("review-form").addEventListener("submit", async (event) => {
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) { showError($("review-status"), body, response.status); return; }
-  const saved = "Review saved for case " + body.case_id + " (grade " + body.grade + ")";
+  const verdict = REVIEW_FIELD === "grade" ? "grade " + body.grade : String(body.label);
+  const saved = "Review saved for case " + body.case_id + " (" + verdict + ")";
   $("review-status").replaceChildren(text("p", saved));
 });
 </script>
@@ -131,4 +150,32 @@ $("review-form").addEventListener("submit", async (event) => {
 </html>
 """
 
-__all__ = ["PAGE_HTML"]
+
+def page_html(task: TaskSpec = DR_GRADING) -> str:
+    """The page for ``task``: its name, description and classes (indices as option values)."""
+    grading = task.kind == "grading"
+    options = "\n".join(
+        f'   <option value="{i}">{f"{i} " if grading else ""}{html.escape(c)}</option>'
+        for i, c in enumerate(task.classes)
+    )
+    title = "Diabetic retinopathy screening" if task == DR_GRADING else f"{task.name} screening"
+    description = f"{task.description} " if task != DR_GRADING and task.description else ""
+    pick = "Grade" if grading else "Findings" if task.kind == "multilabel" else "Class"
+    values = {
+        "__TITLE__": html.escape(title),
+        "__DESCRIPTION__": html.escape(description),
+        "__PICK__": pick,
+        "__MULTIPLE__": " multiple" if task.kind == "multilabel" else "",
+        "__OPTIONS__": options,
+        "__FIELD__": "grade" if grading else "label",
+    }
+    page = _TEMPLATE
+    for key, value in values.items():
+        page = page.replace(key, value)
+    return page
+
+
+PAGE_HTML = page_html(DR_GRADING)
+"""The page for DR grading, the default task."""
+
+__all__ = ["PAGE_HTML", "page_html"]

@@ -37,6 +37,8 @@ class ModelInfo:
     precision: str = "fp32"
     max_request_rows: int = 64
     extra: dict[str, object] = field(default_factory=dict)
+    parameters: dict[str, object] = field(default_factory=dict)
+    """Shown as the metadata's ``parameters`` (the task: name, kind, classes ...) when set."""
 
     def __post_init__(self) -> None:
         if self.version < 1:
@@ -47,14 +49,17 @@ class ModelInfo:
             raise ValueError(f"max_request_rows must be >= 1, got {self.max_request_rows}")
 
     def metadata(self) -> dict[str, object]:
-        """The body of ``GET /v2/models/{name}``."""
-        return {
+        """The body of ``GET /v2/models/{name}`` (``parameters`` only when there are some)."""
+        body: dict[str, object] = {
             "name": self.name,
             "versions": [str(self.version)],
             "platform": self.platform,
             "inputs": [t.as_json() for t in self.inputs],
             "outputs": [t.as_json() for t in self.outputs],
         }
+        if self.parameters:
+            body["parameters"] = dict(self.parameters)
+        return body
 
     def config(self) -> dict[str, object]:
         """A Triton-style model configuration (``GET /v2/models/{name}/config``)."""

@@ -15,8 +15,9 @@ from edge_agent import agent_version
 from edge_agent.service.auth import Principal
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
-from edge_agent.service.page import PAGE_HTML
+from edge_agent.service.page import page_html
 from edge_agent.service.predictor import Predictor
+from models import DR_GRADING, TaskSpec
 
 AGENT_NAME = "fovea-agent"
 EXTENSIONS = ("binary_tensor_data", "model_configuration")
@@ -121,14 +122,15 @@ def status_router(
     return router
 
 
-def page_router() -> APIRouter:
-    """The web page at ``/`` (screening and review in the browser)."""
+def page_router(task: TaskSpec = DR_GRADING) -> APIRouter:
+    """The web page at ``/`` (screening and review in the browser), in ``task``'s classes."""
     router = APIRouter()
+    text = page_html(task)
 
     @router.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         """The screening and review page."""
-        return HTMLResponse(PAGE_HTML)
+        return HTMLResponse(text)
 
     return router
 

@@ -2,6 +2,7 @@
 ``POST /v1/screen`` (one or both eyes) and ``POST /v1/cases/{id}/review``."""
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,14 +10,25 @@ from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from PIL import Image
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from edge_agent.screening import (
+    DEFAULT_CHECKS,
     DecodeLimits,
     EyeResult,
+    FundusCheckSettings,
     ImageError,
     PatientResult,
     decode_image,
@@ -29,18 +41,28 @@ from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
-from models import PreprocessSpec
+from edge_agent.service.review import resolve_review
+from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 EYE_FIELDS = ("left", "right", "image")
 
 
 @dataclass(frozen=True)
 class ScreeningSettings:
-    """The bundle's screening rules: preprocessing, operating point and gradability threshold."""
+    """The bundle's screening rules: preprocessing, operating point, gradability threshold and
+    the task (classes, input channels and preprocessing, output names, patient rule)."""
 
     spec: PreprocessSpec
     referral_threshold: float
     gradable_threshold: float = 0.5
+    task: TaskSpec = DR_GRADING
+
+    @property
+    def checks(self) -> FundusCheckSettings:
+        """The fundus checks: a grey (one-channel) task's photographs need not be red."""
+        if self.task.input.channels == 1:
+            return dataclasses.replace(DEFAULT_CHECKS, min_red_ratio=0.0)
+        return DEFAULT_CHECKS
 
     def __post_init__(self) -> None:
         for name in ("referral_threshold", "gradable_threshold"):
@@ -68,7 +90,15 @@ class CaseStore(Protocol):
         ...
 
     def record_review(
-        self, case_id: str, *, user: str, grade: int | None, gradable: bool, comment: str
+        self,
+        case_id: str,
+        *,
+        user: str,
+        grade: int | None,
+        gradable: bool,
+        comment: str,
+        labels: tuple[str, ...] | None = None,
+        num_classes: int = ...,
     ) -> object:
         """Store a clinician's review of a case (a later review supersedes; all are kept)."""
         ...
@@ -79,20 +109,25 @@ class CaseStore(Protocol):
 
 
 class ReviewBody(BaseModel):
-    """A clinician's verdict on one case."""
+    """A clinician's verdict on one case: a ``grade`` (grading tasks, by index) or a ``label``
+    (any task: a class name or index; for a multilabel task a list of them, [] for none)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    grade: int | None = Field(None, ge=0, le=4)
+    grade: int | None = Field(None, ge=0)
+    label: StrictStr | StrictInt | list[StrictStr | StrictInt] | None = None
     gradable: bool = True
     comment: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
-    def _grade_if_gradable(self) -> "ReviewBody":
-        if self.gradable and self.grade is None:
-            raise ValueError("a gradable image needs a grade 0-4")
-        if not self.gradable and self.grade is not None:
-            raise ValueError("an ungradable image has no grade: send grade null")
+    def _verdict_if_gradable(self) -> "ReviewBody":
+        given = self.grade is not None or self.label is not None
+        if self.gradable and not given:
+            raise ValueError("a gradable image needs a grade (or a label)")
+        if not self.gradable and given:
+            raise ValueError("an ungradable image has no grade or label: send them null")
+        if self.grade is not None and self.label is not None:
+            raise ValueError("send a grade or a label, not both")
         return self
 
 
@@ -106,15 +141,26 @@ class _Eye:
     size: int
 
 
+def to_square(image: np.ndarray, spec: PreprocessSpec, task: TaskSpec) -> np.ndarray:
+    """The model's square (uint8 S x S x 3) by the task's preprocessing: the fundus cropped
+    from its black border then resized (``fundus_crop``), or the whole image resized."""
+    if task.input.preprocessing == "fundus_crop":
+        return spec.to_square(image)
+    if image.shape[:2] == (spec.size, spec.size):
+        return image
+    resized = Image.fromarray(image).resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
 def _prepare(
-    name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, spec: PreprocessSpec
+    name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, settings: ScreeningSettings
 ) -> _Eye:
     try:
         image = decode_image(data, upload.content_type, limits)
     except ImageError as exc:
         raise ApiError(exc.status, f"{name}: {exc}") from None
-    checks = fundus_checks(image)
-    square = spec.to_square(image)
+    checks = fundus_checks(image, settings.checks)
+    square = to_square(image, settings.spec, settings.task)
     return _Eye(name, square, checks, upload.filename or "", upload.content_type or "", len(data))
 
 
@@ -187,6 +233,7 @@ class Screening:
             max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
         )
         self.pending = _PendingImages()
+        self.task = settings.task
         self.info = info = predictor.info
         self.model = {
             "name": info.name,
@@ -208,27 +255,31 @@ class Screening:
         for name, upload in await _uploads(request, self.config):
             data = await upload.read()
             eye = "unknown" if name == "image" else name
-            spec = self.settings.spec
-            eyes.append(await asyncio.to_thread(_prepare, eye, upload, data, self.limits, spec))
+            prepare = functools.partial(_prepare, eye, upload, data, self.limits, self.settings)
+            eyes.append(await asyncio.to_thread(prepare))
         return eyes
 
     async def infer(self, eyes: list[_Eye]) -> dict[str, np.ndarray]:
-        """The model's outputs for the eyes, as one batch."""
+        """The model's outputs for the eyes, as one batch in the task's channels."""
         batch = self.settings.spec.normalise(np.stack([e.square for e in eyes]))
-        return await self.predictor.infer(batch)
+        return await self.predictor.infer(self.task.input.to_channels(batch))
 
     def recommend(
         self, eyes: list[_Eye], outputs: dict[str, np.ndarray]
     ) -> tuple[list[EyeResult], PatientResult]:
-        """Each eye's result at the bundle's operating point, and the patient's (worse eye)."""
+        """Each eye's result at the bundle's operating point, and the patient's (the task's
+        patient rule)."""
+        task = self.task
+        quality = outputs[task.outputs.quality] if task.quality_head else None
         results = [
             eye_result(
-                outputs["grade_logits"][i],
-                outputs["gradable_logit"][i],
+                outputs[task.outputs.classes][i],
+                None if quality is None else quality[i],
                 e.checks,
                 referral_threshold=self.settings.referral_threshold,
                 gradable_threshold=self.settings.gradable_threshold,
                 eye=e.eye,
+                task=task,
             )
             for i, e in enumerate(eyes)
         ]
@@ -261,26 +312,39 @@ class Screening:
                 self.pending.put(case_id, e.square)
             body_eyes.append({"case_id": case_id, **entry})
         self.metrics.screenings.labels(patient.recommendation.value).inc()
-        return {
+        body = {
             "case_id": body_eyes[0]["case_id"],
             "patient": patient.to_dict(),
             "eyes": body_eyes,
             "model": self.model,
             "referral_threshold": self.settings.referral_threshold,
         }
+        if self.task != DR_GRADING:  # DR answers stay exactly as they always were
+            body["task"] = {
+                "name": self.task.name,
+                "kind": self.task.kind,
+                "classes": list(self.task.classes),
+                "patient_rule": self.task.patient_rule,
+                "quality_head": self.task.quality_head,
+            }
+        return body
 
     async def review(self, case_id: str, request: Request, user: Principal) -> dict[str, Any]:
-        """Record a clinician's grade for a screened case; the response body (4xx if refused)."""
+        """Record a clinician's verdict (a grade, or a label in the task's classes) for a
+        screened case; the response body (4xx if refused: 422 for a label not in the task)."""
         body = _review_body(await request.body())
+        verdict = resolve_review(self.task, body.grade, body.label)
         if len(case_id) > 64 or await asyncio.to_thread(self.cases.get_case, case_id) is None:
             raise ApiError(404, f"no case {case_id[:64]!r} on this device")
         review = functools.partial(
             self.cases.record_review,
             case_id,
             user=user.name,
-            grade=body.grade,
+            grade=verdict.grade,
             gradable=body.gradable,
             comment=body.comment,
+            labels=verdict.labels,
+            num_classes=self.task.num_classes,
         )
         try:
             await asyncio.to_thread(review)
@@ -289,7 +353,13 @@ class Screening:
         image = self.pending.pop(case_id)
         if image is not None and body.gradable:
             await asyncio.to_thread(self.cases.save_case_image, case_id, image)
-        return {"case_id": case_id, "reviewer": user.name, **body.model_dump()}
+        answer = verdict.as_dict(self.task, body.grade is not None or not body.gradable)
+        return {
+            "case_id": case_id,
+            "reviewer": user.name,
+            **answer,
+            **body.model_dump(include={"gradable", "comment"}),
+        }
 
 
 def _review_body(raw: bytes) -> ReviewBody:

@@ -6,7 +6,7 @@ import numpy as np
 
 from edge_agent.runtime import INPUT_NAME, Backend, DynamicBatcher
 from edge_agent.service.predictor import ModelInfo, TensorInfo
-from models import NUM_GRADES, OUTPUT_NAMES
+from models import TaskSpec
 
 
 def model_info(
@@ -17,22 +17,37 @@ def model_info(
     max_request_rows: int = 64,
     extra: dict[str, object] | None = None,
 ) -> ModelInfo:
-    """KServe's view of a Fovea model loaded in ``backend``."""
-    s = backend.image_size
+    """KServe's view of a Fovea model loaded in ``backend``: input and outputs from its task."""
+    s, task = backend.image_size, backend.task
     return ModelInfo(
         name=name,
         version=version,
-        inputs=(TensorInfo(INPUT_NAME, "FP32", (-1, 3, s, s)),),
-        outputs=(
-            TensorInfo(OUTPUT_NAMES[0], "FP32", (-1, NUM_GRADES)),
-            TensorInfo(OUTPUT_NAMES[1], "FP32", (-1, 1)),
+        inputs=(TensorInfo(INPUT_NAME, "FP32", (-1, task.input.channels, s, s)),),
+        outputs=tuple(
+            TensorInfo(out, "FP32", (-1, *shape)) for out, shape in task.output_shapes().items()
         ),
+        parameters=task_parameters(task),
         platform="tensorrt_plan" if backend.name == "tensorrt" else "onnxruntime_onnx",
         backend=backend.name,
         precision=backend.precision,
         max_request_rows=max_request_rows,
         extra=dict(extra or {}),
     )
+
+
+def task_parameters(task: TaskSpec) -> dict[str, object]:
+    """The task, as the model metadata's ``parameters``: name, kind, classes, patient rule,
+    whether there is a quality head, and which output is which."""
+    return {
+        "task": task.name,
+        "task_kind": task.kind,
+        "classes": list(task.classes),
+        "patient_rule": task.patient_rule,
+        "quality_head": task.quality_head,
+        "class_output": task.outputs.classes,
+        "quality_output": task.outputs.quality if task.quality_head else None,
+        "preprocessing": task.input.preprocessing,
+    }
 
 
 class ServedModel:
@@ -61,4 +76,4 @@ class ServedModel:
         self.batcher.backend.close()
 
 
-__all__ = ["ServedModel", "model_info"]
+__all__ = ["ServedModel", "model_info", "task_parameters"]

@@ -143,9 +143,10 @@ def _served(
 
 
 def _screening(manifest: Manifest) -> ScreeningSettings:
-    """The bundle's screening rules."""
+    """The bundle's screening rules, in its task."""
     return ScreeningSettings(
         spec=manifest.preprocess,
+        task=manifest.task,
         referral_threshold=manifest.thresholds.referral,
         gradable_threshold=manifest.thresholds.gradable,
     )

@@ -20,7 +20,11 @@ class User:
 
 @dataclass(frozen=True)
 class Review:
-    """A clinician's grade for a case; a case may be reviewed again, the latest wins."""
+    """A clinician's verdict on a case; a case may be reviewed again, the latest wins.
+
+    ``grade`` is the class index (single-label tasks; for DR the grade), ``labels`` the class
+    names given (a multilabel review's findings; None for reviews made by grade alone).
+    """
 
     id: int
     case_id: str
@@ -29,6 +33,7 @@ class Review:
     gradable: bool
     comment: str
     created: str
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ class Retention:
 def review_from_row(r: sqlite3.Row) -> Review:
     """A review from its database row."""
     ok = bool(r["gradable"])
-    return Review(r["id"], r["case_id"], r["user"], r["grade"], ok, r["comment"], r["created"])
+    labels = tuple(json.loads(r["labels"])) if r["labels"] is not None else None
+    return Review(
+        r["id"], r["case_id"], r["user"], r["grade"], ok, r["comment"], r["created"], labels
+    )
 
 
 def update_from_row(r: sqlite3.Row) -> Update:

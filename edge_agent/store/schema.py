@@ -74,7 +74,28 @@ BEGIN SELECT RAISE(ABORT, 'audit entries must be appended in sequence'); END;
 """
 
 
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+_REVIEW_LABELS = """
+CREATE TABLE reviews_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL REFERENCES screenings (case_id),
+    user TEXT NOT NULL,
+    grade INTEGER CHECK (grade IS NULL OR grade >= 0),
+    labels TEXT,
+    gradable INTEGER NOT NULL,
+    comment TEXT NOT NULL,
+    created TEXT NOT NULL,
+    CHECK ((gradable = 1) = (grade IS NOT NULL OR labels IS NOT NULL))
+);
+INSERT INTO reviews_v2 (id, case_id, user, grade, labels, gradable, comment, created)
+SELECT id, case_id, user, grade, NULL, gradable, comment, created FROM reviews;
+DROP TABLE reviews;
+ALTER TABLE reviews_v2 RENAME TO reviews;
+CREATE INDEX reviews_case ON reviews (case_id, id);
+"""
+"""Reviews in any task's classes: ``grade`` is the class index (single-label kinds, any number
+of classes), ``labels`` the class names as a JSON list (a multilabel review's findings)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _REVIEW_LABELS)
 """The state database's schema steps; ``SCHEMA_VERSION`` is how many there are."""
 SCHEMA_VERSION = len(MIGRATIONS)
 

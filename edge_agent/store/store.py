@@ -31,6 +31,7 @@ from edge_agent.store.records import (
 )
 from edge_agent.store.schema import ROLES, StoreError, connect, migrate
 from edge_agent.store.sqlite import SqliteError
+from models import NUM_GRADES
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -245,26 +246,38 @@ class Store:
         grade: int | None,
         gradable: bool = True,
         comment: str = "",
+        labels: tuple[str, ...] | None = None,
+        num_classes: int = NUM_GRADES,
     ) -> Review:
-        """Record a clinician's grade (None with ``gradable=False``); earlier reviews stay."""
-        if gradable and (grade is None or not 0 <= grade <= 4):
-            raise StoreError(f"review of case {case_id}: grade must be 0-4, got {grade!r}")
-        if not gradable and grade is not None:
+        """Record a clinician's verdict (nothing with ``gradable=False``); earlier reviews stay.
+
+        ``grade`` is the class index, 0 to ``num_classes - 1`` (DR: the grade 0-4); a
+        multilabel review gives ``labels`` (the findings' names, possibly none) and no grade.
+        """
+        missing = gradable and grade is None and labels is None
+        if missing or (grade is not None and not 0 <= grade < num_classes):
+            raise StoreError(
+                f"review of case {case_id}: grade must be 0-{num_classes - 1}, got {grade!r}"
+            )
+        if not gradable and (grade is not None or labels is not None):
             raise StoreError(f"review of case {case_id}: an ungradable image has no grade")
+        stored = None if labels is None else json.dumps(list(labels))
         with self._write() as conn:
             known = conn.execute("SELECT 1 FROM screenings WHERE case_id = ?", (case_id,))
             if known.fetchone() is None:
                 raise StoreError(f"no case {case_id!r}")
             now = self._time()
             cur = conn.execute(
-                "INSERT INTO reviews (case_id, user, grade, gradable, comment, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (case_id, user, grade, gradable, comment, now),
+                "INSERT INTO reviews (case_id, user, grade, labels, gradable, comment, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (case_id, user, grade, stored, gradable, comment, now),
             )
-            detail = {"case_id": case_id, "grade": grade, "gradable": gradable}
+            detail: dict[str, Any] = {"case_id": case_id, "grade": grade, "gradable": gradable}
+            if labels is not None:
+                detail["labels"] = list(labels)
             _audit.append(conn, now, user, "review", detail)
             review_id = int(cur.lastrowid or 0)
-        return Review(review_id, case_id, user, grade, gradable, comment, now)
+        return Review(review_id, case_id, user, grade, gradable, comment, now, labels)
 
     # -- updates, audit, backup --------------------------------------------------------------
 
@@ -365,13 +378,14 @@ class Store:
         return None if row is None else _cases.read_image(self.cases_dir / row[0])
 
     def reviewed_cases(self) -> Iterator[tuple[np.ndarray, int]]:
-        """(image, grade) for every kept image whose latest review graded it, oldest first."""
+        """(image, grade) for every kept image whose latest review gave a class index (DR: a
+        grade), oldest first; multilabel reviews (labels, no index) are not among them."""
         rows = (
             self._conn()
             .execute(
                 "SELECT ci.file, r.grade FROM case_images ci JOIN reviews r ON r.id = "
                 "(SELECT MAX(id) FROM reviews WHERE case_id = ci.case_id) "
-                "WHERE r.gradable = 1 ORDER BY ci.saved, ci.rowid"
+                "WHERE r.gradable = 1 AND r.grade IS NOT NULL ORDER BY ci.saved, ci.rowid"
             )
             .fetchall()
         )

@@ -231,7 +231,7 @@ def test_the_manifest_carries_the_task(bundle: Path, keyring: Keyring) -> None:
     assert open_bundle(bundle, bundle.parent / "d", keyring).task == DR_GRADING
 
 
-def test_a_bundle_for_another_task_is_refused_by_name(
+def test_a_bundle_for_another_task_opens_and_an_unservable_task_is_refused_by_name(
     bundle: Path, keyring: Keyring, signing_key: tuple[Path, Path]
 ) -> None:
     import yaml
@@ -246,7 +246,14 @@ def test_a_bundle_for_another_task_is_refused_by_name(
     def labels_not_classes(m: dict) -> dict:
         return {**m, "task": glaucoma}
 
+    def output_named_like_the_input(m: dict) -> dict:
+        task = {**glaucoma, "outputs": {"classes": "images", "quality": "gradable_logit"}}
+        return {**m, "task": task, "labels": glaucoma["classes"]}
+
     edit = _repack(bundle, lambda ms: _resign(ms, signing_key[0], other_task))
-    _refused(edit, keyring, "task glaucoma-referral .binary.; this agent screens dr-grading only")
+    opened = open_bundle(edit, edit.parent / "opened", keyring)
+    assert (opened.task.name, opened.task.kind) == ("glaucoma-referral", "binary")
+    edit = _repack(bundle, lambda ms: _resign(ms, signing_key[0], output_named_like_the_input))
+    _refused(edit, keyring, "task glaucoma-referral: outputs.classes is 'images'")
     edit = _repack(bundle, lambda ms: _resign(ms, signing_key[0], labels_not_classes))
     _refused(edit, keyring, "are not task glaucoma-referral's classes")

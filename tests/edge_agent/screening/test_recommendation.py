@@ -71,3 +71,27 @@ def test_the_worse_eye_decides(
 def test_patient_needs_an_eye() -> None:
     with pytest.raises(ValueError, match="at least one"):
         patient_recommendation([])
+
+
+def test_a_multilabel_task_without_quality_head_names_the_labels_present() -> None:
+    from models import parse_task
+
+    task = parse_task(
+        {
+            "name": "findings",
+            "kind": "multilabel",
+            "classes": ["referable DR", "glaucoma suspect", "AMD", "drusen only"],
+            "referral": {"labels": ["referable DR", "glaucoma suspect", "AMD"]},
+            "quality_head": False,
+        }
+    )
+    logits = np.array([-6.0, 5.0, -6.0, 5.0])
+    eye = eye_result(logits, None, [], referral_threshold=0.5, task=task, eye="left")
+    d = eye.to_dict()
+    assert d["labels"] == ["glaucoma suspect", "drusen only"] and "grade" not in d
+    assert d["referable"] is True and eye.recommendation is Recommendation.REFER
+    assert d["quality"]["assessed"] is False and d["quality"]["score"] is None
+    retake = eye_result(logits, None, ["blurred"], referral_threshold=0.5, task=task)
+    assert retake.recommendation is Recommendation.RETAKE and retake.to_dict()["labels"] is None
+    with pytest.raises(ValueError, match="class_logits must be 4 finite values"):
+        eye_result(np.zeros(5), None, [], referral_threshold=0.5, task=task)

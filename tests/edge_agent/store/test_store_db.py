@@ -208,3 +208,28 @@ def test_closed_store_refuses_use(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError, match="closed"):
         s.users()
+
+
+def test_a_version_1_database_keeps_its_reviews_and_takes_labels(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge_agent.store.schema import MIGRATIONS
+    from edge_agent.store.sqlite import statements
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    for statement in statements(str(MIGRATIONS[0])):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO screenings VALUES ('c1', 't', 'u', 1, '{}', '{}')")
+    conn.execute("INSERT INTO reviews (case_id, user, grade, gradable, comment, created) "
+                 "VALUES ('c1', 'doc', 3, 1, 'old', 't')")  # fmt: skip
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        old = store.get_case("c1").latest_review
+        assert (old.grade, old.comment, old.labels) == (3, "old", None)
+        store.record_review("c1", user="doc", grade=None, labels=("AMD", "drusen only"))
+        assert store.get_case("c1").latest_review.labels == ("AMD", "drusen only")
+        store.record_review("c1", user="doc", grade=9, labels=("x",), num_classes=12)
+        assert store.get_case("c1").latest_review.grade == 9
