@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.task import TaskSpec
+
 
 class PreprocessSpec(BaseModel):
     """Serialisable preprocessing: what a model expects its input to look like."""
@@ -52,7 +54,7 @@ class PreprocessSpec(BaseModel):
             return image
         if self.channels == 3:
             return np.repeat(image, 3, axis=2)
-        return np.asarray(Image.fromarray(image).convert("L"), dtype=np.uint8)[..., None]
+        return luminance(image)
 
     def to_square(self, image: np.ndarray) -> np.ndarray:
         """Crop the black border to the fundus (``crop`` ``fundus_crop``), pad to a square and
@@ -81,7 +83,10 @@ class PreprocessSpec(BaseModel):
         return resized.reshape(self.size, self.size, image.shape[2])
 
     def normalise(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, size, size, C) to normalised float32 (N, C, size, size)."""
+        """uint8 (N, size, size, C) to normalised float32 (N, C, size, size); RGB images are
+        taken to grey (:func:`luminance`) for a grey spec."""
+        if images.ndim == 4 and images.shape[-1] == 3 and self.channels == 1:
+            images = luminance(images)
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, self.channels):
             raise ValueError(
                 f"expected (N, {self.size}, {self.size}, {self.channels}) images, got "
@@ -103,6 +108,16 @@ class PreprocessSpec(BaseModel):
         return self.normalise(np.stack(squares))
 
     @classmethod
+    def for_task(cls, task: TaskSpec, size: int | None = None) -> PreprocessSpec:
+        """The task's input (channels, crop) at ``size`` (default: the task's), with default
+        mean and std (:meth:`fitted` measures them on data)."""
+        size = size or task.input.size
+        if task.input.channels == 1:
+            grey = {"channel_order": "L", "mean": (0.3,), "std": (0.2,)}
+            return cls(size=size, crop=task.input.preprocessing, **grey)
+        return cls(size=size, crop=task.input.preprocessing)
+
+    @classmethod
     def fitted(cls, images: np.ndarray, **kwargs: object) -> PreprocessSpec:
         """A spec whose mean and std are those of ``images`` (uint8 N x H x W x C, C = 3 for
         RGB and 1 for grey) in-field."""
@@ -115,3 +130,11 @@ class PreprocessSpec(BaseModel):
         mean = tuple(float(v) for v in x.mean(0))
         std = tuple(float(max(v, 1e-3)) for v in x.std(0))
         return cls(mean=mean, std=std, size=images.shape[1], **kwargs)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) to grey (..., 1): ITU-R 601-2 luma, computed exactly as Pillow's
+    ``convert("L")``, so training data and the device's input agree to the bit."""
+    x = rgb.astype(np.uint32)
+    y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+    return y.astype(np.uint8)[..., None]

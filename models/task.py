@@ -23,8 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 TaskKind = Literal["grading", "multiclass", "binary", "multilabel"]
 KINDS: tuple[str, ...] = ("grading", "multiclass", "binary", "multilabel")
-LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
-"""Weights of R, G and B in the grey (one-channel) input: ITU-R BT.601 luminance."""
 
 
 class TaskSpecError(ValueError):
@@ -54,17 +52,6 @@ class InputSpec(_Strict):
     preprocessing: Literal["fundus_crop", "resize"] = "fundus_crop"
     """``fundus_crop``: crop the black border to the fundus circle, then resize; ``resize``:
     resize only."""
-
-    def to_channels(self, x: np.ndarray) -> np.ndarray:
-        """Normalised RGB input (N x 3 x H x W, as ``PreprocessSpec.normalise`` makes it) to the
-        model's N x C x H x W: unchanged for 3 channels; for 1, the ITU-R BT.601 luminance
-        (:data:`LUMA`) of the three normalised channels."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected normalised N x 3 x H x W input, got shape {x.shape}")
-        if self.channels == 3:
-            return x
-        grey = np.tensordot(np.asarray(LUMA, np.float32), x, axes=([0], [1]))
-        return np.ascontiguousarray(grey[:, None], dtype=np.float32)
 
 
 class OutputNames(_Strict):

@@ -103,6 +103,16 @@ class Manifest(_Strict):
     signer: str = Field(pattern=r"^[0-9a-f]{16}$", description="key id of the signing key")
 
     @model_validator(mode="after")
+    def _preprocessing_is_the_task_input(self) -> Manifest:
+        spec, wanted = self.preprocess, self.task.input
+        if spec.channels != wanted.channels or spec.crop != wanted.preprocessing:
+            raise ValueError(
+                f"preprocess ({spec.channels} channel(s), {spec.crop}) is not task "
+                f"{self.task.name}'s input ({wanted.channels} channel(s), {wanted.preprocessing})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _labels_are_the_task_classes(self) -> Manifest:
         if self.labels != self.task.classes:
             raise ValueError(

@@ -230,7 +230,7 @@ def _validation(slot_dir: Path, info: BundleInfo) -> tuple[np.ndarray, np.ndarra
         labels = np.where(keep, labels, -1)
     if not keep.any():
         raise ValueError(f"{path} holds no gradable, labelled image to measure accuracy on")
-    return task.input.to_channels(info.preprocess.normalise(images)), labels
+    return info.preprocess.normalise(images), labels
 
 
 def _accuracy(info: BundleInfo, class_logits: np.ndarray, labels: np.ndarray) -> float:

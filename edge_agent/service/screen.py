@@ -10,7 +10,6 @@ from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from PIL import Image
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -141,17 +140,6 @@ class _Eye:
     size: int
 
 
-def to_square(image: np.ndarray, spec: PreprocessSpec, task: TaskSpec) -> np.ndarray:
-    """The model's square (uint8 S x S x 3) by the task's preprocessing: the fundus cropped
-    from its black border then resized (``fundus_crop``), or the whole image resized."""
-    if task.input.preprocessing == "fundus_crop":
-        return spec.to_square(image)
-    if image.shape[:2] == (spec.size, spec.size):
-        return image
-    resized = Image.fromarray(image).resize((spec.size, spec.size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
-
-
 def _prepare(
     name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, settings: ScreeningSettings
 ) -> _Eye:
@@ -160,7 +148,7 @@ def _prepare(
     except ImageError as exc:
         raise ApiError(exc.status, f"{name}: {exc}") from None
     checks = fundus_checks(image, settings.checks)
-    square = to_square(image, settings.spec, settings.task)
+    square = settings.spec.to_square(image)
     return _Eye(name, square, checks, upload.filename or "", upload.content_type or "", len(data))
 
 
@@ -262,7 +250,7 @@ class Screening:
     async def infer(self, eyes: list[_Eye]) -> dict[str, np.ndarray]:
         """The model's outputs for the eyes, as one batch in the task's channels."""
         batch = self.settings.spec.normalise(np.stack([e.square for e in eyes]))
-        return await self.predictor.infer(self.task.input.to_channels(batch))
+        return await self.predictor.infer(batch)
 
     def recommend(
         self, eyes: list[_Eye], outputs: dict[str, np.ndarray]

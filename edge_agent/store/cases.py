@@ -25,16 +25,20 @@ def check_case_id(case_id: str) -> str:
 
 
 def write_image(directory: Path, case_id: str, image: np.ndarray) -> Path:
-    """Write a square uint8 RGB image as ``<case_id>.png`` atomically; the file's path."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 RGB image (S, S, 3), got {image.dtype} {image.shape}")
+    """Write a square uint8 RGB (S, S, 3) or grey (S, S, 1) image as ``<case_id>.png``
+    atomically; the file's path."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(
+            f"expected a uint8 RGB or grey image (S, S, 3 or 1), got {image.dtype} {image.shape}"
+        )
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"expected a square preprocessed image, got {image.shape}")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{check_case_id(case_id)}.png"
     tmp = directory / f".{case_id}.png.tmp"
     with open(tmp, "wb") as f:
-        Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
+        pixels = image[..., 0] if image.shape[2] == 1 else image
+        Image.fromarray(np.ascontiguousarray(pixels)).save(f, format="PNG")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

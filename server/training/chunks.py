@@ -35,21 +35,12 @@ class DecodeOptions:
 def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
     """Read one record and bring it to ``size`` square in the task's channels, as the task's
     preprocessing says."""
-    spec = input_spec(task, size)
+    spec = PreprocessSpec.for_task(task, size)
 
     def square(record: FundusRecord) -> np.ndarray:
         return spec.to_square(read_image(record))
 
     return square
-
-
-def input_spec(task: TaskSpec, size: int) -> PreprocessSpec:
-    """The preprocessing the task's input calls for at ``size`` (default mean and std)."""
-    if task.input.channels == 1:
-        return PreprocessSpec(
-            size=size, crop=task.input.preprocessing, channel_order="L", mean=(0.3,), std=(0.2,)
-        )
-    return PreprocessSpec(size=size, crop=task.input.preprocessing)
 
 
 def _decode(square: Callable[[FundusRecord], np.ndarray], record: FundusRecord) -> np.ndarray | str:

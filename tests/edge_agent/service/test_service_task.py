@@ -85,11 +85,11 @@ def _model(task: TaskSpec, path: Path) -> None:
 def _export(task: TaskSpec, out: Path) -> Path:
     """A ``fovea export``-shaped directory for ``task``: model, golden, validation, export.json."""
     out.mkdir(parents=True)
-    spec = PreprocessSpec(size=SIZE)
+    spec = PreprocessSpec.for_task(task, SIZE)
     _model(task, out / "model.fp32.onnx")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (8, SIZE, SIZE, 3), dtype=np.uint8)
-    x = task.input.to_channels(spec.normalise(images))
+    x = spec.normalise(images)
     session = ort.InferenceSession(str(out / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
     names = list(task.output_shapes())
     golden = dict(zip(names, session.run(names, {"images": x}), strict=True))
