@@ -17,6 +17,10 @@ class FundusCheckSettings:
 
     work_size: int = 128
     """Images are measured resampled to this longest side."""
+    framed: bool = True
+    """The photograph shows a circular fundus field inside a dark border (tasks that crop to
+    the fundus); otherwise the whole frame is the field and only blankness and exposure are
+    checked."""
     min_side: int = 32
     """Images whose shorter side is below this are too small to judge."""
     border_level: float = 10 / 255
@@ -141,6 +145,8 @@ def _structure(x: np.ndarray, s: FundusCheckSettings) -> tuple[list[str], np.nda
             f"not a fundus photograph: the image is uniform (brightness spread {lum.std():.3f}); "
             "capture the retina with the fundus camera"
         ], None
+    if not s.framed:
+        return [], np.ones(lum.shape, bool)
     mask = ndimage.binary_fill_holes(x.max(2) > s.border_level)
     fraction = float(mask.mean())
     if fraction > s.max_field_fraction:

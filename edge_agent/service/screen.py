@@ -58,10 +58,11 @@ class ScreeningSettings:
 
     @property
     def checks(self) -> FundusCheckSettings:
-        """The fundus checks: a grey (one-channel) task's photographs need not be red."""
-        if self.task.input.channels == 1:
-            return dataclasses.replace(DEFAULT_CHECKS, min_red_ratio=0.0)
-        return DEFAULT_CHECKS
+        """The fundus checks: a grey (one-channel) task's photographs need not be red, and a
+        task that does not crop to the fundus need not show a bordered circular field."""
+        framed = self.task.input.preprocessing == "fundus_crop"
+        red = DEFAULT_CHECKS.min_red_ratio if self.task.input.channels == 3 else 0.0
+        return dataclasses.replace(DEFAULT_CHECKS, min_red_ratio=red, framed=framed)
 
     def __post_init__(self) -> None:
         for name in ("referral_threshold", "gradable_threshold"):
