@@ -19,8 +19,8 @@ class FundusCheckSettings:
     """Images are measured resampled to this longest side."""
     framed: bool = True
     """The photograph shows a circular fundus field inside a dark border (tasks that crop to
-    the fundus); otherwise the whole frame is the field and only blankness and exposure are
-    checked."""
+    the fundus); otherwise the lit part of the frame is the field, whatever its shape, and only
+    blankness, illumination and exposure are checked."""
     min_side: int = 32
     """Images whose shorter side is below this are too small to judge."""
     border_level: float = 10 / 255
@@ -145,11 +145,11 @@ def _structure(x: np.ndarray, s: FundusCheckSettings) -> tuple[list[str], np.nda
             f"not a fundus photograph: the image is uniform (brightness spread {lum.std():.3f}); "
             "capture the retina with the fundus camera"
         ], None
-    if not s.framed:
-        return [], np.ones(lum.shape, bool)
     mask = ndimage.binary_fill_holes(x.max(2) > s.border_level)
     fraction = float(mask.mean())
-    if fraction > s.max_field_fraction:
+    if not s.framed and fraction >= s.min_field_fraction:
+        return [], mask  # the lit part of the frame, whatever its shape
+    if s.framed and fraction > s.max_field_fraction:
         return [
             "not a fundus photograph: no dark border around a circular field "
             f"(lit area {fraction:.0%} of the frame); upload a fundus camera image"
