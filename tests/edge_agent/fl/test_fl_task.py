@@ -1,5 +1,5 @@
 """The ClientApp follows the deployed model's task: a grey binary glaucoma task through Flower's
-train and evaluate handlers on a real device root, a three-class task without a quality head,
+train and evaluate handlers on a real device root, a four-class AMD task without a quality head,
 the loss by kind, referral by the task's rule, and labels the task does not have refused."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from edge_agent.fl.protocol import (
     RoundConfig,
 )
 from edge_agent.store import Store
-from models import InputSpec, OutputNames, PreprocessSpec, Referral, TaskSpec, load_task
+from models import InputSpec, PreprocessSpec, Referral, TaskSpec, load_task
 from models.nets import FundusNet, build_model, save_checkpoint
 
 SIZE = 32  # the cases of conftest.make_cases
@@ -50,14 +50,9 @@ REPO = Path(__file__).resolve().parents[3]
 GLAUCOMA = load_task(REPO / "configs" / "tasks" / "glaucoma-referral.yaml").model_copy(
     update={"input": InputSpec(channels=1, size=SIZE)}
 )
-THREE = TaskSpec(
-    name="three-class",
-    kind="multiclass",
-    classes=("healthy", "suspect", "disease"),
-    referral=Referral(classes=("disease",)),
-    quality_head=False,
-    outputs=OutputNames(classes="condition_logits"),
-)
+AMD = load_task(REPO / "configs" / "tasks" / "amd-staging.yaml").model_copy(
+    update={"quality_head": False}
+)  # four classes, one softmax, no quality head
 ROUND = RoundConfig(
     local_epochs=2,
     lr=0.05,
@@ -171,25 +166,25 @@ def test_a_reviewed_label_outside_the_task_declines_naming_it(
     assert "glaucoma-referral" in reason and "[3]" in reason
 
 
-def test_three_class_task_without_quality_head_trains_towards_its_labels(
+def test_amd_task_without_quality_head_trains_towards_its_labels(
     cases: LocalCases,
 ) -> None:
-    three = LocalCases(cases.images, np.minimum(cases.grades, 2), cases.preprocess, THREE)
-    student = _student(THREE)
+    amd = LocalCases(cases.images, np.minimum(cases.grades, 3), cases.preprocess, AMD)
+    student = _student(AMD)
     teacher = copy.deepcopy(student)
-    train, _ = three.split(ROUND.heldout_fraction)
+    train, _ = amd.split(ROUND.heldout_fraction)
     x = torch.from_numpy(train.preprocess.normalise(train.images))
 
     def ce(model: nn.Module) -> float:
         model.eval()
         with torch.no_grad():
             out = model(x)
-        assert set(out) == {"condition_logits"}
-        return float(F.cross_entropy(out["condition_logits"], torch.from_numpy(train.grades)))
+        assert set(out) == {"amd_logits"}
+        return float(F.cross_entropy(out["amd_logits"], torch.from_numpy(train.grades)))
 
     before = ce(student)
     config = replace(ROUND, local_epochs=4, distill_alpha=0.2, class_balance=0.5)
-    weights, metrics = train_local(student, get_weights(student), three, config, teacher=teacher)
+    weights, metrics = train_local(student, get_weights(student), amd, config, teacher=teacher)
     set_weights(student, weights)
     assert ce(student) < before
     assert np.isfinite(metrics["train-loss"])
@@ -234,8 +229,8 @@ def test_local_evaluation_refers_by_the_task_rule(cases: LocalCases) -> None:
 
 
 def test_cases_refuse_labels_and_tasks_the_device_cannot_train(cases: LocalCases) -> None:
-    with pytest.raises(ValueError, match=r"three-class: labels \[4\] are outside 0..2"):
-        LocalCases(cases.images, cases.grades.clip(4, 4), cases.preprocess, THREE)
+    with pytest.raises(ValueError, match=r"amd-staging: labels \[4\] are outside 0..3"):
+        LocalCases(cases.images, cases.grades.clip(4, 4), cases.preprocess, AMD)
     multilabel = TaskSpec(
         name="findings",
         kind="multilabel",
@@ -247,7 +242,7 @@ def test_cases_refuse_labels_and_tasks_the_device_cannot_train(cases: LocalCases
     with pytest.raises(ValueError, match="answers task dr-grading"):
         evaluate_local(
             _student_dr(),
-            LocalCases(cases.images, cases.grades.clip(0, 2), cases.preprocess, THREE),
+            LocalCases(cases.images, cases.grades.clip(0, 3), cases.preprocess, AMD),
         )
 
 
