@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.bundle import MANIFEST_NAME
 from edge_agent.fl.local import Declined, LocalCases
-from edge_agent.install import DeviceRoot
+from edge_agent.install import DeviceRoot, InstallError, active_manifest
 from edge_agent.store import Store
-from models import missing_packages
+from models import TaskSpecError, missing_packages
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint, read_meta
 
 __all__ = ["deployed_checkpoint", "load_deployed", "load_reviewed"]
@@ -21,8 +22,9 @@ def deployed_checkpoint(root: Path) -> Path:
 
 
 def load_deployed(root: Path) -> tuple[FundusNet, CheckpointMeta]:
-    """The deployed student (eval mode). Raises :class:`Declined` when the device cannot train:
-    no bundle installed, or one built before bundles carried their checkpoint."""
+    """The deployed student (eval mode), built for the task its checkpoint names. Raises
+    :class:`Declined` when the device cannot train: no bundle installed, or one built before
+    bundles carried their checkpoint."""
     path = deployed_checkpoint(root)
     if not path.is_file():
         raise Declined(
@@ -36,14 +38,40 @@ def load_deployed(root: Path) -> tuple[FundusNet, CheckpointMeta]:
                 f"the deployed model needs {', '.join(missing)} to train, which this device lacks: "
                 f"install {' '.join(missing)} into the agent's environment to join the rounds"
             )
-        return load_checkpoint(path)
+        model, meta = load_checkpoint(path)
     except (OSError, ValueError) as exc:
         raise Declined(f"deployed checkpoint {path} cannot be loaded: {exc}") from None
+    _check_manifest_task(Path(root), meta)
+    return model, meta
+
+
+def _check_manifest_task(root: Path, meta: CheckpointMeta) -> None:
+    """Decline when the installed bundle's manifest names another task than its checkpoint
+    (a device root without a manifest, as a rehearsal's simulated site, is not checked)."""
+    if not (DeviceRoot(root).current / MANIFEST_NAME).is_file():
+        return
+    try:
+        manifest = active_manifest(root)
+    except InstallError as exc:
+        raise Declined(str(exc)) from None
+    if manifest is not None and manifest.task != meta.task:
+        raise Declined(
+            f"the installed bundle's manifest is for task {manifest.task.name}, its checkpoint "
+            f"for task {meta.task.name}: reinstall a bundle whose checkpoint matches"
+        )
 
 
 def load_reviewed(root: Path, meta: CheckpointMeta) -> LocalCases:
-    """Every reviewed, gradable case of the device's store, resized to the model's input."""
-    spec = meta.preprocess
+    """Every reviewed, gradable case of the device's store, resized to the model's input and
+    labelled in the model's task (the store's reviewed label is the class index). Raises
+    :class:`Declined` naming the value when a label is not one of the task's classes, and for a
+    ``multilabel`` task (the store keeps one class per case)."""
+    spec, task = meta.preprocess, meta.task
+    if task.kind == "multilabel":
+        raise Declined(
+            f"task {task.name} is multilabel: the case store keeps one reviewed class per case, "
+            "so this device cannot train it"
+        )
     db = DeviceRoot(Path(root)).state_db
     if not db.is_file():
         raise Declined(f"no agent store at {db}: this device has no reviewed cases")
@@ -51,10 +79,13 @@ def load_reviewed(root: Path, meta: CheckpointMeta) -> LocalCases:
     grades: list[int] = []
     with Store(db) as store:
         for image, grade in store.reviewed_cases():
-            if image.shape[:2] != (spec.size, spec.size):
+            if image.shape != (spec.size, spec.size, spec.channels):
                 image = spec.to_square(image)
             images.append(image)
             grades.append(grade)
     size = spec.size
-    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return LocalCases(stacked, np.asarray(grades, dtype=np.int64), spec)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, spec.channels), np.uint8)
+    try:
+        return LocalCases(stacked, np.asarray(grades, dtype=np.int64), spec, task)
+    except TaskSpecError as exc:
+        raise Declined(f"reviewed cases in {db} do not fit the deployed model: {exc}") from None

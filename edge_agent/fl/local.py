@@ -1,14 +1,18 @@
 """One device's part of a round: train the deployed student on reviewed cases, evaluate held-out.
 
-Plain functions over a model and arrays, so they are unit-tested without Flower. The loss is
+Plain functions over a model and arrays, so they are unit-tested without Flower. The cases carry
+the deployed model's task (:class:`~models.TaskSpec`); the loss follows its kind:
 
-``alpha * T^2 * KL(deployed || student) + (1 - alpha) * CE_w(grade) + mu/2 * ||w - w_global||^2``
+``alpha * T^2 * KL(deployed || student) + (1 - alpha) * CE_w(label) + mu/2 * ||w - w_global||^2``
 
 (distillation from the model the device serves, so adaptation does not forget, and the FedProx
-proximal term towards the round's global weights; ``CE_w`` weighs each grade by its share of the
-device's cases to the power ``-class_balance``, because referable cases are rare in clinics),
-plus ``alpha * MSE`` on the gradability logit against the deployed model (reviewed cases are all
-gradable, so it has no label to learn from).
+proximal term towards the round's global weights; ``CE_w`` weighs each class by its share of the
+device's cases to the power ``-class_balance``, because referable cases are rare in clinics).
+Softmax cross-entropy and KL for ``grading`` and ``multiclass``; for ``binary`` (one logit) the
+weighted sigmoid cross-entropy and the binary KL. With a quality head, ``alpha * MSE`` on the
+quality logit against the deployed model (reviewed cases are all gradable, so it has no label to
+learn from). ``multilabel`` tasks do not train on the device: the case store keeps one class per
+case.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from edge_agent.fl.protocol import (
     NORM_STATS_AUTO_BELOW,
     RoundConfig,
 )
-from models import NUM_GRADES, PreprocessSpec, is_referable, referable_probability
+from models import DR_GRADING, PreprocessSpec, TaskSpec, TaskSpecError
 
 __all__ = [
     "M_EVAL_REFERABLE_POSITIVES",
@@ -41,6 +45,7 @@ __all__ = [
     "evaluate_local",
     "freezes_norm",
     "get_weights",
+    "local_loss",
     "proximal_term",
     "set_weights",
     "train_local",
@@ -56,31 +61,46 @@ class Declined(Exception):
 
 @dataclass(frozen=True)
 class LocalCases:
-    """A device's reviewed cases: preprocessed uint8 images (N, S, S, 3) and grades 0-4."""
+    """A device's reviewed cases: preprocessed uint8 images (N, S, S, C) and their labels, the
+    class indices of ``task`` (for DR, grades 0-4).
+
+    Raises :class:`~models.TaskSpecError` naming the value when a label is not a class of the
+    task, and for a ``multilabel`` task (one class per case cannot say which labels are present).
+    """
 
     images: np.ndarray
     grades: np.ndarray
     preprocess: PreprocessSpec
+    task: TaskSpec = DR_GRADING
 
     def __post_init__(self) -> None:
-        size = self.preprocess.size
-        if self.images.ndim != 4 or self.images.shape[1:] != (size, size, 3):
+        size, channels = self.preprocess.size, self.preprocess.channels
+        if self.images.ndim != 4 or self.images.shape[1:] != (size, size, channels):
             raise ValueError(
-                f"cases: expected (N, {size}, {size}, 3) images, got {self.images.shape}"
+                f"cases: expected (N, {size}, {size}, {channels}) images, got {self.images.shape}"
             )
         if self.images.dtype != np.uint8:
             raise ValueError(f"cases: expected uint8 images, got {self.images.dtype}")
         if self.grades.shape != (len(self.images),):
             raise ValueError(f"cases: {len(self.images)} images but grades {self.grades.shape}")
-        if len(self.grades) and not ((self.grades >= 0) & (self.grades < NUM_GRADES)).all():
-            raise ValueError(f"cases: grades must be 0-{NUM_GRADES - 1}")
+        if self.task.kind == "multilabel":
+            raise TaskSpecError(
+                f"task {self.task.name} is multilabel: the device's reviewed cases hold one class "
+                "each, so it cannot train or evaluate on them"
+            )
+        self.task.check_labels(self.grades)
+        if len(self.grades) and self.grades.min() < 0:
+            raise TaskSpecError(
+                f"task {self.task.name}: reviewed cases need a class, got label "
+                f"{int(self.grades.min())}"
+            )
 
     def __len__(self) -> int:
         return len(self.grades)
 
     def subset(self, index: np.ndarray) -> LocalCases:
         """The cases at ``index``."""
-        return LocalCases(self.images[index], self.grades[index], self.preprocess)
+        return LocalCases(self.images[index], self.grades[index], self.preprocess, self.task)
 
     def split(self, heldout_fraction: float) -> tuple[LocalCases, LocalCases]:
         """(train, held-out). A case's side depends only on its pixels, so it never moves
@@ -128,11 +148,11 @@ def proximal_term(model: nn.Module, reference: Mapping[str, torch.Tensor]) -> to
     return 0.5 * total
 
 
-def class_weights(grades: np.ndarray, power: float) -> np.ndarray:
-    """Per-grade loss weights ``share ** -power``, scaled so the mean weight per case is 1
-    (absent grades get 1)."""
-    counts = np.bincount(grades, minlength=NUM_GRADES).astype(np.float64)
-    weights = np.ones(NUM_GRADES)
+def class_weights(grades: np.ndarray, power: float, num_classes: int) -> np.ndarray:
+    """Per-class loss weights ``share ** -power`` over ``num_classes`` classes, scaled so the
+    mean weight per case is 1 (absent classes get 1)."""
+    counts = np.bincount(grades, minlength=num_classes).astype(np.float64)
+    weights = np.ones(num_classes)
     present = counts > 0
     if power == 0.0 or not present.any():
         return weights.astype(np.float32)
@@ -141,26 +161,56 @@ def class_weights(grades: np.ndarray, power: float) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def _loss(
+def local_loss(
+    task: TaskSpec,
     out: dict[str, torch.Tensor],
     teacher: dict[str, torch.Tensor] | None,
-    grade: torch.Tensor,
+    labels: torch.Tensor,
     config: RoundConfig,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    logits = out["grade_logits"]
-    hard = F.cross_entropy(logits, grade, weight=weight)
+    """The device's loss on one batch by the task's kind (see the module docstring); ``out``
+    and ``teacher`` are keyed by the task's output names, ``weight`` is per class."""
+    logits = out[task.outputs.classes]
     alpha, t = config.distill_alpha, config.distill_temperature
+    if task.kind == "binary":
+        z = logits.reshape(-1)
+        w = weight[labels] if weight is not None else None
+        hard = F.binary_cross_entropy_with_logits(z, labels.float(), weight=w)
+    else:
+        hard = F.cross_entropy(logits, labels, weight=weight)
     if teacher is None or alpha == 0.0:
         return hard
-    soft = F.kl_div(
-        F.log_softmax(logits / t, dim=1),
-        F.log_softmax(teacher["grade_logits"] / t, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    keep_gradable = F.mse_loss(out["gradable_logit"], teacher["gradable_logit"])
-    return alpha * (t * t) * soft + (1 - alpha) * hard + alpha * keep_gradable
+    if task.kind == "binary":
+        soft = _binary_kl(z / t, teacher[task.outputs.classes].reshape(-1) / t)
+    else:
+        soft = F.kl_div(
+            F.log_softmax(logits / t, dim=1),
+            F.log_softmax(teacher[task.outputs.classes] / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+    loss = alpha * (t * t) * soft + (1 - alpha) * hard
+    if task.quality_head:
+        quality = task.outputs.quality
+        loss = loss + alpha * F.mse_loss(out[quality], teacher[quality])
+    return loss
+
+
+def _binary_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean ``KL(Bernoulli(sigmoid(teacher)) || Bernoulli(sigmoid(student)))``."""
+    p = torch.sigmoid(teacher)
+    cross = F.binary_cross_entropy_with_logits(student, p)
+    return cross - F.binary_cross_entropy_with_logits(teacher, p)
+
+
+def _check_task(model: nn.Module, cases: LocalCases) -> None:
+    task = getattr(model, "task", None)
+    if task is not None and task != cases.task:
+        raise ValueError(
+            f"the model answers task {task.name}, the cases are labelled for task "
+            f"{cases.task.name}: build the model for the cases' task (for_task_)"
+        )
 
 
 def freezes_norm(config: RoundConfig, train_cases: int) -> bool:
@@ -199,6 +249,7 @@ def train_local(
     reply metrics (train size and loss, held-out accuracy and referable sensitivity). Raises
     :class:`Declined` when there are fewer than ``config.min_cases`` cases to train on.
     """
+    _check_task(model, cases)
     if len(cases) < config.min_cases:
         raise Declined(f"{len(cases)} reviewed cases, fewer than min-cases={config.min_cases}")
     train, heldout = cases.split(config.heldout_fraction)
@@ -214,7 +265,8 @@ def train_local(
     rng = np.random.default_rng(config.server_round)
     x_all = torch.from_numpy(train.preprocess.normalise(train.images))
     y_all = torch.from_numpy(train.grades.astype(np.int64))
-    weight = torch.from_numpy(class_weights(train.grades, config.class_balance))
+    task = cases.task
+    weight = torch.from_numpy(class_weights(train.grades, config.class_balance, task.num_classes))
     batch = min(config.batch_size, len(train))
     freeze_norm = freezes_norm(config, len(train))
     losses: list[float] = []
@@ -231,7 +283,7 @@ def train_local(
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             with torch.no_grad():
                 target = teacher(x) if teacher is not None else None
-            loss = _loss(model(x), target, y, config, weight)
+            loss = local_loss(task, model(x), target, y, config, weight)
             total = loss + config.proximal_mu * proximal_term(model, anchor)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
@@ -248,17 +300,21 @@ def train_local(
 def evaluate_local(
     model: nn.Module, cases: LocalCases, referral_threshold: float = 0.5
 ) -> dict[str, float]:
-    """Accuracy (grade), referable sensitivity and counts on ``cases`` (all zero when empty)."""
-    positives = is_referable(cases.grades)
+    """Accuracy (the class), referable sensitivity (the task's referral rule, at
+    ``referral_threshold`` on its referral score) and counts on ``cases`` (all zero when
+    empty)."""
+    _check_task(model, cases)
+    task = cases.task
+    positives = task.is_referable(cases.grades)
     if len(cases) == 0:
         correct, detected = np.zeros(0, bool), np.zeros(0, bool)
     else:
         model.eval()
         with torch.no_grad():
-            logits = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
-        grade_logits = logits["grade_logits"].numpy()
-        correct = grade_logits.argmax(1) == cases.grades
-        detected = referable_probability(grade_logits) >= referral_threshold
+            out = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
+        logits = out[task.outputs.classes].numpy()
+        correct = task.probabilities(logits).argmax(1) == cases.grades
+        detected = task.referral_score(logits) >= referral_threshold
     n_pos = int(positives.sum())
     return {
         M_EVAL_ACCURACY: float(correct.mean()) if len(cases) else 0.0,

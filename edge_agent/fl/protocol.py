@@ -106,8 +106,9 @@ class RoundConfig:
     codec: str = "none"
     heldout_fraction: float = 0.2
     class_balance: float = 0.5
-    """Grade weights of the hard loss: ``(share of the grade) ** -class_balance`` (0: plain
-    cross-entropy, 1: inverse frequency), so rare referable grades are not drowned out."""
+    """Class weights of the hard loss: ``(share of the class) ** -class_balance`` over the
+    task's classes (0: plain cross-entropy, 1: inverse frequency), so rare referable classes
+    are not drowned out."""
     norm_stats: str = "auto"
     """BatchNorm during local training: ``local`` re-estimates the running statistics on the
     device's batches, ``frozen`` keeps the global ones (normalisation layers in eval mode),

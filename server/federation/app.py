@@ -16,7 +16,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log as flwr_log
 
-from server.federation.evaluation import HeldoutSet, evaluate_weights, load_heldout
+from server.federation.evaluation import HeldoutSet, check_task, evaluate_weights, load_heldout
 from server.federation.promotion import PackageConfig, promote
 from server.federation.registry import DecisionRecord, Registry, RoundRecord
 from server.federation.rounds import NodesUnavailable, evaluate_phase, train_phase
@@ -94,6 +94,10 @@ def run_federation(
         weights, state = resumed.weights, resumed.state
         log(f"resuming {run_dir} after round {state.round} of {settings.num_rounds}")
     heldout = _heldout(settings, log)
+    if heldout is not None:
+        from models.nets import read_meta
+
+        check_task(heldout, read_meta(ckpt).task, str(settings.path("distill-config")))
     strategy = make_strategy(settings)
     registry.set_meta("status", "running")
 

@@ -1,4 +1,5 @@
-"""Centralised evaluation on the server's held-out set (a site no device has)."""
+"""Centralised evaluation on the server's held-out set (a site no device has), in the
+checkpoint's task: its headline metrics, labels checked against its classes."""
 
 from __future__ import annotations
 
@@ -7,20 +8,38 @@ from pathlib import Path
 
 import numpy as np
 
+from models import DR_GRADING, TaskSpec
 from models.datasets import FundusArrays
 from server.federation.weights import Weights
 
-__all__ = ["HeldoutSet", "evaluate_weights", "load_heldout"]
+__all__ = ["HeldoutSet", "check_task", "evaluate_weights", "load_heldout", "scored_metrics"]
 
-SCORED = ("accuracy", "referable_sensitivity", "referable_specificity")
+
+def scored_metrics(task: TaskSpec) -> tuple[str, ...]:
+    """What the server scores a model by: the referral rule's sensitivity and specificity, and
+    accuracy (single-label kinds) or the mean AUC over labels (``multilabel``)."""
+    overall = "mean_auc" if task.kind == "multilabel" else "accuracy"
+    return (overall, "referable_sensitivity", "referable_specificity")
 
 
 @dataclasses.dataclass(frozen=True)
 class HeldoutSet:
-    """The held-out images and where they came from."""
+    """The held-out images, where they came from, and the task their labels are for."""
 
     site: str
     arrays: FundusArrays
+    task: TaskSpec = DR_GRADING
+
+
+def check_task(heldout: HeldoutSet, model_task: TaskSpec, source: str) -> None:
+    """Raise ``ValueError`` when the held-out labels are for another task than the model's."""
+    if heldout.task != model_task:
+        raise ValueError(
+            f"{source}: the held-out site {heldout.site} is labelled for task "
+            f"{heldout.task.name} ({heldout.task.kind}), the model answers task "
+            f"{model_task.name} ({model_task.kind}); point distill-config at data prepared "
+            "for the model's task"
+        )
 
 
 def load_heldout(distill_config: Path, limit: int) -> HeldoutSet:
@@ -29,7 +48,7 @@ def load_heldout(distill_config: Path, limit: int) -> HeldoutSet:
     Relative data directories are taken from the current directory, as ``fovea distill`` does.
     """
     from server.distill import load_config
-    from server.training import load_site
+    from server.training import load_site, read_task
 
     cfg = load_config(distill_config)
     site = cfg.data.test_site
@@ -41,14 +60,15 @@ def load_heldout(distill_config: Path, limit: int) -> HeldoutSet:
     arrays = load_site(cfg.data.dir, site)
     if len(arrays) > limit:
         arrays = arrays.subset(slice(0, limit))
-    return HeldoutSet(site, arrays)
+    return HeldoutSet(site, arrays, read_task(cfg.data.dir))
 
 
 def evaluate_weights(
     checkpoint_json: Path, weights: Weights, heldout: FundusArrays
 ) -> dict[str, float]:
-    """Accuracy and referable sensitivity/specificity (points, 0-100) of the checkpoint's
-    architecture with ``weights`` on ``heldout``, at the checkpoint's referral threshold."""
+    """The checkpoint's task's :func:`scored_metrics` (points, 0-100) of its architecture, built
+    for its task, with ``weights`` on ``heldout``, at the checkpoint's referral threshold.
+    Labels outside the task's classes raise :class:`~models.TaskSpecError` naming them."""
     import torch
 
     from models import screening_metrics
@@ -56,6 +76,7 @@ def evaluate_weights(
     from server.training import predict
 
     meta = read_meta(checkpoint_json)
+    meta.task.check_labels(heldout.grade)
     model = build_model(meta.family, meta.config).for_task_(meta.task)
     state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in weights.items()}
     model.load_state_dict(state)
@@ -64,6 +85,6 @@ def evaluate_weights(
         predict(model, heldout, meta.preprocess), referral_threshold=threshold
     )
     m = screening_metrics(preds, resamples=0)
-    return {k: 100.0 * float(m[k].value) for k in SCORED if k in m} | {
+    return {k: 100.0 * float(m[k].value) for k in scored_metrics(meta.task)} | {
         "images": float(len(heldout))
     }

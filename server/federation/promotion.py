@@ -20,7 +20,7 @@ from server.federation.weights import Weights, save_weights
 
 __all__ = ["Decision", "PackageConfig", "decide", "promote"]
 
-COMPARED = ("accuracy", "referable_sensitivity", "referable_specificity")
+COMPARED = ("accuracy", "mean_auc", "referable_sensitivity", "referable_specificity")
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,18 @@ def decide(
     candidate: Mapping[str, float], deployed: Mapping[str, float], margin: float
 ) -> tuple[bool, str]:
     """Whether the candidate is within ``margin`` points of the deployed model on every compared
-    metric (accuracy, referable sensitivity and specificity: a model that refers everyone must
-    not pass on sensitivity alone), and a sentence saying so with the numbers."""
+    metric both were scored on (accuracy, or the mean AUC of a multilabel task, and the
+    referral rule's sensitivity and specificity: a model that refers everyone must not pass on
+    sensitivity alone), and a sentence saying so with the numbers."""
+    keys = [k for k in COMPARED if k in candidate and k in deployed]
+    if not keys:
+        return False, "kept the deployed model: no compared metric was measured on both models"
     worse = [
         f"{k} {candidate[k]:.2f} < deployed {deployed[k]:.2f} - {margin:g}"
-        for k in COMPARED
+        for k in keys
         if candidate[k] < deployed[k] - margin
     ]
-    summary = ", ".join(f"{k} {candidate[k]:.2f} vs {deployed[k]:.2f}" for k in COMPARED)
+    summary = ", ".join(f"{k} {candidate[k]:.2f} vs {deployed[k]:.2f}" for k in keys)
     if worse:
         return False, "kept the deployed model: candidate is worse on the held-out site (" + (
             "; ".join(worse) + ")"
@@ -120,11 +124,17 @@ def promote(
 ) -> Decision:
     """Evaluate candidate and deployed model on ``heldout`` and promote the candidate or refuse.
 
-    ``deployed_weights`` defaults to the checkpoint's own. Without ``package`` (no signing key
-    configured) an approved candidate is still not promoted, and the reason says so.
+    Both are built for the deployed checkpoint's task and scored by its metrics; the promoted
+    bundle carries the same task (its checkpoint JSON is the deployed one's). ``heldout`` must be
+    labelled for that task (``ValueError`` otherwise). ``deployed_weights`` defaults to the
+    checkpoint's own. Without ``package`` (no signing key configured) an approved candidate is
+    still not promoted, and the reason says so.
     """
+    from models.nets import read_meta
+    from server.federation.evaluation import check_task
     from server.federation.weights import load_weights
 
+    check_task(heldout, read_meta(deployed_checkpoint).task, str(deployed_checkpoint))
     deployed_w = (
         deployed_weights if deployed_weights is not None else load_weights(deployed_checkpoint)
     )

@@ -3,7 +3,8 @@
 Each partition of a rehearsal trains on a small device root laid out like a real device's: the
 deployed checkpoint under ``current/checkpoint/`` and clinician-reviewed synthetic cases of one
 camera profile (:data:`models.synth.SITES`, chosen by partition id, seeded by it) in an agent
-Store. The ClientApp finds it through ``edge_agent.fl.SimulatedSite``.
+Store, labelled in the model's task (:func:`synthetic_labels`). The ClientApp finds it through
+``edge_agent.fl.SimulatedSite``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,25 @@ import numpy as np
 from edge_agent.fl import SITE_FILE, SimulatedSite
 from edge_agent.install import DeviceRoot
 from edge_agent.store import Store
+from models import DR_GRADING, REFERABLE_MIN_GRADE, TaskSpec
 from models.nets import read_meta
 from models.synth import SITES, generate
+
+
+def synthetic_labels(task: TaskSpec, grades: np.ndarray) -> np.ndarray:
+    """The synthetic DR grades as ``task``'s class indices: the grades themselves for a task
+    with DR's classes; otherwise referable DR stands in for the task's first referral class and
+    the rest for its first class that is not referred (a learnable signal, not a disease
+    model). ``ValueError`` for a ``multilabel`` task (a review holds one class)."""
+    if task.classes == DR_GRADING.classes:
+        return grades
+    if task.kind == "multilabel":
+        raise ValueError(
+            f"task {task.name} is multilabel: a rehearsal's reviewed cases hold one class each"
+        )
+    referred = task.classes.index(task.referral.classes[0])
+    cleared = next(i for i, c in enumerate(task.classes) if c not in task.referral.classes)
+    return np.where(grades >= REFERABLE_MIN_GRADE, referred, cleared).astype(np.int64)
 
 
 def prepare_sites(
@@ -61,18 +79,19 @@ def _build(site: SimulatedSite, path: Path) -> None:
     shutil.copy(site.checkpoint, slot / "model.json")
     shutil.copy(site.checkpoint.with_suffix(".safetensors"), slot / "model.safetensors")
     device.current.symlink_to("slots/a")
-    size = read_meta(site.checkpoint).preprocess.size
+    meta = read_meta(site.checkpoint)
     # the reviewed cases are the gradable ones; draw extra so ungradable images leave enough
     drawn = site.cases + site.cases // 2 + 4
-    data = generate(SITES[site.profile], drawn, size=size, seed=site.seed)
+    data = generate(SITES[site.profile], drawn, size=meta.preprocess.size, seed=site.seed)
     keep = np.flatnonzero(data.grade >= 0)[: site.cases]
+    labels = synthetic_labels(meta.task, data.grade)
     with Store(device.state_db) as store:
         for i in keep:
             case = store.record_screening(
                 user="technician", model_version=None, request={"site": site.name}, result={}
             )
             store.save_case_image(case, data.images[i])
-            store.record_review(case, user="clinician", grade=int(data.grade[i]))
+            store.record_review(case, user="clinician", grade=int(labels[i]))
     record = {
         "schema_version": 1,
         "partition": site.partition,

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models import GRADE_NAMES
-
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -110,14 +108,17 @@ def monitor_png(evals: Sequence[Mapping[str, Any]], alerts: Sequence[Mapping[str
 
 
 def confusion_png(results: Mapping[str, SiteResult], held_out: str | None) -> str:
-    """One grade confusion matrix per site (rows: true grade, columns: predicted)."""
+    """One confusion matrix per site in the results' task's classes (rows: true class,
+    columns: predicted; for ``grading`` tasks, grades)."""
     sites = list(results)
     cols = min(len(sites), 3)
     rows = -(-len(sites) // cols)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), squeeze=False)
-    short = [name.split()[0] for name in GRADE_NAMES]
+    task = results[sites[0]].task
+    short = [name.split()[0] for name in task.classes]
+    what = "grade" if task.kind == "grading" else "class"
     for ax, site in zip(axes.flat, sites, strict=False):
         r = results[site]
         share = r.matrix / np.maximum(r.matrix.sum(1, keepdims=True), 1)
@@ -135,8 +136,8 @@ def confusion_png(results: Mapping[str, SiteResult], held_out: str | None) -> st
         ticks = range(len(short))
         ax.set_xticks(ticks, short, rotation=40, ha="right", fontsize=7)
         ax.set_yticks(ticks, short, fontsize=7)
-        ax.set_xlabel("predicted grade", fontsize=8)
-        ax.set_ylabel("true grade", fontsize=8)
+        ax.set_xlabel(f"predicted {what}", fontsize=8)
+        ax.set_ylabel(f"true {what}", fontsize=8)
         tag = " (unseen in training)" if site == held_out else ""
         ax.set_title(f"{site}{tag}\nn={r.n}, accuracy {100 * r.accuracy:.1f}%", fontsize=9)
     for ax in list(axes.flat)[len(sites) :]:

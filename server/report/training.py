@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import DR_GRADING
 from server.report import figures
 from server.report.evaluation import SiteResult, pooled
 from server.report.html import Section, image, missing, num, paragraph, pct, table
@@ -205,7 +206,8 @@ def monitor_section(work: Workdir) -> Section:
 def sites_section(
     work: Workdir, evaluated: dict[str, dict[str, SiteResult]] | None, problem: str | None
 ) -> Section:
-    """Grade confusion matrices of the student (fp32 ONNX) on each site's sample."""
+    """Confusion matrices of the student (fp32 ONNX) on each site's sample, in its task's
+    classes."""
     title = "Confusion matrices per site"
     if problem:
         return Section("sites", title, missing("per-site evaluation", problem))
@@ -213,6 +215,8 @@ def sites_section(
     if not results:
         return Section("sites", title, missing("per-site evaluation", "no exported model or data"))
     held_out = work.held_out_site()
+    task = next(iter(results.values())).task
+    rows_are = "true ICDR grade" if task == DR_GRADING else f"true class ({task.name})"
     rows = [
         [
             site + (" (unseen in training)" if site == held_out else ""),
@@ -227,7 +231,7 @@ def sites_section(
     parts = [
         paragraph(
             "The exported student (fp32, ONNX Runtime) on a sample of each site's gradable "
-            "images; referral at the export's operating point. Rows: true ICDR grade."
+            f"images; referral at the export's operating point. Rows: {rows_are}."
         ),
         image(figures.confusion_png(results, held_out), "confusion matrix per site"),
         table(

@@ -72,12 +72,12 @@ def test_training_lowers_the_loss_and_reports_metrics(
 
 def test_class_weights_lift_rare_grades_and_keep_the_mean_weight() -> None:
     grades = np.array([0] * 80 + [1] * 10 + [2] * 8 + [4] * 2)
-    assert np.allclose(class_weights(grades, 0.0), 1.0)
-    w = class_weights(grades, 0.5)
+    assert np.allclose(class_weights(grades, 0.0, 5), 1.0)
+    w = class_weights(grades, 0.5, 5)
     assert w[4] > w[2] > w[1] > w[0]
     assert w[3] == 1.0  # absent grade
     assert np.isclose(w[grades].mean(), 1.0)
-    full = class_weights(grades, 1.0)  # inverse frequency: every present grade weighs the same
+    full = class_weights(grades, 1.0, 5)  # inverse frequency: every present grade weighs the same
     counts = np.bincount(grades, minlength=5)
     assert np.allclose((full * counts)[counts > 0], (full * counts)[0])
 
@@ -87,7 +87,7 @@ def test_class_balanced_training_lowers_the_weighted_loss(
 ) -> None:
     config = replace(BASE, class_balance=1.0, lr=0.01)
     train, _ = cases.split(config.heldout_fraction)
-    weight = torch.from_numpy(class_weights(train.grades, 1.0))
+    weight = torch.from_numpy(class_weights(train.grades, 1.0, 5))
 
     def weighted_ce(model: FundusNet) -> float:
         model.eval()
