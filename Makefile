@@ -25,21 +25,24 @@ test: $(STAMP)
 	if [ "$$CI" = true ] || [ "$$FOVEA_TEST_TIMM" = 1 ]; then $(MAKE) test-timm; fi
 
 # timm and torchvision import only beside PyPI's own torch build (it runs on the CPU too), not
-# beside the small CPU wheel the main venv pins: their model-source tests get a venv of their
-# own (about 5 GB, about a minute to install). CI runs them; elsewhere FOVEA_TEST_TIMM=1 does.
+# beside the small CPU wheel the main venv pins: their model-source tests and the timm loop
+# (teacher -> student -> QAT -> export -> bundle -> agents -> a federated round) get a venv of
+# their own (about 5 GB, about a minute to install). CI runs them; elsewhere FOVEA_TEST_TIMM=1.
 TIMM_VENV := .venv-timm
 TIMM_PY := $(TIMM_VENV)/bin/python
 TIMM_STAMP := $(TIMM_VENV)/.installed-stamp
 TIMM_PINS := torch==2.13.0 torchvision==0.28.0 timm==1.0.31
 
-$(TIMM_STAMP): pyproject.toml
+$(TIMM_STAMP): pyproject.toml Makefile
 	test -x $(TIMM_PY) || $(PYTHON) -m venv $(TIMM_VENV)
 	# this machine's pip settings point at the CPU wheel: ask PyPI itself for torch
-	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(TIMM_PY) -m pip install --quiet $(TIMM_PINS) -e . pytest
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(TIMM_PY) -m pip install --quiet $(TIMM_PINS) \
+		-e '.[server,agent]' 'flwr==1.42.*' pytest pytest-timeout httpx
 	touch $(TIMM_STAMP)
 
 test-timm: $(TIMM_STAMP)
-	FOVEA_REQUIRE_TIMM=1 $(TIMM_PY) -m pytest -q -p no:cacheprovider tests/models/test_adapters.py -k "timm or torchvision"
+	FOVEA_REQUIRE_TIMM=1 $(TIMM_PY) -m pytest -q -p no:cacheprovider \
+		tests/models/test_adapters.py tests/e2e/test_timm_loop.py -k "timm or torchvision"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
