@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
-from models.nets import FundusNet, StagedNet, count_parameters
+from models.nets import FundusNet, SourceNet, StagedNet, count_parameters
 from server.compress.measure import curve_point
 from server.compress.recovery import distill_into, evaluate
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
@@ -57,7 +58,7 @@ def prune_channels_(
     """
     import torch_pruning as tp
 
-    if not isinstance(model, StagedNet):
+    if not is_cnn(model):
         raise ValueError(
             f"channel pruning is for CNN students; {model.family!r} is not one "
             "(prune a ViT's attention heads with prune_heads)"
@@ -78,6 +79,19 @@ def prune_channels_(
     model.train(was)
     model.embed_dim = model.head.in_features
     return model
+
+
+def is_cnn(model: FundusNet) -> bool:
+    """Whether ``model`` is a CNN torch-pruning can slice: a Fovea CNN family, or a backbone
+    from elsewhere (``module:``, ``timm:``, ``torchvision:``, ``hf:``) with convolutions and no
+    attention."""
+    if isinstance(model, StagedNet):
+        return True
+    if not isinstance(model, SourceNet):
+        return False
+    kinds = [type(m).__name__.lower() for m in model.backbone.modules()]
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.backbone.modules())
+    return has_conv and not any("attention" in k or "attn" in k for k in kinds)
 
 
 def _ratio_for(model: FundusNet, target: int, size: int, round_to: int | None) -> float:

@@ -1,8 +1,8 @@
 """Acceptance (issue 15): the whole loop with no Fovea model family. A folder of JPEGs with an
 EyePACS-style CSV, prepared at 128 px; a timm teacher (random initialisation) distilled into a
-smaller timm student; QAT; export; a signed bundle that names timm; agents screening JPEGs over
-HTTP; clinicians' reviews; one federated round whose ClientApps rebuild the timm student; a
-promotion decision.
+smaller timm student; channel pruning and QAT; export; a signed bundle that names timm; agents
+screening JPEGs over HTTP; clinicians' reviews; one federated round whose ClientApps rebuild the
+timm student; a promotion decision.
 
 timm imports only beside PyPI's own torch build, so ``make test-timm`` runs this in
 ``.venv-timm`` (and fails there if timm is missing); the main venv skips it.
@@ -11,6 +11,7 @@ timm imports only beside PyPI's own torch build, so ``make test-timm`` runs this
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,9 +76,15 @@ def test_a_timm_teacher_and_student_run_the_whole_loop(
     write_yaml(work / "compress.yaml", {
         "teacher": "runs/teacher/teacher.json", "start": "runs/distill/student.json",
         "distill": {"data": data, "train": quick, "bootstrap": 20},
-        "steps": [{"kind": "qat", "epochs": 1}], "out": "runs/compress", "latency_runs": 0,
+        "steps": [{"kind": "prune_channels", "ratio": 0.3, "epochs": 1, "latency_runs": 0},
+                  {"kind": "qat", "epochs": 1}],
+        "out": "runs/compress", "latency_runs": 0,
     })  # fmt: skip
     fovea("compress", "compress.yaml", cwd=work)
+    distilled = json.loads((work / "runs" / "distill" / "student.json").read_text())
+    compressed = json.loads((work / "runs" / "compress" / "student.json").read_text())
+    assert compressed["resized"] and compressed["family"] == "timm"
+    assert compressed["parameters"] < 0.8 * distilled["parameters"]  # torch-pruning's slicing
     write_yaml(work / "export.yaml", {**QUICK_EXPORT, "int8_source": "qat"})
     fovea("export", "runs/compress", "--config", "export.yaml", cwd=work)
     export = work / "runs" / "compress" / "export"

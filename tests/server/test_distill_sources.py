@@ -88,6 +88,25 @@ def test_an_onnx_teacher_distils_logits_only(
     assert outcome.metrics["student"]["val"]["accuracy"]["value"] > 0
 
 
+def test_an_onnx_teacher_whose_outputs_do_not_fit_the_task_is_named(
+    tiny_teacher: Path, tmp_path: Path
+) -> None:
+    from models import SourceError, load_task
+    from models.nets import build_model, load_checkpoint
+    from server.export import export_onnx
+
+    model, meta = load_checkpoint(tiny_teacher)  # DR grading: grade_logits, gradable_logit
+    onnx_path = export_onnx(model, meta.preprocess.size, tmp_path / "teacher.onnx")
+    glaucoma = load_task(Path(__file__).parents[2] / "configs" / "tasks" / "glaucoma-referral.yaml")
+    teacher = build_model(f"onnx:{onnx_path}")
+    with pytest.raises(
+        SourceError,
+        match=r"outputs \['grade_logits', 'gradable_logit'\]; a teacher "
+        r"for task glaucoma-referral needs glaucoma_logit and gradable_logit",
+    ):
+        teacher.for_task_(glaucoma)
+
+
 def test_an_onnx_model_is_never_a_student(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="onnx: models are teachers only"):
         _cfg(tmp_path, tmp_path, None, {"name": f"onnx:{tmp_path / 'm.onnx'}"})

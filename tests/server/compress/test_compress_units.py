@@ -58,10 +58,11 @@ def test_removing_a_vit_block_follows_per_block_heads() -> None:
     [
         ("resnet", {"width": 8, "depths": [1, 2]}),
         ("mobilenetv2", {"channels": [8, 16], "depths": [2, 2], "expand": 2, "stem": 8}),
+        ("module:tinynets:make", {"kwargs": {"width": 8}, "image_size": 32}),  # your own CNN
     ],
 )
 def test_channel_pruning_shrinks_and_the_checkpoint_reloads(
-    name: str, config: dict[str, object], tmp_path: Path
+    name: str, config: dict[str, object], tmp_path: Path, user_package: Path
 ) -> None:
     torch.manual_seed(0)
     model = build_model(name, config).eval()
@@ -74,6 +75,12 @@ def test_channel_pruning_shrinks_and_the_checkpoint_reloads(
     loaded, meta = load_checkpoint(tmp_path / "m.json")
     assert meta.resized
     assert torch.allclose(loaded(x)["grade_logits"], want, atol=1e-6)
+
+
+def test_channel_pruning_refuses_attention() -> None:
+    vit = build_model("vit", {"dim": 16, "depth": 1, "heads": 2, "image_size": 32})
+    with pytest.raises(ValueError, match="channel pruning is for CNN students"):
+        prune_channels_(vit, 0.5, 32)
 
 
 def test_channel_pruning_keeps_the_largest_l1_filters() -> None:
