@@ -2,6 +2,7 @@
 adapters for backbones from elsewhere (your own module, Hugging Face, timm, torchvision, ONNX)."""
 
 from models.nets.adapters import HFNet, ModuleNet, SourceNet, TimmNet, TorchvisionNet
+from models.nets.attention import HeadSite, head_rows, head_sites
 from models.nets.base import FundusNet, StagedNet, count_parameters
 from models.nets.checkpoint import (
     Ancestor,
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointMeta",
     "FundusNet",
     "HFNet",
+    "HeadSite",
     "ModuleNet",
     "OnnxTeacher",
     "Probed",
@@ -40,6 +42,8 @@ __all__ = [
     "count_parameters",
     "family_of",
     "first_tensor",
+    "head_rows",
+    "head_sites",
     "load_checkpoint",
     "load_weights_",
     "observe",

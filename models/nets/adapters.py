@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.nets.attention import block_list, set_head_counts_
 from models.nets.base import FundusNet
 from models.nets.taps import as_map, auto_taps, capture, pooled, probe
 from models.sources import SourceError, extra_message
@@ -28,8 +29,13 @@ class SourceNet(FundusNet):
     """A backbone with Fovea's head on its pooled features; taps by hooks on named modules.
 
     ``taps`` is ``"auto"`` (``tap_count`` blocks at even relative depths) or module names of
-    the backbone; ``image_size`` is the side of the dummy input that finds the feature width.
+    the backbone; ``image_size`` is the side of the dummy input that finds the feature width;
+    ``heads`` (left by head pruning) is each attention's head count, which the library's own
+    config cannot say. ``depth_key`` names the config entry holding a transformer's block count
+    (where the family has one), so blocks can be removed.
     """
+
+    depth_key: tuple[str, str] | None = None
 
     def __init__(
         self,
@@ -39,7 +45,11 @@ class SourceNet(FundusNet):
         tap_count: int = 4,
         image_size: int = 64,
         dropout: float = 0.0,
+        heads: list[int] | None = None,
     ) -> None:
+        if heads is not None:
+            set_head_counts_(backbone, heads)
+            config = {**config, "heads": list(heads)}
         seen = probe(backbone, image_size)
         names = auto_taps(seen, tap_count) if taps == "auto" else list(taps)
         for name in names:
@@ -53,6 +63,31 @@ class SourceNet(FundusNet):
         super().__init__({**config, "dropout": dropout}, seen.width, dropout)
         self.backbone = backbone
         self._tap_modules = tuple(names)
+
+    def transformer_blocks(self) -> nn.Sequential | nn.ModuleList | None:
+        """The backbone's transformer blocks when they can be removed (a family with a depth
+        setting, blocks holding one attention each), else None."""
+        found = block_list(self.backbone) if self.depth_key else None
+        return found[1] if found else None
+
+    def remove_block_(self, index: int) -> None:
+        """Drop transformer block ``index`` in place; the config's depth, heads and taps follow,
+        so the config rebuilds this model."""
+        found = block_list(self.backbone) if self.depth_key else None
+        if found is None or self.depth_key is None:
+            raise ValueError(f"{self.family}: no transformer blocks to remove from this backbone")
+        prefix, blocks = found
+        del blocks[index]
+        section, key = self.depth_key
+        self.config[section] = {**self.config[section], key: len(blocks)}
+        if isinstance(self.config.get("heads"), list):
+            self.config["heads"] = [h for i, h in enumerate(self.config["heads"]) if i != index]
+        if self.config["taps"] == "auto":  # as the constructor derives them
+            seen = probe(self.backbone, self.config["image_size"])
+            self._tap_modules = tuple(auto_taps(seen, self.config["tap_count"]))
+        else:
+            self._tap_modules = _renumbered(self._tap_modules, prefix, index)
+            self.config["taps"] = list(self._tap_modules)
 
     @property
     def tap_names(self) -> tuple[str, ...]:
@@ -72,6 +107,22 @@ class SourceNet(FundusNet):
                 raise RuntimeError(f"tap {name!r} gave no feature map on this input")
             taps[name] = m
         return self._answer(features), taps
+
+
+def _renumbered(taps: tuple[str, ...], prefix: str, removed: int) -> tuple[str, ...]:
+    """Tap names after block ``removed`` of ``prefix`` is gone: later blocks move up one, a tap
+    in the removed block moves to the block before it (or the new first block)."""
+    out = []
+    for name in taps:
+        rest = name[len(prefix) + 1 :] if prefix else name
+        head, _, tail = rest.partition(".")
+        if (prefix and not name.startswith(prefix + ".")) or not head.isdigit():
+            out.append(name)
+            continue
+        i = int(head)
+        i = i - 1 if i > removed or (i == removed and i > 0) else i
+        out.append(".".join(p for p in (prefix, str(i), tail) if p))
+    return tuple(dict.fromkeys(out))
 
 
 def _import_extra(kind: str, package: str) -> ModuleType:
@@ -130,10 +181,11 @@ class ModuleNet(SourceNet):
         tap_count: int = 4,
         image_size: int = 64,
         dropout: float = 0.0,
+        heads: list[int] | None = None,
     ) -> None:
         backbone = call_factory(factory, kwargs)
         config = {"factory": factory, "kwargs": dict(kwargs or {})}
-        super().__init__(config, backbone, taps, tap_count, image_size, dropout)
+        super().__init__(config, backbone, taps, tap_count, image_size, dropout, heads)
 
 
 def read_hf_config(location: str | Path) -> dict[str, Any]:
@@ -163,6 +215,7 @@ class HFNet(SourceNet):
     weights; ``image_size`` defaults to the config's."""
 
     family = "hf"
+    depth_key = ("config", "num_hidden_layers")
 
     def __init__(
         self,
@@ -171,6 +224,7 @@ class HFNet(SourceNet):
         tap_count: int = 4,
         image_size: int | None = None,
         dropout: float = 0.0,
+        heads: list[int] | None = None,
     ) -> None:
         transformers = _import_extra("hf", "transformers")
         settings = {k: v for k, v in config.items() if k != "model_type"}
@@ -180,7 +234,16 @@ class HFNet(SourceNet):
         except (KeyError, ValueError, TypeError) as e:
             raise SourceError(f"hf: cannot build a model from this config: {e}") from None
         size = image_size or _hf_image_size(hf_config)
-        super().__init__({"config": dict(config)}, backbone, taps, tap_count, size, dropout)
+        config = {"config": dict(config)}
+        super().__init__(config, backbone, taps, tap_count, size, dropout, heads)
+
+    def remove_block_(self, index: int) -> None:
+        """Drop transformer block ``index`` in place (see :meth:`SourceNet.remove_block_`); the
+        backbone's own config follows too."""
+        super().remove_block_(index)
+        hf_config = getattr(self.backbone, "config", None)
+        if hf_config is not None:
+            hf_config.num_hidden_layers = self.config["config"]["num_hidden_layers"]
 
 
 def _hf_image_size(hf_config: Any) -> int:
@@ -206,13 +269,14 @@ class _NamedArchitecture(SourceNet):
         tap_count: int = 4,
         image_size: int = 64,
         dropout: float = 0.0,
+        heads: list[int] | None = None,
     ) -> None:
         library = _import_extra(self.family, self.package)
         kwargs = dict(kwargs or {})
         _refuse_downloads(self.family, kwargs, self.download_keys)
         backbone = self._backbone(library, name, kwargs)
         config = {"name": name, "kwargs": kwargs}
-        super().__init__(config, backbone, taps, tap_count, image_size, dropout)
+        super().__init__(config, backbone, taps, tap_count, image_size, dropout, heads)
 
     def _backbone(self, library: ModuleType, name: str, kwargs: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -223,6 +287,7 @@ class TimmNet(_NamedArchitecture):
 
     family = "timm"
     package = "timm"
+    depth_key = ("kwargs", "depth")  # timm's VisionTransformer and its kin take depth=
     download_keys = ("pretrained", "pretrained_cfg_overlay")
 
     def _backbone(self, library: ModuleType, name: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -132,7 +132,8 @@ def observe(
 
 def probe(backbone: nn.Module, image_size: int) -> Probed:
     """Run ``backbone`` once on zeros and see which of its modules (with weights) give maps."""
-    x = torch.zeros(1, 3, image_size, image_size)
+    device = next((p.device for p in backbone.parameters()), None)
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
     try:
         out, maps, kinds = observe(backbone, lambda: backbone(x))
     except Exception as e:

@@ -4,31 +4,27 @@ Such an encoder keeps its layers in ``encoder.layer`` (a ModuleList, wherever th
 ``bert.encoder.layer`` in a classifier), and each layer's attention module holds the
 self-attention (``query``, ``key``, ``value``, ``attention_head_size``) beside its output
 projection (``output.dense``). transformers 5 has no ``prune_heads``: the heads' q, k and v rows
-and output-projection columns are sliced away here, and the attention's head count updated (it
-reshapes with -1 heads, so the smaller model runs and exports as it is). The result is
-physically smaller; like Fovea's own ViT it is scored by head gates or gradients.
+and output-projection columns are sliced away (:mod:`models.nets.attention`), and the attention's
+head count updated (it reshapes with -1 heads, so the smaller model runs and exports as it is).
+The result is physically smaller; like Fovea's own ViT it is scored by head gates or gradients.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.nets import count_parameters
+from models.nets import HeadSite, count_parameters, head_rows, head_sites
 from server.compress.heads import (
-    GATES,
-    HeadGates,
     HeadPruneConfig,
     HeadPruneOutcome,
-    _gate_hook,
-    _slice_linear,
-    head_rows,
+    attach_gates_,
+    detach_gates_,
     select_heads,
 )
 from server.distill import ModuleDistillConfig, batch_loss, distill_module
@@ -82,57 +78,10 @@ def drop_encoder_layers(model: nn.Module, keep: int | Sequence[int]) -> nn.Modul
     return smaller
 
 
-@dataclass(frozen=True)
-class EncoderAttention:
-    """One layer's multi-head attention: the module with q, k, v, and the one with the output
-    projection (``dense``)."""
-
-    heads: nn.Module
-    output: nn.Module
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one head."""
-        return int(cast(int, self.heads.attention_head_size))
-
-    @property
-    def count(self) -> int:
-        """Heads left."""
-        return self.linear("query").out_features // self.head_dim
-
-    @property
-    def dense(self) -> nn.Linear:
-        """The output projection."""
-        dense = self.output.dense
-        assert isinstance(dense, nn.Linear)
-        return dense
-
-    def linear(self, name: str) -> nn.Linear:
-        """The ``query``, ``key`` or ``value`` projection."""
-        layer = getattr(self.heads, name)
-        assert isinstance(layer, nn.Linear)
-        return layer
-
-
-def _is_self_attention(m: nn.Module) -> bool:
-    linear = all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))
-    return linear and hasattr(m, "attention_head_size")
-
-
-def encoder_attention(model: nn.Module) -> list[EncoderAttention]:
+def encoder_attention(model: nn.Module) -> list[HeadSite]:
     """The model's attention modules in forward order (BERT-like: ``attention.self`` with
     ``attention.output.dense``)."""
-    found = []
-    for m in model.modules():
-        inner = next((c for c in m.children() if _is_self_attention(c)), None)
-        output = getattr(m, "output", None)
-        if (
-            inner is not None
-            and isinstance(output, nn.Module)
-            and isinstance(getattr(output, "dense", None), nn.Linear)
-        ):
-            found.append(EncoderAttention(inner, output))
-    return found
+    return head_sites(model)
 
 
 def encoder_head_counts(model: nn.Module) -> list[int]:
@@ -147,40 +96,10 @@ def slice_encoder_heads_(model: nn.Module, keep: list[list[int]]) -> nn.Module:
     if not sites or len(keep) != len(sites):
         raise ValueError(f"keep lists {len(keep)} layers but the model has {len(sites)}")
     for site, heads in zip(sites, keep, strict=True):
-        rows = head_rows(heads, site.count, site.head_dim)
-        for name in ("query", "key", "value"):
-            setattr(site.heads, name, _slice_linear(site.linear(name), rows, None))
-        site.output.dense = _slice_linear(site.dense, None, rows)
-        # plain attributes (not modules): what the attention reports about itself
-        setattr(site.heads, "num_attention_heads", len(heads))  # noqa: B010
-        setattr(site.heads, "all_head_size", len(heads) * site.head_dim)  # noqa: B010
+        head_rows(heads, site.count, site.head_dim)  # refuse a bad list before cutting anything
+    for site, heads in zip(sites, keep, strict=True):
+        site.slice_(heads)
     return model
-
-
-def _attach_gates_(model: nn.Module, l1: float = 0.0) -> HeadGates:
-    sites = encoder_attention(model)
-    if not sites:
-        raise ValueError(f"{type(model).__name__} has no BERT-like attention to prune")
-    gates = HeadGates([s.count for s in sites]).to(next(model.parameters()).device)
-    for site, g in zip(sites, gates.values, strict=True):
-        hook = _gate_hook(g, site.head_dim)
-        gates._handles.append(site.dense.register_forward_pre_hook(hook))
-        if l1 > 0:
-            g.register_hook(lambda grad, g=g: grad + l1 * torch.sign(g.detach()))
-    model.add_module(GATES, gates)
-    return gates
-
-
-def _detach_gates_(model: nn.Module, gates: HeadGates, *, fold: bool) -> list[torch.Tensor]:
-    for h in gates._handles:
-        h.remove()
-    delattr(model, GATES)
-    values = [g.detach().clone() for g in gates.values]
-    if fold:  # the model computes what it computed with the gates on
-        with torch.no_grad():
-            for site, g in zip(encoder_attention(model), values, strict=True):
-                site.dense.weight.mul_(g.repeat_interleave(site.head_dim).view(1, -1))
-    return values
 
 
 def encoder_head_importance(
@@ -198,13 +117,13 @@ def encoder_head_importance(
     if prune.method == "gates":
         if teacher is None:
             raise ValueError("gate scoring trains the gates by distillation: pass a teacher")
-        gates = _attach_gates_(model, prune.l1)
+        gates = attach_gates_(model, prune.l1)
         try:
             distill_module(teacher, model, batches, config)
         finally:
-            values = _detach_gates_(model, gates, fold=True)
+            values = detach_gates_(model, fold=True)
         return [v.abs() for v in values]
-    gates = _attach_gates_(model)
+    gates = attach_gates_(model)
     total = [torch.zeros_like(g) for g in gates.values]
     device, was = next(model.parameters()).device, model.training
     model.eval()  # no dropout: the importance of the model as it will run
@@ -214,7 +133,7 @@ def encoder_head_importance(
             for acc, g in zip(total, torch.autograd.grad(loss, list(gates.values)), strict=True):
                 acc += g.abs()
     finally:
-        _detach_gates_(model, gates, fold=False)
+        detach_gates_(model, fold=False)
         model.train(was)
     return [t / t.norm().clamp_min(1e-12) for t in total]
 

@@ -2,7 +2,8 @@
 
 The pruned model is physically smaller: each block's q, k, v rows and output-projection columns of
 a removed head are cut out, and the model's config records the heads left per block, so its
-checkpoint JSON rebuilds it and it exports to ONNX like any other model.
+checkpoint JSON rebuilds it and it exports to ONNX like any other model. Fovea's ViT and the
+attention of timm ViTs and Hugging Face image ViTs (:mod:`models.nets.attention`) are pruned alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from models.nets import Attention, FundusNet, count_parameters
+from models.nets import FundusNet, HeadSite, SourceNet, ViT, count_parameters, head_rows, head_sites
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
 from server.distill import DistillConfig, Mix, Trainer, task_loss
 from server.training import ModelRef, TrainingData, pick_device, point_metrics, predict
@@ -50,14 +51,14 @@ class HeadPruneConfig:
             )
 
 
-def attention_layers(model: nn.Module) -> list[Attention]:
-    """The model's multi-head attention modules, in forward order."""
-    return [m for m in model.modules() if isinstance(m, Attention)]
+def attention_layers(model: nn.Module) -> list[HeadSite]:
+    """The model's multi-head attentions, in forward order."""
+    return head_sites(model)
 
 
 def head_counts(model: nn.Module) -> list[int]:
     """Heads of each attention module."""
-    return [a.q.out_features // a.head_dim for a in attention_layers(model)]
+    return [a.count for a in attention_layers(model)]
 
 
 class HeadGates(nn.Module):
@@ -73,7 +74,7 @@ class HeadGates(nn.Module):
         return torch.stack([g.abs().sum() for g in self.values]).sum()
 
 
-def attach_gates_(model: FundusNet, l1: float = 0.0) -> HeadGates:
+def attach_gates_(model: nn.Module, l1: float = 0.0) -> HeadGates:
     """Add gates to every attention module of ``model`` (as its submodule, so they train).
 
     With ``l1`` > 0 each gate's gradient gets ``l1 * sign(gate)``: the gradient of an L1 penalty,
@@ -81,7 +82,8 @@ def attach_gates_(model: FundusNet, l1: float = 0.0) -> HeadGates:
     """
     layers = attention_layers(model)
     if not layers:
-        raise ValueError(f"model family {model.family!r} has no multi-head attention to prune")
+        name = getattr(model, "family", None) or type(model).__name__
+        raise ValueError(f"model family {name!r} has no multi-head attention to prune")
     gates = HeadGates(head_counts(model)).to(next(model.parameters()).device)
     for attn, g in zip(layers, gates.values, strict=True):
         gates._handles.append(attn.out.register_forward_pre_hook(_gate_hook(g, attn.head_dim)))
@@ -101,7 +103,7 @@ def _gate_hook(gate: torch.Tensor, head_dim: int) -> Any:
     return hook
 
 
-def detach_gates_(model: FundusNet, *, fold: bool = True) -> list[torch.Tensor]:
+def detach_gates_(model: nn.Module, *, fold: bool = True) -> list[torch.Tensor]:
     """Remove the gates from ``model``; returns their values.
 
     With ``fold`` each gate is multiplied into its head's output-projection columns, so the model
@@ -210,46 +212,21 @@ def select_heads(
     return [sorted(k) for k in keep]
 
 
-def _slice_linear(
-    layer: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor | None
-) -> nn.Linear:
-    w = layer.weight.detach()
-    w = w[rows] if rows is not None else w
-    w = w[:, cols] if cols is not None else w
-    new = nn.Linear(w.shape[1], w.shape[0], bias=layer.bias is not None).to(w.device)
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if layer.bias is not None:
-            b = layer.bias.detach()
-            new.bias.copy_(b[rows] if rows is not None else b)
-    return new
-
-
-def head_rows(heads: list[int], count: int, head_dim: int) -> torch.Tensor:
-    """The q/k/v rows (output-projection columns) of ``heads`` out of ``count`` heads."""
-    if not heads or min(heads) < 0 or max(heads) >= count or len(set(heads)) != len(heads):
-        raise ValueError(f"bad heads to keep {heads} for a block of {count} heads")
-    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(heads)])
-
-
 def prune_heads_(model: FundusNet, keep: list[list[int]]) -> FundusNet:
     """Cut every head not in ``keep`` out of ``model`` (in place) and record the new head counts
     in its config; returns ``model``."""
     layers = attention_layers(model)
     if len(keep) != len(layers):
         raise ValueError(f"keep lists {len(keep)} blocks but the model has {len(layers)}")
-    if "heads" not in model.config:
+    if not isinstance(model, ViT | SourceNet):
         raise ValueError(f"model family {model.family!r} has no 'heads' setting to update")
-    counts = head_counts(model)
-    head_dim = layers[0].head_dim
-    for attn, heads, n in zip(layers, keep, counts, strict=True):
-        rows = head_rows(heads, n, head_dim)
-        attn.q = _slice_linear(attn.q, rows, None)
-        attn.k = _slice_linear(attn.k, rows, None)
-        attn.v = _slice_linear(attn.v, rows, None)
-        attn.out = _slice_linear(attn.out, None, rows)
+    for attn, heads in zip(layers, keep, strict=True):
+        head_rows(heads, attn.count, attn.head_dim)  # refuse a bad list before cutting anything
+    for attn, heads in zip(layers, keep, strict=True):
+        attn.slice_(heads)
     model.config["heads"] = [len(k) for k in keep]
-    model.config["head_dim"] = head_dim
+    if isinstance(model, ViT):
+        model.config["head_dim"] = layers[0].head_dim
     return model
 
 

@@ -1,11 +1,11 @@
 """Progressive layer reduction: drop one block at a time, distilling from the previous model.
 
 A CNN stage keeps its first block (it changes width and resolution); any later block of a stage
-may go. A ViT may lose any encoder block but one. The smaller model starts from the larger
-one's remaining weights. Each removal is chosen as the block whose absence hurts validation
-accuracy least before retraining; reduction stops at the target size, at ``min_depth``, or
-when accuracy after recovery falls below ``min_retention`` of the reference (that last model
-is then discarded).
+may go. A ViT (Fovea's, timm's, a Hugging Face image ViT) may lose any encoder block but one.
+The smaller model starts from the larger one's remaining weights. Each removal is chosen as the
+block whose absence hurts validation accuracy least before retraining; reduction stops at the
+target size, at ``min_depth``, or when accuracy after recovery falls below ``min_retention`` of
+the reference (that last model is then discarded).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 from torch import nn
 
-from models.nets import FundusNet, StagedNet, ViT, count_parameters
+from models.nets import FundusNet, SourceNet, StagedNet, ViT, count_parameters
 from server.compress.measure import curve_point
 from server.compress.recovery import distill_into, evaluate
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
@@ -55,8 +55,10 @@ def removable_blocks(model: FundusNet, min_depth: int = 1) -> list[Block]:
     if isinstance(model, StagedNet):
         depths = [len(list(stage.children())) for stage in model.stages]
         return [(s, b) for s, depth in enumerate(depths) for b in range(1, depth)]
-    if isinstance(model, ViT):
-        return [(0, b) for b in range(len(model.blocks))] if len(model.blocks) > min_depth else []
+    blocks = model.transformer_blocks() if isinstance(model, SourceNet) else None
+    blocks = model.blocks if isinstance(model, ViT) else blocks
+    if blocks is not None:
+        return [(0, b) for b in range(len(blocks))] if len(blocks) > min_depth else []
     raise ValueError(f"layer reduction does not know the {model.family!r} family")
 
 
@@ -75,6 +77,8 @@ def without_block(model: FundusNet, block: Block) -> FundusNet:
             heads = list(smaller.config["heads"])
             del heads[index]
             smaller.config["heads"] = heads
+    elif isinstance(smaller, SourceNet):
+        smaller.remove_block_(index)
     return smaller
 
 
@@ -168,6 +172,6 @@ def reduce_layers(
 
 def _name(model: FundusNet, block: Block) -> str:
     stage, index = block
-    if isinstance(model, ViT):
+    if isinstance(model, ViT | SourceNet):
         return f"block{index + 1}"
     return f"stage{stage + 1}.block{index + 1}"
