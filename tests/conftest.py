@@ -6,7 +6,7 @@ import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +177,36 @@ def user_package(tmp_path: Path) -> Iterator[Path]:
     yield root
     sys.path.remove(str(root))
     sys.modules.pop("tinynets", None)
+
+
+def _need(package: str) -> None:
+    try:
+        __import__(package)
+    except Exception:  # beside the CPU torch wheel timm and torchvision fail with more than that
+        if os.environ.get("FOVEA_REQUIRE_TIMM") == "1":
+            pytest.fail(f"{package} cannot be imported in the venv of make test-timm")
+        pytest.skip(
+            f"{package} cannot be imported beside this torch; make test-timm runs this test"
+        )
+
+
+@pytest.fixture(scope="session")
+def need() -> Callable[[str], None]:
+    """``need("timm")`` skips the test where the package cannot be imported (timm and torchvision
+    cannot beside the CPU torch wheel); ``make test-timm`` runs it in ``.venv-timm`` and fails
+    there instead."""
+    return _need
+
+
+@pytest.fixture(scope="session")
+def hf_vit_config() -> dict[str, Any]:
+    """A tiny Hugging Face ViT config: 32 wide, 4 layers of 4 heads, 32 px in 8 px patches."""
+    return {
+        "model_type": "vit",
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "image_size": SIZE,
+        "patch_size": 8,
+    }

@@ -2,9 +2,10 @@
 
 import importlib.util
 import json
-import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,28 +23,11 @@ from models.preprocess import PreprocessSpec
 from models.sources import SourceError
 
 SIZE = 32
-VIT = {
-    "model_type": "vit",
-    "hidden_size": 32,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "image_size": SIZE,
-    "patch_size": 8,
-}
 HF_CNNS = {
     "resnet": {"embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1]},
     "convnext": {"hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1]},
 }
 has_transformers = importlib.util.find_spec("transformers") is not None
-
-
-def _importable(package: str) -> bool:
-    try:
-        __import__(package)
-    except Exception:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -104,9 +88,9 @@ def test_a_bad_factory_argument_is_named(user_module: str) -> None:
 
 
 @pytest.mark.skipif(not has_transformers, reason="transformers not installed (the hf extra)")
-def test_a_hf_vit_gives_token_taps_as_grids(tmp_path: Path) -> None:
+def test_a_hf_vit_gives_token_taps_as_grids(tmp_path: Path, hf_vit_config: dict[str, Any]) -> None:
     (tmp_path / "vit").mkdir()
-    (tmp_path / "vit" / "config.json").write_text(json.dumps(VIT))
+    (tmp_path / "vit" / "config.json").write_text(json.dumps(hf_vit_config))
     model = build_model(f"hf:{tmp_path / 'vit'}")
     assert model.family == "hf" and len(model.tap_names) == 4
     assert set(model.tap_channels(SIZE).values()) == {(32, 4, 4)}  # 16 patches + class token
@@ -132,23 +116,13 @@ def test_hf_refuses_what_it_would_have_to_download(tmp_path: Path) -> None:
         build_model(f"hf:{tmp_path / 'c.json'}")
 
 
-def _need(package: str) -> None:
-    """Skip where ``package`` cannot be imported (beside the CPU torch wheel, timm and
-    torchvision cannot); ``make test-timm`` runs these in ``.venv-timm`` and fails there."""
-    if _importable(package):
-        return
-    if os.environ.get("FOVEA_REQUIRE_TIMM") == "1":
-        pytest.fail(f"{package} cannot be imported in the venv of make test-timm")
-    pytest.skip(f"{package} cannot be imported beside this torch; make test-timm runs this test")
-
-
-def test_timm_builds_and_round_trips(tmp_path: Path) -> None:
-    _need("timm")
+def test_timm_builds_and_round_trips(need: Callable[[str], None], tmp_path: Path) -> None:
+    need("timm")
     _round_trip(build_model("timm:resnet18", {"image_size": SIZE}), tmp_path)
 
 
-def test_torchvision_builds_and_round_trips(tmp_path: Path) -> None:
-    _need("torchvision")
+def test_torchvision_builds_and_round_trips(need: Callable[[str], None], tmp_path: Path) -> None:
+    need("torchvision")
     model = build_model("torchvision:resnet18", {"image_size": SIZE})
     assert model.tap_names == ("layer1", "layer2", "layer3", "layer4")
     _round_trip(model, tmp_path)
