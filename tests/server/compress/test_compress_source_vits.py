@@ -130,6 +130,27 @@ def test_hf_vit_heads_are_scored_and_pruned_by_the_step_machinery(
     rebuilt.load_state_dict(model.state_dict())  # the config alone gives the pruned shapes
 
 
+@needs_hf
+def test_hf_vit_runs_the_prune_heads_and_reduce_layers_steps(
+    data: Any, distill_config: Any, hf_vit_config: dict[str, Any], tmp_path: Path
+) -> None:
+    from server.compress.steps import StepContext, run_step
+
+    train = {"epochs": 1, "batch_size": 32, "threads": 1}
+    cfg = distill_config(Path("unused"), None, tmp_path, train=train, monitor={"enabled": False})
+    ctx = StepContext(data=data, teacher=None, distill=cfg, out_dir=tmp_path, log=lambda s: None)
+    settings = {"keep_ratio": 0.5, "gate_epochs": 1, "recover_epochs": 1}  # gates, then recovery
+    pruned = run_step("prune_heads", _hf(hf_vit_config), ctx, settings).model
+    assert sum(pruned.config["heads"]) == 8 and len(pruned.config["heads"]) == 4
+    settings = {"max_removals": 1, "epochs": 1, "min_retention": 0.01, "latency_runs": 0}
+    result = run_step("reduce_layers", pruned, ctx, {**settings, "choice_images": 16})
+    assert result.details["removed"][0]["accepted"]
+    assert result.model.config["config"]["num_hidden_layers"] == 3
+    assert len(result.model.config["heads"]) == 3
+    assert count_parameters(result.model) < count_parameters(pruned)
+    build_model("hf", result.model.config).load_state_dict(result.model.state_dict())
+
+
 def _gates_match_slicing(model: SourceNet) -> None:
     """Zeroing a head's gate computes what cutting it out computes."""
     keep = [[0], [1, 2], [2], [0, 1, 2]]
