@@ -250,10 +250,8 @@ class Store:
         num_classes: int = NUM_GRADES,
     ) -> Review:
         """Record a clinician's verdict (nothing with ``gradable=False``); earlier reviews stay.
-
         ``grade`` is the class index, 0 to ``num_classes - 1`` (DR: the grade 0-4); a
-        multilabel review gives ``labels`` (the findings' names, possibly none) and no grade.
-        """
+        multilabel review gives ``labels`` (the findings' names, possibly none) and no grade."""
         missing = gradable and grade is None and labels is None
         if missing or (grade is not None and not 0 <= grade < num_classes):
             raise StoreError(
