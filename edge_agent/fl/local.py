@@ -270,25 +270,29 @@ def train_local(
     batch = min(config.batch_size, len(train))
     freeze_norm = freezes_norm(config, len(train))
     losses: list[float] = []
-    for _ in range(config.local_epochs):
-        _train_mode(model, freeze_norm)
-        losses = []
-        for index in _batches(len(train), batch, rng):
-            if len(index) < 2 and len(train) >= 2 and not freeze_norm:
-                continue  # BatchNorm cannot train on one image
-            if pause is not None:
-                pause()
-            x, y = x_all[index], y_all[index]
-            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            with torch.no_grad():
-                target = teacher(x) if teacher is not None else None
-            loss = local_loss(task, model(x), target, y, config, weight)
-            total = loss + config.proximal_mu * proximal_term(model, anchor)
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
+    # dropout draws from torch's generator: seeded by the round (and the caller's state kept),
+    # so a device's update is reproducible, as the batch order and flips already are
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.server_round)
+        for _ in range(config.local_epochs):
+            _train_mode(model, freeze_norm)
+            losses = []
+            for index in _batches(len(train), batch, rng):
+                if len(index) < 2 and len(train) >= 2 and not freeze_norm:
+                    continue  # BatchNorm cannot train on one image
+                if pause is not None:
+                    pause()
+                x, y = x_all[index], y_all[index]
+                flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+                with torch.no_grad():
+                    target = teacher(x) if teacher is not None else None
+                loss = local_loss(task, model(x), target, y, config, weight)
+                total = loss + config.proximal_mu * proximal_term(model, anchor)
+                optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
     metrics: dict[str, float] = {
         M_NUM_EXAMPLES: float(len(train)),
         M_TRAIN_LOSS: float(np.mean(losses)) if losses else float("nan"),

@@ -4,6 +4,7 @@ the deployed model's behaviour, the held-out share is stable, too few cases decl
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -209,3 +210,17 @@ def test_norm_stats_auto_freezes_below_the_threshold_only() -> None:
     assert not freezes_norm(RoundConfig(norm_stats="local"), 10)
     with pytest.raises(ValueError, match="norm-stats"):
         RoundConfig(norm_stats="sometimes")
+
+
+def test_a_round_s_update_is_reproducible_with_dropout(cases: LocalCases) -> None:
+    from models.nets import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet-student", {"width": 4, "dropout": 0.5})
+    start = get_weights(model)
+    first, _ = train_local(model, start, cases, BASE)
+    torch.rand(7)  # the process's generator moved on: the update must not depend on it
+    second, _ = train_local(model, start, cases, BASE)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    third, _ = train_local(model, start, cases, dataclasses.replace(BASE, server_round=2))
+    assert not all(np.array_equal(first[k], third[k]) for k in first)
