@@ -8,6 +8,7 @@ from models.nets.checkpoint import (
     Ancestor,
     CheckpointMeta,
     load_checkpoint,
+    model_with_state,
     read_meta,
     save_checkpoint,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "head_sites",
     "load_checkpoint",
     "load_weights_",
+    "model_with_state",
     "observe",
     "read_meta",
     "read_weights",

@@ -182,8 +182,15 @@ def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
     weights = Path(path).with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
+    return model_with_state(meta, load_file(str(weights)), str(weights)), meta
+
+
+def model_with_state(
+    meta: CheckpointMeta, state: dict[str, torch.Tensor], where: str = "weights"
+) -> FundusNet:
+    """The checkpoint's architecture, built for its task, holding ``state`` (in eval mode);
+    a structurally pruned model (``meta.resized``) takes its layer widths from ``state``."""
     model = build_model(meta.family, meta.config).for_task_(meta.task)
-    state = load_file(str(weights))
     if meta.resized:
         resize_to_state_(model, state)
     try:
@@ -191,6 +198,6 @@ def load_checkpoint(path: str | Path) -> tuple[FundusNet, CheckpointMeta]:
     except RuntimeError as e:
         first = str(e).splitlines()[1:3]
         raise ValueError(
-            f"{weights}: weights do not fit {meta.family} {meta.config}: {' '.join(first)}"
+            f"{where}: weights do not fit {meta.family} {meta.config}: {' '.join(first)}"
         ) from None
-    return model.eval(), meta
+    return model.eval()

@@ -72,14 +72,13 @@ def evaluate_weights(
     import torch
 
     from models import screening_metrics
-    from models.nets import build_model, read_meta
+    from models.nets import model_with_state, read_meta
     from server.training import predict
 
     meta = read_meta(checkpoint_json)
     meta.task.check_labels(heldout.grade)
-    model = build_model(meta.family, meta.config).for_task_(meta.task)
     state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in weights.items()}
-    model.load_state_dict(state)
+    model = model_with_state(meta, state, str(checkpoint_json))
     threshold = float(meta.metrics.get("referral_threshold", 0.5))
     preds = dataclasses.replace(
         predict(model, heldout, meta.preprocess), referral_threshold=threshold

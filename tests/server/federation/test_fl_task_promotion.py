@@ -91,3 +91,16 @@ def test_rehearsal_labels_follow_the_task() -> None:
     )
     with pytest.raises(ValueError, match="findings is multilabel"):
         synthetic_labels(findings, grades)
+
+
+def test_a_channel_pruned_checkpoint_is_scored_with_its_own_widths(tmp_path: Path) -> None:
+    from server.compress.channels import prune_channels_
+
+    torch.manual_seed(0)
+    model = build_model("resnet", {"width": 8, "depths": [1, 1]}).eval()
+    prune_channels_(model, 0.5, 32)
+    spec = PreprocessSpec(size=32)
+    ckpt = save_checkpoint(model, tmp_path / "pruned", name="pruned", preprocess=spec)
+    heldout = generate(SITES["site-e"], 24, size=32, seed=0)
+    scores = evaluate_weights(ckpt, load_weights(ckpt), heldout)
+    assert scores["images"] == 24 and 0 <= scores["accuracy"] <= 100
