@@ -115,13 +115,11 @@ def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
 
 def headline_metrics(task: TaskSpec) -> tuple[str, ...]:
     """The metrics a task is judged by: for DR grading :data:`METRIC_NAMES`; every kind has the
-    referral rule's sensitivity, specificity and AUC; single-label kinds accuracy, ``grading``
-    kappa, ``multilabel`` the mean AUC over labels; a quality head adds gradable accuracy and
-    the false-reject rate."""
+    referral rule's sensitivity, specificity and AUC, and accuracy (label-wise for
+    ``multilabel``); ``grading`` adds kappa, ``multilabel`` the mean AUC over labels; a quality
+    head adds gradable accuracy and the false-reject rate."""
     names = []
     for name in (*METRIC_NAMES, "mean_auc"):
-        if name in ("accuracy",) and task.kind == "multilabel":
-            continue
         if name == "kappa" and task.kind != "grading":
             continue
         if name == "mean_auc" and task.kind != "multilabel":
@@ -209,7 +207,8 @@ def task_metric_table(
 
     Every kind: sensitivity, specificity and AUC of the referral rule at ``threshold``. Single
     label kinds: accuracy and recall per class (``recall[NAME]``); ``grading`` adds quadratic
-    kappa; ``multilabel``: AUC per label (``auc[NAME]``) and their mean. ``gradable``, as
+    kappa; ``multilabel``: AUC per label (``auc[NAME]``), their mean, and label-wise (Hamming)
+    accuracy at P >= 0.5 over the labelled images. ``gradable``, as
     (quality logits, gradable labels), adds gradable accuracy and the false-reject rate.
     """
     spec.check_labels(labels)
@@ -235,6 +234,8 @@ def task_metric_table(
         ]
         out.update({f"auc[{c}]": a for c, a in zip(spec.classes, aucs, strict=True)})
         out["mean_auc"] = np.nanmean(np.stack(aucs), axis=0)
+        hits = ((probs >= 0.5) == y.astype(bool)).mean(1)
+        out["accuracy"] = _ratio((wl * hits).sum(1), wl.sum(1))
     else:
         pred = probs.argmax(1)
         out["accuracy"] = _ratio((wl * (pred == y)).sum(1), wl.sum(1))

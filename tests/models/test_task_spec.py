@@ -163,7 +163,10 @@ def test_multilabel_metrics_are_per_label_aucs_and_the_referral_rule() -> None:
     m = metrics.task_metrics(findings, logits, labels, threshold, resamples=0)
     assert m["auc[referable DR]"].value > 0.95 and 0.35 < m["auc[drusen only]"].value < 0.65
     assert m["referable_sensitivity"].value >= 0.9
-    assert "accuracy" not in m and "kappa" not in m
+    assert "kappa" not in m and "mean_auc" in m
+    hamming = ((1 / (1 + np.exp(-logits)) >= 0.5) == labels.astype(bool)).mean()
+    assert m["accuracy"].value == pytest.approx(hamming)
+    assert "accuracy" in metrics.headline_metrics(findings)
 
 
 def test_checkpoint_meta_carries_the_task_and_refuses_other_labels() -> None:
