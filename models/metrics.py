@@ -105,12 +105,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The headline metrics of ``p``'s task (:func:`headline_metrics`) for each resample row of
-    ``weights`` (R x N counts; ones = the sample)."""
+    """The headline metrics of ``p``'s task (:func:`headline_metrics`; a multilabel task adds
+    each label's AUC, ``auc[NAME]``) for each resample row of ``weights`` (R x N counts; ones =
+    the sample)."""
     table = task_metric_table(
         p.task, p.grade_logits, p.grade, p.referral_threshold, weights, p.quality()
     )
-    return {k: table[k] for k in headline_metrics(p.task)}
+    names = headline_metrics(p.task)
+    if p.task.kind == "multilabel":
+        names += tuple(f"auc[{c}]" for c in p.task.classes)
+    return {k: table[k] for k in names}
 
 
 def headline_metrics(task: TaskSpec) -> tuple[str, ...]:
