@@ -1,5 +1,6 @@
-"""A multilabel task from a CSV of findings: prepare, teacher, distillation and export, with
-per-label AUCs in the metrics and an N x L ONNX output; a bad finding names its row."""
+"""A multilabel task from a CSV of findings: prepare, teacher, distillation with the T/alpha
+search, QAT and export, with per-label AUCs in the metrics and an N x L ONNX output; a bad
+finding names its row."""
 
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
     data = {"dir": "data", "train_sites": ["north"], "test_site": "south"}
     write_yaml(work / "distill.yaml", {
         "teacher": "runs/teacher/teacher.json", "student": {"name": "resnet-student"},
-        "data": data, "train": {"epochs": 4}, "search": {"enabled": False},
-        "bootstrap": 20, "out": "runs/distill",
+        "data": data, "train": {"epochs": 4}, "bootstrap": 20, "out": "runs/distill",
+        "search": {"enabled": True, "temperatures": [2.0, 4.0], "alphas": [0.5], "epochs": 1,
+                   "metric": "mean_auc", "compare_without_teacher": False},
     })  # fmt: skip
     fovea("distill", "distill.yaml", cwd=work)
     metrics = json.loads((work / "runs" / "distill" / "metrics.json").read_text())
@@ -101,17 +103,23 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
         assert f'"{name}"' in flat, f"{name} missing from metrics.json"
     assert metrics["student"]["test"]["mean_auc"]["value"] >= 0.8  # the shapes are learnt
 
-    write_yaml(work / "export.yaml", {**QUICK_EXPORT, "int8_source": "calibrate"})
-    fovea("export", "runs/distill", "--config", "export.yaml", cwd=work)
-    export = work / "runs" / "distill" / "export"
+    write_yaml(work / "compress.yaml", {
+        "teacher": "runs/teacher/teacher.json", "start": "runs/distill/student.json",
+        "distill": {"data": data, "train": {"epochs": 1}, "bootstrap": 20},
+        "steps": [{"kind": "qat", "epochs": 1}], "out": "runs/compress", "latency_runs": 0,
+    })  # fmt: skip
+    fovea("compress", "compress.yaml", cwd=work)
+    write_yaml(work / "export.yaml", {**QUICK_EXPORT, "int8_source": "qat"})
+    fovea("export", "runs/compress", "--config", "export.yaml", cwd=work)
+    export = work / "runs" / "compress" / "export"
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(export / "model.fp32.onnx"))
-    (out,) = sess.get_outputs()
-    x = np.zeros((5, 3, SIZE, SIZE), np.float32)
-    assert out.name == "finding_logits" and sess.run(None, {sess.get_inputs()[0].name: x})[
-        0
-    ].shape == (5, 3)
+    for precision in ("fp32", "int8"):
+        sess = ort.InferenceSession(str(export / f"model.{precision}.onnx"))
+        (out,) = sess.get_outputs()
+        x = np.zeros((5, 3, SIZE, SIZE), np.float32)
+        assert out.name == "finding_logits"
+        assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (5, 3)
     with np.load(export / "validation.npz") as v:
         assert v["labels"].ndim == 2 and v["labels"].shape[1] == 3
         task.check_labels(v["labels"])
