@@ -45,9 +45,11 @@ def epoch_indices(
 
 
 def loss_targets(arrays: FundusArrays, task: TaskSpec) -> np.ndarray:
-    """The labels a loss takes: int64 class indices, or float32 N x L findings (multilabel)."""
+    """The labels a loss takes: int64 class indices (-1: none), or float32 N x L findings
+    (``multilabel``; a row of -1 for an ungradable or unlabelled image, which teaches nothing)."""
     if task.kind == "multilabel":
-        return arrays.targets(task).astype(np.float32)
+        known = (arrays.grade >= 0) & arrays.gradable
+        return np.where(known[:, None], arrays.targets(task).astype(np.float32), np.float32(-1))
     return arrays.grade.astype(np.int64)
 
 
