@@ -108,6 +108,8 @@ def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
     """The headline metrics of ``p``'s task (:func:`headline_metrics`; a multilabel task adds
     each label's AUC, ``auc[NAME]``) for each resample row of ``weights`` (R x N counts; ones =
     the sample)."""
+    if p.task.kind == "multilabel" and p.quality() is None:
+        weights = weights * p.gradable  # an ungradable image's row of findings is no label
     table = task_metric_table(
         p.task, p.grade_logits, p.grade, p.referral_threshold, weights, p.quality()
     )
