@@ -1,6 +1,6 @@
 """A multilabel task from a CSV of findings: prepare, teacher, distillation with the T/alpha
-search, QAT and export, with per-label AUCs in the metrics and an N x L ONNX output; a bad
-finding names its row."""
+search, QAT, export, a signed bundle and an agent screening over HTTP, with per-label AUCs in
+the metrics and an N x L ONNX output; a bad finding names its row."""
 
 from __future__ import annotations
 
@@ -123,6 +123,42 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
     with np.load(export / "validation.npz") as v:
         assert v["labels"].ndim == 2 and v["labels"].shape[1] == 3
         task.check_labels(v["labels"])
+
+    fovea("keys", "generate", "publisher", "--dir", "keys", cwd=work)
+    fovea("bundle", "build", export, "--version", "1", "--key", "keys/publisher.key",
+          "--out", "findings-v1.tar", cwd=work)  # fmt: skip
+    answers = _screen(work, [_photo(np.array(f), np.random.default_rng(5)) for f in
+                             ((1, 0, 0), (0, 1, 1), (0, 0, 0))])  # fmt: skip
+    for answer in answers:
+        assert answer["task"]["name"] == "shape-findings"
+        (eye,) = answer["eyes"]
+        assert set(eye["probabilities"]) == set(FINDINGS)
+        assert set(eye["labels"]) <= set(FINDINGS)
+
+
+def _screen(work: Path, photos: list[np.ndarray]) -> list[dict[str, object]]:
+    """Install the bundle on a device root, serve it and screen each photo over HTTP."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from edge_agent.install import DeviceRoot, install
+    from edge_agent.service import AgentConfig
+    from edge_agent.service.server import load_agent
+
+    device = DeviceRoot(work / "clinic").ensure()
+    shutil.copy(work / "keys" / "publisher.pub", device.keys.trusted / "publisher.pub")
+    install(device, work / "findings-v1.tar")
+    agent = load_agent(work / "clinic", AgentConfig(max_batch=4, max_wait_ms=1.0, threads=1))
+    tech = {"Authorization": f"Bearer {agent.store.add_user('tech-1', 'technician')}"}
+    answers = []
+    with TestClient(agent.app) as client:
+        for i, photo in enumerate(photos):
+            files = {"image": (f"photo{i}.jpg", jpeg(photo), "image/jpeg")}
+            r = client.post("/v1/screen", files=files, headers=tech)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    return answers
 
 
 def test_a_bad_finding_names_its_row_and_class_folders_are_refused(tmp_path: Path) -> None:
