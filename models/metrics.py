@@ -105,23 +105,27 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The headline metrics of ``p``'s task (:func:`headline_metrics`) for each resample row of
-    ``weights`` (R x N counts; ones = the sample)."""
+    """The headline metrics of ``p``'s task (:func:`headline_metrics`; a multilabel task adds
+    each label's AUC, ``auc[NAME]``) for each resample row of ``weights`` (R x N counts; ones =
+    the sample)."""
+    if p.task.kind == "multilabel" and p.quality() is None:
+        weights = weights * p.gradable  # an ungradable image's row of findings is no label
     table = task_metric_table(
         p.task, p.grade_logits, p.grade, p.referral_threshold, weights, p.quality()
     )
-    return {k: table[k] for k in headline_metrics(p.task)}
+    names = headline_metrics(p.task)
+    if p.task.kind == "multilabel":
+        names += tuple(f"auc[{c}]" for c in p.task.classes)
+    return {k: table[k] for k in names}
 
 
 def headline_metrics(task: TaskSpec) -> tuple[str, ...]:
     """The metrics a task is judged by: for DR grading :data:`METRIC_NAMES`; every kind has the
-    referral rule's sensitivity, specificity and AUC; single-label kinds accuracy, ``grading``
-    kappa, ``multilabel`` the mean AUC over labels; a quality head adds gradable accuracy and
-    the false-reject rate."""
+    referral rule's sensitivity, specificity and AUC, and accuracy (label-wise for
+    ``multilabel``); ``grading`` adds kappa, ``multilabel`` the mean AUC over labels; a quality
+    head adds gradable accuracy and the false-reject rate."""
     names = []
     for name in (*METRIC_NAMES, "mean_auc"):
-        if name in ("accuracy",) and task.kind == "multilabel":
-            continue
         if name == "kappa" and task.kind != "grading":
             continue
         if name == "mean_auc" and task.kind != "multilabel":
@@ -209,7 +213,8 @@ def task_metric_table(
 
     Every kind: sensitivity, specificity and AUC of the referral rule at ``threshold``. Single
     label kinds: accuracy and recall per class (``recall[NAME]``); ``grading`` adds quadratic
-    kappa; ``multilabel``: AUC per label (``auc[NAME]``) and their mean. ``gradable``, as
+    kappa; ``multilabel``: AUC per label (``auc[NAME]``), their mean, and label-wise (Hamming)
+    accuracy at P >= 0.5 over the labelled images. ``gradable``, as
     (quality logits, gradable labels), adds gradable accuracy and the false-reject rate.
     """
     spec.check_labels(labels)
@@ -235,6 +240,8 @@ def task_metric_table(
         ]
         out.update({f"auc[{c}]": a for c, a in zip(spec.classes, aucs, strict=True)})
         out["mean_auc"] = np.nanmean(np.stack(aucs), axis=0)
+        hits = ((probs >= 0.5) == y.astype(bool)).mean(1)
+        out["accuracy"] = _ratio((wl * hits).sum(1), wl.sum(1))
     else:
         pred = probs.argmax(1)
         out["accuracy"] = _ratio((wl * (pred == y)).sum(1), wl.sum(1))

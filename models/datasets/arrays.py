@@ -1,4 +1,5 @@
-"""An in-memory labelled fundus set: uint8 images with grades, gradability, site and patient."""
+"""An in-memory labelled fundus set: uint8 images with grades (or findings), gradability, site
+and patient."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from models.task import TaskSpec
 
 SCHEMA_VERSION = 1
 UNKNOWN_GRADE = -1
@@ -18,6 +21,11 @@ class FundusArrays:
 
     ``grade`` is the class index in the task's classes (for DR, the ICDR grade), -1 where unknown
     or ungradable; which indices are valid is the task's to say (``TaskSpec.check_labels``).
+
+    ``labels`` holds a multilabel task's findings, N x L uint8 0/1 (L labels in the task's
+    order), and is None for single-label tasks. With ``labels``, ``grade`` is 0 for a labelled
+    gradable image and -1 for an ungradable or unknown one (whose row of ``labels`` is zeros).
+    :meth:`targets` gives the training targets of either.
     """
 
     images: np.ndarray
@@ -25,6 +33,7 @@ class FundusArrays:
     gradable: np.ndarray
     site: np.ndarray
     patient: np.ndarray
+    labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -43,6 +52,29 @@ class FundusArrays:
                 raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
         if self.grade.min(initial=0) < UNKNOWN_GRADE:
             raise ValueError("grade values are class indices >= 0, or -1 for unknown")
+        if self.labels is not None:
+            lab = self.labels
+            if lab.ndim != 2 or len(lab) != n or lab.dtype != np.uint8 or lab.max(initial=0) > 1:
+                raise ValueError(
+                    f"labels must be uint8 0/1 of shape ({n}, L), got {lab.dtype} {lab.shape}"
+                )
+            if self.grade.max(initial=0) > 0:
+                raise ValueError("with labels, grade is 0 (labelled) or -1 (unknown)")
+
+    def targets(self, task: TaskSpec) -> np.ndarray:
+        """What ``task`` trains and scores on: ``labels`` (N x L) for ``multilabel``, else
+        ``grade``; raises when the file does not hold that kind of label."""
+        if task.kind != "multilabel":
+            if self.labels is not None:
+                raise ValueError(f"task {task.name} is {task.kind}, but these images hold findings")
+            return self.grade
+        if self.labels is None or self.labels.shape[1] != task.num_classes:
+            held = "no findings" if self.labels is None else f"{self.labels.shape[1]} findings"
+            raise ValueError(
+                f"task {task.name} has {task.num_classes} labels, but these images hold {held}; "
+                "prepare them with this task"
+            )
+        return self.labels
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,6 +92,7 @@ class FundusArrays:
             gradable=self.gradable[index],
             site=self.site[index],
             patient=self.patient[index],
+            labels=None if self.labels is None else self.labels[index],
         )
 
     @staticmethod
@@ -67,27 +100,30 @@ class FundusArrays:
         """All rows of ``parts`` in order."""
         if not parts:
             raise ValueError("nothing to concatenate")
-        return FundusArrays(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("images", "grade", "gradable", "site", "patient")
-            )
-        )
+        held = {p.labels is None for p in parts}
+        if len(held) > 1:
+            raise ValueError("cannot concatenate images with findings and images without")
+        fields: tuple[str, ...] = ("images", "grade", "gradable", "site", "patient")
+        if held == {False}:
+            fields = (*fields, "labels")
+        return FundusArrays(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
 
     def save(self, path: str | Path) -> Path:
         """Write to a compressed ``.npz`` file (no pickled objects) and return its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            schema_version=np.int64(SCHEMA_VERSION),
-            images=self.images,
-            grade=self.grade.astype(np.int64),
-            gradable=self.gradable.astype(np.bool_),
-            site=self.site.astype(np.str_),
-            patient=self.patient.astype(np.str_),
-        )
+        arrays = {
+            "schema_version": np.int64(SCHEMA_VERSION),
+            "images": self.images,
+            "grade": self.grade.astype(np.int64),
+            "gradable": self.gradable.astype(np.bool_),
+            "site": self.site.astype(np.str_),
+            "patient": self.patient.astype(np.str_),
+        }
+        if self.labels is not None:  # multilabel findings; files without them still load
+            arrays["labels"] = self.labels
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         return path
 
@@ -108,6 +144,7 @@ class FundusArrays:
                     gradable=z["gradable"],
                     site=z["site"],
                     patient=z["patient"],
+                    labels=z.get("labels"),
                 )
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
             raise ValueError(

@@ -3,8 +3,9 @@
 Labels are class names of a :class:`~models.TaskSpec` (mapped with ``TaskSpec.class_index``),
 class indices, or ``ungradable``. :class:`~models.datasets.FundusArrays` keeps one integer label
 per image in -1..4, so a single-label task of at most five classes fits: its class index is
-stored where DR grading stores the grade. A label outside the task is always an error naming
-the value and the row or folder; it is never skipped.
+stored where DR grading stores the grade. A ``multilabel`` task comes from a CSV only: its label
+cell lists the findings present, separated by ``;`` (empty or ``none``: no finding). A label
+outside the task is always an error naming the value and the row or folder; it is never skipped.
 """
 
 from __future__ import annotations
@@ -48,13 +49,37 @@ class CsvColumns:
             raise ValueError(f"CSV column names must be distinct and non-empty, got {names}")
 
 
-def check_task_fits(task: TaskSpec) -> None:
-    """Raise :class:`DatasetLayoutError` when the array format cannot hold the task's labels."""
-    if task.kind == "multilabel":
+def check_task_fits(task: TaskSpec, layout: str = "folders") -> None:
+    """Raise :class:`DatasetLayoutError` when ``layout`` cannot hold the task's labels: a
+    ``multilabel`` task's findings come from a CSV only."""
+    if task.kind == "multilabel" and layout != "csv":
         raise DatasetLayoutError(
-            f"task {task.name} is multilabel; Fovea's dataset files hold one label per image, "
-            "so a multilabel task cannot be prepared yet"
+            f"task {task.name} is multilabel; layout {layout} gives one class per image, so "
+            "give the findings in a CSV (--layout csv): one row per image, its findings "
+            "separated by ';'"
         )
+
+
+def finding_labels(value: str, task: TaskSpec, where: str) -> tuple[int, ...] | None:
+    """A multilabel cell as 0/1 per label of ``task``: names separated by ``;`` (empty or
+    ``none``: no finding), matched exactly or case-insensitively; None for ``ungradable``."""
+    text = value.strip()
+    if text.lower() == UNGRADABLE:
+        return None
+    found = [0] * task.num_classes
+    names = [n.strip() for n in text.split(";") if n.strip()]
+    if [n.lower() for n in names] == ["none"]:
+        return tuple(found)
+    for name in names:
+        hits = [i for i, c in enumerate(task.classes) if c == name]
+        hits = hits or [i for i, c in enumerate(task.classes) if c.lower() == name.lower()]
+        if len(hits) != 1:
+            raise DatasetLayoutError(
+                f"{where}: finding {name!r} is not a label of task {task.name}; expected names "
+                f"from {list(task.classes)} separated by ';', 'none', or {UNGRADABLE!r}"
+            )
+        found[hits[0]] = 1
+    return tuple(found)
 
 
 def label_index(value: str, task: TaskSpec, where: str) -> int:
@@ -120,14 +145,20 @@ def load_csv(
     skipped and noted; a bad label or eye is always raised.
     """
     columns = columns or CsvColumns()
-    check_task_fits(task)
+    check_task_fits(task, "csv")
     out = IndexCollector(on_error)
     for line, row in read_label_rows(labels, (columns.image, columns.label)):
         where = f"{labels}: row {line}"
         image = row[columns.image]
         if not image:
             raise DatasetLayoutError(f"{where}: column {columns.image!r} is empty")
-        grade = label_index(row[columns.label], task, f"{where}, column {columns.label!r}")
+        cell, at = row[columns.label], f"{where}, column {columns.label!r}"
+        findings = finding_labels(cell, task, at) if task.kind == "multilabel" else None
+        if task.kind == "multilabel":
+            grade = UNKNOWN_GRADE if findings is None else 0
+            findings = findings or (0,) * task.num_classes
+        else:
+            grade = label_index(cell, task, at)
         path, looked = _find_image(root, image)
         if path is None:
             out.fail(
@@ -141,7 +172,8 @@ def load_csv(
         if row.get(columns.eye):
             eye = _eye(row[columns.eye], f"{where}, column {columns.eye!r}")
         gradable = grade != UNKNOWN_GRADE
-        out.records.append(FundusRecord(path, grade, gradable, patient, eye, image_id, "csv"))
+        record = FundusRecord(path, grade, gradable, patient, eye, image_id, "csv", findings)
+        out.records.append(record)
     return out.result()
 
 

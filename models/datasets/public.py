@@ -44,6 +44,7 @@ class FundusRecord:
     eye: str
     image_id: str
     layout: str = ""
+    labels: tuple[int, ...] | None = None  # a multilabel task's 0/1 findings; grade is then 0/-1
 
     def __post_init__(self) -> None:
         if not UNKNOWN_GRADE <= self.grade <= 4:

@@ -20,7 +20,14 @@ from torch import nn
 from models.nets import FundusNet, HeadSite, SourceNet, ViT, count_parameters, head_rows, head_sites
 from server.compress.steps import StepContext, StepResult, StepSettings, register_step
 from server.distill import DistillConfig, Mix, Trainer, task_loss
-from server.training import ModelRef, TrainingData, pick_device, point_metrics, predict
+from server.training import (
+    ModelRef,
+    TrainingData,
+    loss_targets,
+    pick_device,
+    point_metrics,
+    predict,
+)
 
 GATES = "head_gates"
 """Name of the gate module while it is attached to a model."""
@@ -174,7 +181,7 @@ def gradient_importance(
         for _ in range(batches):
             idx = np.sort(rng.choice(len(data.train), min(cfg.train.batch_size, len(data.train))))
             x = torch.from_numpy(data.spec.normalise(data.train.images[idx])).to(device)
-            grade = torch.from_numpy(data.train.grade[idx].astype(np.int64)).to(device)
+            grade = torch.from_numpy(loss_targets(data.train, model.task)[idx]).to(device)
             t_out = None
             if teacher is not None:
                 with torch.no_grad():

@@ -74,7 +74,7 @@ class SearchConfig(_Strict):
     epochs: int = Field(2, ge=1)
     fraction: float = Field(0.5, gt=0, le=1)
     """Share of the training images each trial uses."""
-    metric: Literal["accuracy", "kappa", "referable_auc"] = "accuracy"
+    metric: Literal["accuracy", "kappa", "referable_auc", "mean_auc"] = "accuracy"
     compare_without_teacher: bool = True
     """Also run the same short trial with no teacher, and warn when no setting beats it."""
 

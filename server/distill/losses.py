@@ -110,8 +110,10 @@ def task_loss(
         known = labels != UNKNOWN_GRADE
         target = labels.clamp(min=0).float()
         loss = sigmoid_distillation_loss(s, t, target, mix.alpha, mix.temperature, known)
-    else:
-        loss = sigmoid_distillation_loss(s, t, labels.float(), mix.alpha, mix.temperature)
+    else:  # multilabel: a row of -1 (an ungradable or unlabelled image) has no findings
+        known = labels >= 0
+        target = labels.float().clamp(min=0)
+        loss = sigmoid_distillation_loss(s, t, target, mix.alpha, mix.temperature, known)
     if task.quality_head:
         tq = teacher[quality].float() if teacher else None
         loss = loss + mix.quality_weight * gradable_loss(

@@ -30,13 +30,14 @@ from server.training import (
     Reporter,
     TrainingData,
     augment,
-    class_of,
     epoch_indices,
     load_state,
+    loss_targets,
     pick_device,
     point_metrics,
     predict,
     read_info,
+    sampling_classes,
     save_state,
     world,
 )
@@ -132,9 +133,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=tc.precision == "mixed" and self.device.type == "cuda"
         )
-        self.classes = class_of(train.grade, train.gradable)
+        self.classes = sampling_classes(train, student.task)
         self.images = torch.from_numpy(train.images)
-        self.grade = torch.from_numpy(train.grade.astype(np.int64))
+        self.grade = torch.from_numpy(loss_targets(train, student.task))
         self.gradable = torch.from_numpy(train.gradable.astype(np.float32))
         self.mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
         self.std = torch.tensor(spec.std).view(1, -1, 1, 1)
@@ -187,8 +188,8 @@ class Trainer:
         rng = np.random.default_rng(self.cfg.seed)
         size = min(self.cfg.monitor.probe_size, len(labelled))
         keep = np.sort(rng.choice(labelled, size=size, replace=False))
-        x = torch.from_numpy(self.spec.normalise(v.images[keep])).to(self.device)
-        return Probe(x=x, grade=torch.from_numpy(v.grade[keep].astype(np.int64)).to(self.device))
+        grade = torch.from_numpy(loss_targets(v, self.student.task)[keep]).to(self.device)
+        return Probe(torch.from_numpy(self.spec.normalise(v.images[keep])).to(self.device), grade)
 
     @torch.no_grad()
     def _teacher_outputs_unaugmented(self) -> dict[str, torch.Tensor]:

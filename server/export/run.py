@@ -87,6 +87,8 @@ def _sample(arrays: FundusArrays, n: int, seed: int) -> FundusArrays:
 
 
 def _write_validation(arrays: FundusArrays, path: Path, budget: float, threshold: float) -> None:
+    # the agent reads ``labels`` (any task) before ``grade``: a multilabel task's N x L findings
+    extra = {} if arrays.labels is None else {"labels": arrays.labels.astype(np.int64)}
     np.savez_compressed(
         path,
         schema_version=np.int64(1),
@@ -95,6 +97,7 @@ def _write_validation(arrays: FundusArrays, path: Path, budget: float, threshold
         gradable=arrays.gradable.astype(np.bool_),
         budget_points=np.float64(budget),
         referral_threshold=np.float64(threshold),
+        **extra,  # type: ignore[arg-type]
     )
 
 

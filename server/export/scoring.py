@@ -49,7 +49,7 @@ def predict_onnx(
     return Predictions(
         grade_logits=out[task.outputs.classes],
         gradable_logit=out[task.outputs.quality] if task.quality_head else None,
-        grade=arrays.grade,
+        grade=arrays.targets(task),
         gradable=arrays.gradable,
         referral_threshold=referral_threshold,
         task=task,

@@ -28,7 +28,13 @@ from server.training.prepare import (
     index_source,
     prepare_dataset,
 )
-from server.training.sampling import balanced_weights, class_of, epoch_indices
+from server.training.sampling import (
+    balanced_weights,
+    class_of,
+    epoch_indices,
+    loss_targets,
+    sampling_classes,
+)
 from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
 from server.training.scoring import headline as score_headline
 from server.training.settings import ConfigError, read_yaml, validate
@@ -64,6 +70,7 @@ __all__ = [
     "load_site",
     "load_splits",
     "load_state",
+    "loss_targets",
     "metrics_json",
     "pick_device",
     "point_metrics",
@@ -73,6 +80,7 @@ __all__ = [
     "read_task",
     "read_yaml",
     "ref_file",
+    "sampling_classes",
     "save_state",
     "score_headline",
     "score_model",

@@ -165,7 +165,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
 def _check_fits(arrays: FundusArrays, task: TaskSpec, where: str) -> None:
     """Refuse images or labels the task does not take, naming the directory."""
     try:
-        task.check_labels(arrays.grade)
+        task.check_labels(arrays.targets(task))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if arrays.images.shape[-1] != task.input.channels:

@@ -36,7 +36,7 @@ def predict(
     return Predictions(
         grade_logits=np.concatenate(classes),
         gradable_logit=np.concatenate(quality) if quality else None,
-        grade=arrays.grade,
+        grade=arrays.targets(model.task),
         gradable=arrays.gradable,
         task=model.task,
     )

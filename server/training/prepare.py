@@ -6,7 +6,8 @@ the format ``fovea data synth`` writes. Patient ids are kept, so :func:`load_spl
 splits by patient. Work goes into ``.prepare-<site>/`` in chunks written atomically: an
 interrupted run resumes from its finished chunks, and ``<site>.npz`` and its ``dataset.json``
 entry appear only when every image is done. Labels are the task's class indices in the grade
-column (-1: ungradable), which is the DR grade for the built-in task.
+column (-1: ungradable), which is the DR grade for the built-in task; a multilabel task's
+findings (from a CSV) go in ``labels``, N x L, with grade 0 or -1 (ungradable).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def index_source(options: PrepareOptions) -> tuple[str, LoadedIndex]:
     on_error: Literal["raise", "skip"] = "skip" if options.skip_bad else "raise"
     layout = options.layout
     if layout == "auto":
-        layout = "csv" if options.csv is not None else _detect(source, task)
+        multilabel = task.kind == "multilabel"  # findings come from a CSV only
+        layout = "csv" if options.csv is not None or multilabel else _detect(source, task)
     if layout == "csv":
         labels = options.csv or source / "labels.csv"
         if not labels.is_file():
@@ -138,7 +140,7 @@ def index_source(options: PrepareOptions) -> tuple[str, LoadedIndex]:
                 f"{source}: layout {layout} holds DR grades 0-4, not the classes of task "
                 f"{task.name} {list(task.classes)}; use --layout csv or folders"
             )
-        check_task_fits(task)
+        check_task_fits(task, layout)
         index = load_index(source, layout, on_error=on_error)
         _check_indices(index.records, task)
     if not index.records:
@@ -191,9 +193,14 @@ def _fingerprint(options: PrepareOptions, layout: str, records: list[FundusRecor
         "size": options.size,
         "chunk": options.chunk,
         "task": options.task.model_dump(mode="json"),
-        "records": [[str(r.path), r.grade, r.gradable, r.patient] for r in records],
+        "records": [[str(r.path), r.grade, r.gradable, r.patient, *_findings(r)] for r in records],
     }
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def _findings(record: FundusRecord) -> list[list[int]]:
+    """A multilabel record's findings for the fingerprint; nothing for single-label ones."""
+    return [] if record.labels is None else [list(record.labels)]
 
 
 def _read_meta(out: Path, site: str, size: int) -> dict[str, Any]:
@@ -221,6 +228,8 @@ def _record(
     task = options.task
     found = Counter(int(g) for g in arrays.grade)
     counts = {name: found.get(i, 0) for i, name in enumerate(task.classes)}
+    if arrays.labels is not None:  # multilabel: images showing each finding
+        counts = {name: int(n) for name, n in zip(task.classes, arrays.labels.sum(0), strict=True)}
     counts["ungradable"] = found.get(-1, 0)
     return {
         "source": str(Path(options.source).resolve()),
@@ -228,7 +237,11 @@ def _record(
         "layout": layout,
         "size": options.size,
         "task": {"name": task.name, "kind": task.kind, "classes": list(task.classes)},
-        "labels": "grade holds the task's class index; -1 is ungradable or unknown",
+        "labels": (
+            "labels holds the findings (N x L, 0/1); grade is 0, or -1 if ungradable"
+            if arrays.labels is not None
+            else "grade holds the task's class index; -1 is ungradable or unknown"
+        ),
         "images": len(arrays),
         "patients": len(np.unique(arrays.patient)),
         "counts": counts,
@@ -247,12 +260,16 @@ def _assemble(
     kept = [records[int(i)] for c in chunks for i in c["kept"]]
     skipped = [str(s).split("\t", 1) for c in chunks for s in c["skipped"]]
     images = [c["images"] for c in chunks if len(c["images"])]
+    findings = [r.labels for r in kept if r.labels is not None]
+    width = len(records[0].labels or ()) if records else 0
+    labels = np.array(findings, np.uint8).reshape(-1, width) if width else None
     arrays = FundusArrays(
         images=np.concatenate(images) if images else np.zeros((0, *shape), np.uint8),
         grade=np.array([r.grade for r in kept], dtype=np.int64),
         gradable=np.array([r.gradable for r in kept], dtype=np.bool_),
         site=np.array([site] * len(kept), dtype=np.str_),
         patient=np.array([r.patient for r in kept], dtype=np.str_),
+        labels=labels,
     )
     return arrays, [(s[0], s[-1]) for s in skipped]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import TaskSpec
+from models.datasets import FundusArrays
+
 
 def class_of(grade: np.ndarray, gradable: np.ndarray) -> np.ndarray:
     """Sampling class per image: the class index, or one past the last for ungradable/unknown."""
@@ -39,3 +42,20 @@ def epoch_indices(
         order = rng.choice(n, size=n, replace=True, p=balanced_weights(classes, power))
     usable = (n // world) * world
     return order[:usable][rank::world]
+
+
+def loss_targets(arrays: FundusArrays, task: TaskSpec) -> np.ndarray:
+    """The labels a loss takes: int64 class indices (-1: none), or float32 N x L findings
+    (``multilabel``; a row of -1 for an ungradable or unlabelled image, which teaches nothing)."""
+    if task.kind == "multilabel":
+        known = (arrays.grade >= 0) & arrays.gradable
+        return np.where(known[:, None], arrays.targets(task).astype(np.float32), np.float32(-1))
+    return arrays.grade.astype(np.int64)
+
+
+def sampling_classes(arrays: FundusArrays, task: TaskSpec) -> np.ndarray:
+    """:func:`class_of` for ``task``: a multilabel task balances by the referral truth."""
+    if task.kind != "multilabel":
+        return class_of(arrays.grade, arrays.gradable)
+    refer = task.is_referable(arrays.targets(task)).astype(np.int64)
+    return class_of(np.where(arrays.grade >= 0, refer, -1), arrays.gradable)

@@ -13,6 +13,7 @@ from models.datasets import (
     BadImageError,
     CsvColumns,
     DatasetLayoutError,
+    FundusArrays,
     check_task_fits,
     label_index,
     load_class_folders,
@@ -21,6 +22,7 @@ from models.datasets import (
 
 TASKS = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 GLAUCOMA = load_task(TASKS / "glaucoma-referral.yaml")
+FINDINGS = load_task(TASKS / "fundus-findings.yaml")
 
 
 def write_image(path: Path) -> Path:
@@ -90,7 +92,57 @@ def test_class_folders_by_name_and_unknown_folder_named(tmp_path: Path) -> None:
         load_class_folders(tmp_path, GLAUCOMA)
 
 
-def test_multilabel_and_wide_tasks_do_not_fit() -> None:
-    with pytest.raises(DatasetLayoutError, match="multilabel"):
-        check_task_fits(load_task(TASKS / "fundus-findings.yaml"))
+def test_multilabel_fits_a_csv_only() -> None:
+    with pytest.raises(DatasetLayoutError, match=r"multilabel.*--layout csv"):
+        check_task_fits(FINDINGS)
+    check_task_fits(FINDINGS, "csv")
     check_task_fits(load_task(TASKS / "amd-staging.yaml"))  # four classes fit
+
+
+def test_multilabel_csv_reads_findings_separated_by_semicolons(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text(
+        "image,label\n"
+        "a.jpg,referable DR; amd\n"  # names case-folded when unambiguous
+        "a.jpg,\n"
+        "a.jpg,None\n"
+        "a.jpg,ungradable\n"
+        "a.jpg,drusen only\n"
+    )
+    records = load_csv(tmp_path, csv, FINDINGS).records
+    assert [r.labels for r in records] == [
+        (1, 0, 1, 0), (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 1)
+    ]  # fmt: skip
+    assert [r.grade for r in records] == [0, 0, 0, -1, 0]
+    assert [r.gradable for r in records] == [True, True, True, False, True]
+    csv.write_text("image,label\na.jpg,AMD\na.jpg,AMD;cataract\n")
+    with pytest.raises(DatasetLayoutError, match=r"labels.csv: row 3.*finding 'cataract'"):
+        load_csv(tmp_path, csv, FINDINGS, on_error="skip")
+    with pytest.raises(DatasetLayoutError, match="multilabel"):
+        load_class_folders(tmp_path, FINDINGS)
+
+
+def test_arrays_carry_findings_through_subset_concat_and_files(tmp_path: Path) -> None:
+    n = 4
+    plain = {
+        "images": np.zeros((n, 8, 8, 3), np.uint8),
+        "grade": np.array([0, 0, -1, 0]),
+        "gradable": np.array([True, True, False, True]),
+        "site": np.array(["s"] * n),
+        "patient": np.array(["a", "b", "c", "d"]),
+    }
+    labels = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0]], np.uint8)
+    arrays = FundusArrays(**plain, labels=labels)
+    back = FundusArrays.load(arrays.save(tmp_path / "s.npz"))
+    assert np.array_equal(back.targets(FINDINGS), labels)
+    both = FundusArrays.concat([back.subset(slice(0, 1)), back.subset(np.array([3]))])
+    assert np.array_equal(both.labels, labels[[0, 3]])
+    old = FundusArrays.load(FundusArrays(**plain).save(tmp_path / "old.npz"))
+    assert old.labels is None and old.targets(DR_GRADING) is old.grade
+    with pytest.raises(ValueError, match="these images hold no findings"):
+        old.targets(FINDINGS)
+    with pytest.raises(ValueError, match="findings and images without"):
+        FundusArrays.concat([old, back])
+    with pytest.raises(ValueError, match="grade is 0"):
+        FundusArrays(**{**plain, "grade": np.array([0, 2, 0, 0])}, labels=labels)

@@ -163,7 +163,24 @@ def test_multilabel_metrics_are_per_label_aucs_and_the_referral_rule() -> None:
     m = metrics.task_metrics(findings, logits, labels, threshold, resamples=0)
     assert m["auc[referable DR]"].value > 0.95 and 0.35 < m["auc[drusen only]"].value < 0.65
     assert m["referable_sensitivity"].value >= 0.9
-    assert "accuracy" not in m and "kappa" not in m
+    assert "kappa" not in m and "mean_auc" in m
+    hamming = ((1 / (1 + np.exp(-logits)) >= 0.5) == labels.astype(bool)).mean()
+    assert m["accuracy"].value == pytest.approx(hamming)
+    assert "accuracy" in metrics.headline_metrics(findings)
+    # an ungradable image (its findings row all 0) is left out when the task has no quality head
+    gradable = np.ones(300, bool)
+    gradable[:40] = False
+    wrong = labels.copy()
+    wrong[:40] = 0
+    p = metrics.Predictions(logits, None, wrong, gradable, threshold, findings)
+    kept = metrics.Predictions(logits[40:], None, labels[40:], gradable[40:], threshold, findings)
+    got, want = (
+        metrics.screening_metrics(p, resamples=0),
+        metrics.screening_metrics(kept, resamples=0),
+    )
+    assert {k: v.value for k, v in got.items()} == pytest.approx(
+        {k: v.value for k, v in want.items()}
+    )
 
 
 def test_checkpoint_meta_carries_the_task_and_refuses_other_labels() -> None:

@@ -51,3 +51,36 @@ def test_gradable_soft_term_vanishes_when_student_equals_teacher() -> None:
     hard = gradable_loss(logit, None, target, 0.0, 2.0)
     mixed = gradable_loss(logit, logit, target, 0.5, 2.0)
     assert float(mixed) == pytest.approx(0.5 * float(hard), abs=1e-6)
+
+
+def test_multilabel_rows_of_minus_one_teach_nothing() -> None:
+    import numpy as np
+
+    from models import TaskSpec
+    from models.datasets import FundusArrays
+    from models.task import Referral
+    from server.distill.losses import Mix, task_loss
+    from server.training import loss_targets
+
+    task = TaskSpec(
+        name="f",
+        kind="multilabel",
+        classes=("a", "b"),
+        referral=Referral(labels=("a",)),
+        quality_head=False,
+    )
+    arrays = FundusArrays(
+        images=np.zeros((3, 4, 4, 3), np.uint8),
+        grade=np.array([0, -1, 0]),
+        gradable=np.array([True, False, True]),
+        site=np.array(["s"] * 3),
+        patient=np.array(["p", "q", "r"]),
+        labels=np.array([[1, 0], [1, 1], [0, 1]], np.uint8),
+    )
+    targets = torch.from_numpy(loss_targets(arrays, task))
+    assert targets[1].tolist() == [-1.0, -1.0]
+    logits = torch.tensor([[2.0, -1.0], [9.0, -9.0], [0.5, 0.3]])
+    mix = Mix(alpha=0.0, temperature=1.0, quality_weight=0.0)
+    loss = task_loss(task, {task.outputs.classes: logits}, None, targets, torch.ones(3), mix)
+    kept = torch.nn.functional.binary_cross_entropy_with_logits(logits[[0, 2]], targets[[0, 2]])
+    assert loss.item() == pytest.approx(kept.item())
