@@ -186,7 +186,8 @@ def gradient_importance(
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher.to(device).eval()(x)
-            loss = task_loss(model.task, model(x), t_out, grade, grade, Mix(alpha, temp, 0.0))
+            gradable = torch.from_numpy(data.train.gradable[idx].astype(np.float32)).to(device)
+            loss = task_loss(model.task, model(x), t_out, grade, gradable, Mix(alpha, temp, 0.0))
             grads = torch.autograd.grad(loss, list(gates.values))
             for acc, g in zip(total, grads, strict=True):
                 acc += g.abs()
