@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from edge_agent.bundle import MANIFEST_NAME
 from edge_agent.fl.local import Declined, LocalCases
 from edge_agent.install import DeviceRoot, InstallError, active_manifest
 from edge_agent.store import Store
-from models import TaskSpecError, missing_packages
+from models import TaskSpec, TaskSpecError, missing_packages
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint, read_meta
 
 __all__ = ["deployed_checkpoint", "load_deployed", "load_reviewed"]
@@ -63,29 +64,38 @@ def _check_manifest_task(root: Path, meta: CheckpointMeta) -> None:
 
 def load_reviewed(root: Path, meta: CheckpointMeta) -> LocalCases:
     """Every reviewed, gradable case of the device's store, resized to the model's input and
-    labelled in the model's task (the store's reviewed label is the class index). Raises
-    :class:`Declined` naming the value when a label is not one of the task's classes, and for a
-    ``multilabel`` task (the store keeps one class per case)."""
+    labelled in the model's task: the review's class index, or for a ``multilabel`` task the
+    findings it named as an N x L 0/1 matrix. Raises :class:`Declined` naming the value when a
+    label is not one of the task's."""
     spec, task = meta.preprocess, meta.task
-    if task.kind == "multilabel":
-        raise Declined(
-            f"task {task.name} is multilabel: the case store keeps one reviewed class per case, "
-            "so this device cannot train it"
-        )
     db = DeviceRoot(Path(root)).state_db
     if not db.is_file():
         raise Declined(f"no agent store at {db}: this device has no reviewed cases")
     images: list[np.ndarray] = []
-    grades: list[int] = []
+    labels: list[Any] = []
+    multilabel = task.kind == "multilabel"
     with Store(db) as store:
-        for image, grade in store.reviewed_cases():
+        for image, label in store.reviewed_cases(findings=multilabel):
             if image.shape != (spec.size, spec.size, spec.channels):
                 image = spec.to_square(image)
             images.append(image)
-            grades.append(grade)
+            labels.append(_findings(task, label, db) if multilabel else label)
     size = spec.size
     stacked = np.stack(images) if images else np.zeros((0, size, size, spec.channels), np.uint8)
+    width = (task.num_classes,) if multilabel else ()
+    array = np.asarray(labels, dtype=np.int64).reshape(len(labels), *width)
     try:
-        return LocalCases(stacked, np.asarray(grades, dtype=np.int64), spec, task)
+        return LocalCases(stacked, array, spec, task)
     except TaskSpecError as exc:
         raise Declined(f"reviewed cases in {db} do not fit the deployed model: {exc}") from None
+
+
+def _findings(task: TaskSpec, names: list[str], db: Path) -> list[int]:
+    """A multilabel review's findings as a 0/1 row over the task's labels."""
+    unknown = sorted(set(names) - set(task.classes))
+    if unknown:
+        raise Declined(
+            f"reviewed cases in {db} name findings {unknown}, which task {task.name} does not "
+            f"have ({', '.join(task.classes)})"
+        )
+    return [int(c in names) for c in task.classes]

@@ -9,10 +9,9 @@ the deployed model's task (:class:`~models.TaskSpec`); the loss follows its kind
 proximal term towards the round's global weights; ``CE_w`` weighs each class by its share of the
 device's cases to the power ``-class_balance``, because referable cases are rare in clinics).
 Softmax cross-entropy and KL for ``grading`` and ``multiclass``; for ``binary`` (one logit) the
-weighted sigmoid cross-entropy and the binary KL. With a quality head, ``alpha * MSE`` on the
-quality logit against the deployed model (reviewed cases are all gradable, so it has no label to
-learn from). ``multilabel`` tasks do not train on the device: the case store keeps one class per
-case.
+weighted sigmoid cross-entropy and the binary KL; for ``multilabel`` the same per finding
+(unweighted). With a quality head, ``alpha * MSE`` on the quality logit against the deployed
+model (reviewed cases are all gradable, so it has no label to learn from).
 """
 
 from __future__ import annotations
@@ -62,10 +61,10 @@ class Declined(Exception):
 @dataclass(frozen=True)
 class LocalCases:
     """A device's reviewed cases: preprocessed uint8 images (N, S, S, C) and their labels, the
-    class indices of ``task`` (for DR, grades 0-4).
+    class indices of ``task`` (for DR, grades 0-4), or for ``multilabel`` an N x L 0/1 matrix
+    of the findings the clinician named.
 
-    Raises :class:`~models.TaskSpecError` naming the value when a label is not a class of the
-    task, and for a ``multilabel`` task (one class per case cannot say which labels are present).
+    Raises :class:`~models.TaskSpecError` naming the value when a label is not of the task.
     """
 
     images: np.ndarray
@@ -81,15 +80,12 @@ class LocalCases:
             )
         if self.images.dtype != np.uint8:
             raise ValueError(f"cases: expected uint8 images, got {self.images.dtype}")
-        if self.grades.shape != (len(self.images),):
+        if self.grades.shape[:1] != (len(self.images),):
             raise ValueError(f"cases: {len(self.images)} images but grades {self.grades.shape}")
-        if self.task.kind == "multilabel":
-            raise TaskSpecError(
-                f"task {self.task.name} is multilabel: the device's reviewed cases hold one class "
-                "each, so it cannot train or evaluate on them"
-            )
+        if self.task.kind == "multilabel" and len(self.grades) == 0:
+            return
         self.task.check_labels(self.grades)
-        if len(self.grades) and self.grades.min() < 0:
+        if self.task.kind != "multilabel" and len(self.grades) and self.grades.min() < 0:
             raise TaskSpecError(
                 f"task {self.task.name}: reviewed cases need a class, got label "
                 f"{int(self.grades.min())}"
@@ -173,16 +169,17 @@ def local_loss(
     and ``teacher`` are keyed by the task's output names, ``weight`` is per class."""
     logits = out[task.outputs.classes]
     alpha, t = config.distill_alpha, config.distill_temperature
-    if task.kind == "binary":
-        z = logits.reshape(-1)
-        w = weight[labels] if weight is not None else None
+    sigmoid = task.kind in ("binary", "multilabel")
+    if sigmoid:
+        z = logits.reshape(labels.shape)
+        w = weight[labels] if weight is not None else None  # binary only: multilabel is plain
         hard = F.binary_cross_entropy_with_logits(z, labels.float(), weight=w)
     else:
         hard = F.cross_entropy(logits, labels, weight=weight)
     if teacher is None or alpha == 0.0:
         return hard
-    if task.kind == "binary":
-        soft = _binary_kl(z / t, teacher[task.outputs.classes].reshape(-1) / t)
+    if sigmoid:
+        soft = _binary_kl(z / t, teacher[task.outputs.classes].reshape(labels.shape) / t)
     else:
         soft = F.kl_div(
             F.log_softmax(logits / t, dim=1),
@@ -264,9 +261,13 @@ def train_local(
     optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
     rng = np.random.default_rng(config.server_round)
     x_all = torch.from_numpy(train.preprocess.normalise(train.images))
-    y_all = torch.from_numpy(train.grades.astype(np.int64))
     task = cases.task
-    weight = torch.from_numpy(class_weights(train.grades, config.class_balance, task.num_classes))
+    if task.kind == "multilabel":
+        y_all, weight = torch.from_numpy(train.grades.astype(np.float32)), None
+    else:
+        y_all = torch.from_numpy(train.grades.astype(np.int64))
+        balance = class_weights(train.grades, config.class_balance, task.num_classes)
+        weight = torch.from_numpy(balance)
     batch = min(config.batch_size, len(train))
     freeze_norm = freezes_norm(config, len(train))
     losses: list[float] = []
@@ -317,7 +318,10 @@ def evaluate_local(
         with torch.no_grad():
             out = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
         logits = out[task.outputs.classes].numpy()
-        correct = task.probabilities(logits).argmax(1) == cases.grades
+        if task.kind == "multilabel":  # label-wise: each finding said present or absent rightly
+            correct = (task.probabilities(logits) >= 0.5) == cases.grades.astype(bool)
+        else:
+            correct = task.probabilities(logits).argmax(1) == cases.grades
         detected = task.referral_score(logits) >= referral_threshold
     n_pos = int(positives.sum())
     return {

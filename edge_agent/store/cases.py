@@ -3,11 +3,14 @@ them the retention limits drop."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -77,3 +80,19 @@ def over_retention(conn: sqlite3.Connection, limits: Retention, now: datetime) -
         )
         doomed += [r[0] for r in extra]
     return sorted(set(doomed))
+
+
+def reviewed(
+    conn: sqlite3.Connection, directory: Path, *, findings: bool = False
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """See :meth:`edge_agent.store.Store.reviewed_cases`; images gone from disk are skipped."""
+    column = "r.labels" if findings else "r.grade"
+    rows = conn.execute(
+        f"SELECT ci.file, {column} FROM case_images ci JOIN reviews r ON r.id = "
+        "(SELECT MAX(id) FROM reviews WHERE case_id = ci.case_id) "
+        f"WHERE r.gradable = 1 AND {column} IS NOT NULL ORDER BY ci.saved, ci.rowid"
+    ).fetchall()
+    for name, label in rows:
+        image = read_image(directory / name)
+        if image is not None:
+            yield image, (list(json.loads(label)) if findings else int(label))

@@ -375,22 +375,11 @@ class Store:
         )
         return None if row is None else _cases.read_image(self.cases_dir / row[0])
 
-    def reviewed_cases(self) -> Iterator[tuple[np.ndarray, int]]:
-        """(image, grade) for every kept image whose latest review gave a class index (DR: a
-        grade), oldest first; multilabel reviews (labels, no index) are not among them."""
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT ci.file, r.grade FROM case_images ci JOIN reviews r ON r.id = "
-                "(SELECT MAX(id) FROM reviews WHERE case_id = ci.case_id) "
-                "WHERE r.gradable = 1 AND r.grade IS NOT NULL ORDER BY ci.saved, ci.rowid"
-            )
-            .fetchall()
-        )
-        for name, grade in rows:
-            image = _cases.read_image(self.cases_dir / name)
-            if image is not None:
-                yield image, int(grade)
+    def reviewed_cases(self, *, findings: bool = False) -> Iterator[tuple[np.ndarray, Any]]:
+        """(image, label) for every kept image whose latest review is gradable, oldest first:
+        the class index (DR: the grade), or with ``findings`` the list of findings a multilabel
+        review named (possibly none)."""
+        return _cases.reviewed(self._conn(), self.cases_dir, findings=findings)
 
     def counts(self) -> dict[str, int]:
         """How many users, screenings, reviews, kept images, updates and audit entries exist."""

@@ -76,7 +76,7 @@ def evaluate_weights(
     from server.training import predict
 
     meta = read_meta(checkpoint_json)
-    meta.task.check_labels(heldout.grade)
+    meta.task.check_labels(heldout.targets(meta.task))
     state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in weights.items()}
     model = model_with_state(meta, state, str(checkpoint_json))
     threshold = float(meta.metrics.get("referral_threshold", 0.5))

@@ -20,6 +20,7 @@ from edge_agent.fl import app as client
 from edge_agent.fl.device import load_deployed, load_reviewed
 from edge_agent.fl.local import (
     M_EVAL_REFERABLE_POSITIVES,
+    Declined,
     LocalCases,
     evaluate_local,
     get_weights,
@@ -62,6 +63,16 @@ ROUND = RoundConfig(
     min_cases=8,
     heldout_fraction=0.25,
 )
+
+
+FINDINGS = TaskSpec(
+    name="findings",
+    kind="multilabel",
+    classes=("lesion", "bright"),
+    referral=Referral(labels=("lesion",)),
+    quality_head=False,
+)
+"""Two findings, either may be present; refer when the first is."""
 
 
 def _student(task: TaskSpec) -> FundusNet:
@@ -231,14 +242,8 @@ def test_local_evaluation_refers_by_the_task_rule(cases: LocalCases) -> None:
 def test_cases_refuse_labels_and_tasks_the_device_cannot_train(cases: LocalCases) -> None:
     with pytest.raises(ValueError, match=r"amd-staging: labels \[4\] are outside 0..3"):
         LocalCases(cases.images, cases.grades.clip(4, 4), cases.preprocess, AMD)
-    multilabel = TaskSpec(
-        name="findings",
-        kind="multilabel",
-        classes=("a", "b"),
-        referral=Referral(labels=("a",)),
-    )
-    with pytest.raises(ValueError, match="findings is multilabel"):
-        LocalCases(cases.images, cases.grades, cases.preprocess, multilabel)
+    with pytest.raises(ValueError, match=r"labels must be N x 2 of 0/1"):
+        LocalCases(cases.images, cases.grades, cases.preprocess, FINDINGS)
     with pytest.raises(ValueError, match="answers task dr-grading"):
         evaluate_local(
             _student_dr(),
@@ -249,3 +254,36 @@ def test_cases_refuse_labels_and_tasks_the_device_cannot_train(cases: LocalCases
 def _student_dr() -> FundusNet:
     torch.manual_seed(0)
     return build_model("resnet-student", {"width": 4})
+
+
+def test_a_multilabel_task_trains_on_the_findings_clinicians_named(
+    tmp_path: Path, case_factory: Callable[..., LocalCases]
+) -> None:
+    rgb = case_factory(32)
+    student = _student(FINDINGS)
+    slot = tmp_path / "slots" / "a"
+    save_checkpoint(student, slot / "checkpoint" / "model", name="s", preprocess=rgb.preprocess)
+    (tmp_path / "current").symlink_to(slot)
+    named = [["lesion"] * bool(g >= 2) + ["bright"] * bool(g % 2) for g in rgb.grades]
+    with Store(tmp_path / "state.db") as store:
+        for image, findings in zip(rgb.images, named, strict=True):
+            case = store.record_screening(user="tech", model_version=1, request={}, result={})
+            store.save_case_image(case, image)
+            store.record_review(case, user="doc", grade=None, labels=tuple(findings))
+    model, meta = load_deployed(tmp_path)
+    cases = load_reviewed(tmp_path, meta)
+    want = np.array([[int("lesion" in f), int("bright" in f)] for f in named])
+    assert np.array_equal(cases.grades, want)
+    before = evaluate_local(model, cases)
+    weights, metrics = train_local(model, get_weights(model), cases, ROUND)
+    assert np.isfinite(metrics["train-loss"]) and metrics[M_NUM_EXAMPLES] > 0
+    set_weights(model, weights)
+    after = evaluate_local(model, cases)
+    assert after[M_EVAL_REFERABLE_POSITIVES] == want[:, 0].sum()
+    assert 0.0 <= after[M_EVAL_ACCURACY] <= 1.0 and after != before
+    with Store(tmp_path / "state.db") as store:
+        case = store.record_screening(user="tech", model_version=1, request={}, result={})
+        store.save_case_image(case, rgb.images[0])
+        store.record_review(case, user="doc", grade=None, labels=("haemorrhage",))
+    with pytest.raises(Declined, match=r"name findings \['haemorrhage'\]"):
+        load_reviewed(tmp_path, meta)
