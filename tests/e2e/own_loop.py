@@ -102,6 +102,23 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def prepare_and_teach(
+    work: Path, task_file: str, sites: dict[str, Path], model: str, epochs: int
+) -> list[str]:
+    """``fovea data prepare`` each CSV site folder (``images/`` beside ``labels.csv``) into
+    ``work/data`` for ``task_file``, then ``fovea teacher train`` ``model`` on the first site,
+    testing on the last; the prepare outputs."""
+    outputs = []
+    for site, raw in sites.items():
+        args = ("--csv", raw / "labels.csv", "--task", task_file, "--site", site, "--out", "data")
+        outputs.append(fovea("data", "prepare", raw / "images", *args, cwd=work))
+    names = list(sites)
+    args = ("--train-sites", names[0], "--test-site", names[-1], "--epochs", str(epochs))
+    fovea("teacher", "train", "--data", "data", "--out", "runs/teacher", "--model", model,
+          *args, cwd=work)  # fmt: skip
+    return outputs
+
+
 QUICK_EXPORT = {
     "calibration_size": 64,
     "min_calibration": 16,

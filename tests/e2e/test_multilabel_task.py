@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from own_loop import QUICK_EXPORT, fovea, jpeg, write_yaml
+from own_loop import QUICK_EXPORT, fovea, jpeg, prepare_and_teach, write_yaml
 
 SIZE = 32
 FINDINGS = ("bright disc", "dark bar", "grid")
@@ -75,10 +75,11 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
     monkeypatch.chdir(work)
     write_yaml(work / "findings.yaml", SPEC)
     task = load_task(work / "findings.yaml")
-    for site, n, seed in (("north", 240, 0), ("south", 80, 1)):
-        raw = _findings_csv(work / "raw" / site, n, seed)
-        fovea("data", "prepare", raw / "images", "--csv", raw / "labels.csv", "--task",
-              "findings.yaml", "--site", site, "--out", "data", cwd=work)  # fmt: skip
+    sites = {
+        site: _findings_csv(work / "raw" / site, n, seed)
+        for site, n, seed in (("north", 240, 0), ("south", 80, 1))
+    }
+    prepare_and_teach(work, "findings.yaml", sites, "resnet-teacher-small", 4)
     north = FundusArrays.load(work / "data" / "north.npz")
     assert north.labels is not None and north.labels.shape == (240, 3)
     assert set(np.unique(north.grade)) == {-1, 0} and int((north.grade < 0).sum()) == 4
@@ -86,9 +87,6 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
     assert meta["task"]["kind"] == "multilabel"
     assert set(meta["prepared"]["north"]["counts"]) == {*FINDINGS, "ungradable"}
 
-    fovea("teacher", "train", "--data", "data", "--out", "runs/teacher", "--model",
-          "resnet-teacher-small", "--train-sites", "north", "--test-site", "south",
-          "--epochs", "4", cwd=work)  # fmt: skip
     data = {"dir": "data", "train_sites": ["north"], "test_site": "south"}
     write_yaml(work / "distill.yaml", {
         "teacher": "runs/teacher/teacher.json", "student": {"name": "resnet-student"},

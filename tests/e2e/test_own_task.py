@@ -20,6 +20,7 @@ from own_loop import (
     federated_round,
     fovea,
     jpeg,
+    prepare_and_teach,
     screen_and_review,
     write_yaml,
 )
@@ -46,16 +47,13 @@ def test_a_second_task_runs_the_whole_loop_from_a_csv(
     monkeypatch.chdir(work)  # the configs' relative paths are the user's working directory
     spec = _grey_glaucoma(work / "glaucoma.yaml")
     classes = tuple(spec["classes"])  # type: ignore[arg-type]
-    for site, n, seed in (("north", 200, 0), ("south", 64, 1)):
-        raw = disc_csv_folder(work / "raw" / site, n, classes, seed)  # type: ignore[arg-type]
-        out = fovea("data", "prepare", raw / "images", "--csv", raw / "labels.csv", "--task",
-                    "glaucoma.yaml", "--site", site, "--out", "data", cwd=work)  # fmt: skip
+    sites = {
+        site: disc_csv_folder(work / "raw" / site, n, classes, seed)  # type: ignore[arg-type]
+        for site, n, seed in (("north", 200, 0), ("south", 64, 1))
+    }
+    for out in prepare_and_teach(work, "glaucoma.yaml", sites, "resnet-teacher-small", 3):
         assert "task glaucoma-referral" in out
     data = {"dir": "data", "train_sites": ["north"], "test_site": "south"}
-
-    fovea("teacher", "train", "--data", "data", "--out", "runs/teacher", "--model",
-          "resnet-teacher-small", "--train-sites", "north", "--test-site", "south",
-          "--epochs", "3", cwd=work)  # fmt: skip
     write_yaml(work / "distill.yaml", {
         "teacher": "runs/teacher/teacher.json", "student": {"name": "resnet-student"},
         "data": data, "train": {"epochs": 3}, "search": {"enabled": False},
