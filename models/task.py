@@ -128,6 +128,11 @@ class TaskSpec(_Strict):
             shapes[self.outputs.quality] = (1,)
         return shapes
 
+    @property
+    def head_width(self) -> int:
+        """Every output's width side by side: the columns of a model's one linear head."""
+        return sum(width for (width,) in self.output_shapes().values())
+
     def check_outputs(self, outputs: dict[str, np.ndarray]) -> None:
         """Raise :class:`TaskSpecError` when ``outputs`` (batch-first) do not match the spec."""
         for name, shape in self.output_shapes().items():

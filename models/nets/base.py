@@ -31,13 +31,13 @@ class FundusNet(nn.Module):
         self.embed_dim = embed_dim
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.task: TaskSpec = DR_GRADING
-        self.head = nn.Linear(embed_dim, _head_width(DR_GRADING))
+        self.head = nn.Linear(embed_dim, DR_GRADING.head_width)
 
     def for_task_(self, task: TaskSpec) -> FundusNet:
         """Answer ``task`` from now on, in place: a new head (randomly initialised) when its
         outputs need other widths than the current task's. Returns ``self``."""
-        if _head_width(task) != self.head.out_features:
-            fresh = nn.Linear(self.head.in_features, _head_width(task))
+        if task.head_width != self.head.out_features:
+            fresh = nn.Linear(self.head.in_features, task.head_width)
             self.head = fresh.to(self.head.weight.device)
         self.task = task
         return self
@@ -94,10 +94,6 @@ class FundusNet(nn.Module):
             _, taps = self.forward_taps(torch.zeros(shape, device=device))
         self.train(was)
         return {k: (v.shape[1], v.shape[2], v.shape[3]) for k, v in taps.items()}
-
-
-def _head_width(task: TaskSpec) -> int:
-    return sum(width for (width,) in task.output_shapes().values())
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -54,9 +54,6 @@ class OnnxTeacher(FundusNet):
         self._outputs = self._output_layout()
         return self
 
-    def _width(self) -> int:
-        return sum(width for (width,) in self.task.output_shapes().values())
-
     def _output_layout(self) -> list[str]:
         outputs = [o.name for o in self._session.get_outputs()]
         wanted = list(self.task.output_shapes())
@@ -66,7 +63,7 @@ class OnnxTeacher(FundusNet):
             return outputs
         raise SourceError(
             f"onnx:{self.config['path']}: outputs {outputs}; a teacher for task {self.task.name} "
-            f"needs {' and '.join(wanted)}, or one N x {self._width()} output"
+            f"needs {' and '.join(wanted)}, or one N x {self.task.head_width} output"
         )
 
     @property
@@ -88,10 +85,10 @@ class OnnxTeacher(FundusNet):
         shapes = self.task.output_shapes()
         if len(got) == 1 and len(shapes) > 1:
             side_by_side = np.asarray(got[0])
-            if side_by_side.ndim != 2 or side_by_side.shape[1] != self._width():
+            if side_by_side.ndim != 2 or side_by_side.shape[1] != self.task.head_width:
                 raise ValueError(
                     f"onnx:{self.config['path']}: its output is {side_by_side.shape}, not N x "
-                    f"{self._width()}"
+                    f"{self.task.head_width}"
                 )
             edges = np.cumsum([w for (w,) in shapes.values()])[:-1]
             got = np.split(side_by_side, edges, axis=1)

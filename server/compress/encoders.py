@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.nets import HeadSite, count_parameters, head_rows, head_sites
+from models.nets import HeadSite, head_rows, head_sites
 from server.compress.heads import (
     HeadPruneConfig,
     HeadPruneOutcome,
     attach_gates_,
+    cut_heads_,
     detach_gates_,
-    select_heads,
 )
 from server.distill import ModuleDistillConfig, batch_loss, distill_module
 
@@ -150,15 +150,5 @@ def prune_encoder_heads_(
     down to ``prune.keep_ratio`` of its heads in place. Recovery (:func:`distill_module` from
     the teacher again) is the caller's."""
     prune = prune or HeadPruneConfig()
-    before, params = encoder_head_counts(model), count_parameters(model)
     importance = encoder_head_importance(model, batches, prune, teacher, distill)
-    keep = select_heads(importance, prune.keep_ratio, prune.min_heads_per_block)
-    slice_encoder_heads_(model, keep)
-    return HeadPruneOutcome(
-        heads_before=before,
-        heads_after=encoder_head_counts(model),
-        kept=keep,
-        importance=[[round(float(x), 5) for x in v] for v in importance],
-        parameters_before=params,
-        parameters_after=count_parameters(model),
-    )
+    return cut_heads_(model, importance, prune, encoder_head_counts, slice_encoder_heads_)

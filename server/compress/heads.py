@@ -9,6 +9,7 @@ attention of timm ViTs and Hugging Face image ViTs (:mod:`models.nets.attention`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -263,16 +264,28 @@ def prune_attention_heads_(
 ) -> HeadPruneOutcome:
     """Score ``model``'s heads by ``prune.method`` (gates train for ``cfg.train.epochs``), then
     cut it down to ``prune.keep_ratio`` of its heads in place. Recovery is the caller's."""
-    before, params = head_counts(model), count_parameters(model)
     if prune.method == "gates":
         importance = gate_importance(model, teacher, data, cfg, prune)
     else:
         importance = gradient_importance(model, teacher, data, cfg, prune.importance_batches)
+    return cut_heads_(model, importance, prune, head_counts, prune_heads_)
+
+
+def cut_heads_(
+    model: nn.Module,
+    importance: list[torch.Tensor],
+    prune: HeadPruneConfig,
+    counts: Callable[[Any], list[int]],
+    slice_: Callable[[Any, list[list[int]]], object],
+) -> HeadPruneOutcome:
+    """Keep ``prune.keep_ratio`` of the heads by ``importance``, slicing them out of ``model``
+    in place with ``slice_``; what changed, counted by ``counts``."""
+    before, params = counts(model), count_parameters(model)
     keep = select_heads(importance, prune.keep_ratio, prune.min_heads_per_block)
-    prune_heads_(model, keep)
+    slice_(model, keep)
     return HeadPruneOutcome(
         heads_before=before,
-        heads_after=head_counts(model),
+        heads_after=counts(model),
         kept=keep,
         importance=[[round(float(x), 5) for x in v] for v in importance],
         parameters_before=params,
