@@ -45,11 +45,22 @@ class _Keeper:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(sig)
 
-    def _start(self) -> float:
-        self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+    def _run_child(self) -> int:
+        """Start the agent and wait for it to exit; its exit code. A start that fails (the
+        agent's script gone for a moment while pip reinstalls it) counts as a failed run, to
+        be retried after the back-off, instead of ending the keeper."""
+        try:
+            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            self.child = None
+            print(f"keeper: cannot start {self.argv[0]}: {e}", flush=True)
+            return 127
         self.child_file.write_text(f"{self.child.pid}\n")
         print(f"keeper: started {self.argv[0]} (pid {self.child.pid})", flush=True)
-        return time.monotonic()
+        try:
+            return self.child.wait()
+        except KeyboardInterrupt:
+            return self.child.wait()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -59,12 +70,8 @@ class _Keeper:
         backoff = 1.0
         try:
             while not self.stopping:
-                started = self._start()
-                assert self.child is not None
-                try:
-                    rc = self.child.wait()
-                except KeyboardInterrupt:
-                    rc = self.child.wait()
+                started = time.monotonic()
+                rc = self._run_child()
                 if self.stopping:
                     break
                 if self.restart_now:
