@@ -50,6 +50,8 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.agent_load", ["--workdir", ".fovea/demo"], ["--quick"]),
     ("benchmarks.deploy_acceptance", ["--soak", "5"], ["--quick"]),
     ("benchmarks.federation_acceptance", [], ["--quick"]),
+    # 5,000 camera JPEGs at 384 px: ~20 min on 2 cores (+ ~12 min rendering them once)
+    ("benchmarks.data_scale", [], ["--quick"]),
     ("benchmarks.gpu", ["--workdir", ".fovea/demo"], ["--quick"]),
     # on distill_acceptance's data and teacher (64 px); about 45 min on 2 CPU cores
     (

@@ -124,12 +124,23 @@ class PreprocessSpec(BaseModel):
         channels = images.shape[-1]
         if channels == 1:
             kwargs = {"channel_order": "L", **kwargs}
-        x = images.reshape(-1, channels).astype(np.float32) / 255.0
-        inside = x.max(1) > 0.04
-        x = x[inside] if inside.any() else x
-        mean = tuple(float(v) for v in x.mean(0))
-        std = tuple(float(max(v, 1e-3)) for v in x.std(0))
-        return cls(mean=mean, std=std, size=images.shape[1], **kwargs)
+        # moments a few images at a time: a float copy of every pixel at once would be 16x
+        # the images' own size
+        total = np.zeros((2, 3, channels))  # (in-field, all) x (count, sum, sum of squares)
+        for start in range(0, len(images), 64):
+            x = images[start : start + 64].reshape(-1, channels).astype(np.float64) / 255.0
+            for row, keep in enumerate((x.max(1) > 0.04, slice(None))):
+                part = x[keep]
+                total[row] += (np.full(channels, len(part)), part.sum(0), (part**2).sum(0))
+        count, first, second = total[0] if total[0, 0, 0] else total[1]
+        mean = first / count
+        var = np.maximum(second / count - mean**2, 0.0)
+        return cls(
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(max(np.sqrt(v), 1e-3)) for v in var),
+            size=images.shape[1],
+            **kwargs,
+        )
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

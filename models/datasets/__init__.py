@@ -1,6 +1,6 @@
 """Labelled fundus datasets: the in-memory array set and loaders for public layouts on disk."""
 
-from models.datasets.arrays import UNKNOWN_GRADE, FundusArrays
+from models.datasets.arrays import INDEX_FILE, UNKNOWN_GRADE, FundusArrays, ImageArray
 from models.datasets.dicom import load_dicom, read_dicom_image
 from models.datasets.labelled import (
     CsvColumns,
@@ -25,8 +25,10 @@ from models.datasets.public import (
     load_index,
     load_messidor2,
 )
+from models.datasets.shards import ShardedImages, write_shard
 
 __all__ = [
+    "INDEX_FILE",
     "LAYOUTS",
     "UNKNOWN_GRADE",
     "BadImageError",
@@ -34,7 +36,9 @@ __all__ = [
     "DatasetLayoutError",
     "FundusArrays",
     "FundusRecord",
+    "ImageArray",
     "LoadedIndex",
+    "ShardedImages",
     "check_task_fits",
     "class_folders",
     "detect_layout",
@@ -52,4 +56,5 @@ __all__ = [
     "read_dicom_image",
     "read_image",
     "split_by_patient",
+    "write_shard",
 ]

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from models.datasets.shards import ShardedImages, write_shard
 from models.task import TaskSpec
 
 SCHEMA_VERSION = 1
+SHARDED_SCHEMA_VERSION = 2
 UNKNOWN_GRADE = -1
+INDEX_FILE = "index.npz"
+ImageArray = np.ndarray | ShardedImages
+"""Pixels in memory, or in shards on disk read on demand."""
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,13 @@ class FundusArrays:
     order), and is None for single-label tasks. With ``labels``, ``grade`` is 0 for a labelled
     gradable image and -1 for an ungradable or unknown one (whose row of ``labels`` is zeros).
     :meth:`targets` gives the training targets of either.
+
+    ``images`` is an array in memory, or :class:`ShardedImages` on disk (a prepared site at
+    clinical scale, :meth:`load_sharded`): indexing either gives arrays, and :meth:`subset`
+    and :meth:`concat` keep sharded images on disk.
     """
 
-    images: np.ndarray
+    images: ImageArray
     grade: np.ndarray
     gradable: np.ndarray
     site: np.ndarray
@@ -84,10 +93,30 @@ class FundusArrays:
         """Image side in pixels."""
         return int(self.images.shape[1])
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the images stay on disk (read on demand) rather than in memory."""
+        return isinstance(self.images, ShardedImages)
+
+    def pixels(self) -> np.ndarray:
+        """Every image in memory as one array: for samples (a sharded site may not fit)."""
+        return np.asarray(self.images)
+
+    def fitting_sample(self, pixels: int = 1 << 26) -> np.ndarray:
+        """Evenly spaced images holding at most ``pixels`` pixels (all of a small set), in
+        memory: enough to measure mean and std without reading a whole site."""
+        n = len(self)
+        per_image = max(int(np.prod(self.images.shape[1:3])), 1)
+        keep = max(1, min(n, pixels // per_image))
+        if keep >= n:
+            return self.pixels()
+        return np.asarray(self.images[np.linspace(0, n - 1, keep).round().astype(np.int64)])
+
     def subset(self, index: np.ndarray | slice) -> FundusArrays:
         """The rows selected by ``index`` (an index array, boolean mask or slice)."""
+        images = self.images
         return FundusArrays(
-            images=self.images[index],
+            images=images.take(index) if isinstance(images, ShardedImages) else images[index],
             grade=self.grade[index],
             gradable=self.gradable[index],
             site=self.site[index],
@@ -106,7 +135,25 @@ class FundusArrays:
         fields: tuple[str, ...] = ("images", "grade", "gradable", "site", "patient")
         if held == {False}:
             fields = (*fields, "labels")
-        return FundusArrays(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
+        joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields[1:]}
+        sharded = [p.images for p in parts if isinstance(p.images, ShardedImages)]
+        if not sharded:
+            return FundusArrays(images=np.concatenate([p.images for p in parts]), **joined)
+        if len(sharded) != len(parts):
+            raise ValueError("cannot concatenate images on disk with images in memory")
+        return FundusArrays(images=ShardedImages.concat(sharded), **joined)
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """Everything but the pixels, as saved."""
+        columns = {
+            "grade": self.grade.astype(np.int64),
+            "gradable": self.gradable.astype(np.bool_),
+            "site": self.site.astype(np.str_),
+            "patient": self.patient.astype(np.str_),
+        }
+        if self.labels is not None:  # multilabel findings; files without them still load
+            columns["labels"] = self.labels
+        return columns
 
     def save(self, path: str | Path) -> Path:
         """Write to a compressed ``.npz`` file (no pickled objects) and return its path."""
@@ -115,14 +162,9 @@ class FundusArrays:
         tmp = path.with_name(path.name + ".tmp.npz")
         arrays = {
             "schema_version": np.int64(SCHEMA_VERSION),
-            "images": self.images,
-            "grade": self.grade.astype(np.int64),
-            "gradable": self.gradable.astype(np.bool_),
-            "site": self.site.astype(np.str_),
-            "patient": self.patient.astype(np.str_),
+            "images": np.asarray(self.images),
+            **self._columns(),
         }
-        if self.labels is not None:  # multilabel findings; files without them still load
-            arrays["labels"] = self.labels
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         return path
@@ -133,20 +175,68 @@ class FundusArrays:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no dataset file at {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                version = int(z["schema_version"]) if "schema_version" in z else None
-                if version != SCHEMA_VERSION:
-                    raise ValueError(f"schema_version {version}, expected {SCHEMA_VERSION}")
-                return cls(
-                    images=z["images"],
-                    grade=z["grade"],
-                    gradable=z["gradable"],
-                    site=z["site"],
-                    patient=z["patient"],
-                    labels=z.get("labels"),
-                )
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        z = _read_npz(path, SCHEMA_VERSION, "dataset file")
+        return cls(
+            images=z["images"],
+            grade=z["grade"],
+            gradable=z["gradable"],
+            site=z["site"],
+            patient=z["patient"],
+            labels=z.get("labels"),
+        )
+
+    def save_index(self, directory: str | Path, shards: list[str]) -> Path:
+        """Write the index of a sharded site (everything but the pixels, which are already in
+        ``shards``, files in ``directory`` holding the rows in order) and return its path."""
+        directory = Path(directory)
+        arrays = {
+            "schema_version": np.int64(SHARDED_SCHEMA_VERSION),
+            "shards": np.array(shards, dtype=np.str_),
+            **self._columns(),
+        }
+        tmp = directory / f"{INDEX_FILE}.tmp.npz"
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        path = directory / INDEX_FILE
+        tmp.replace(path)
+        return path
+
+    def save_sharded(self, directory: str | Path, shard_size: int = 1024) -> Path:
+        """Write as a sharded site: ``images-NNNNN.npy`` shards of ``shard_size`` rows and
+        ``index.npz`` in ``directory``; returns the index's path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        names = []
+        for number, start in enumerate(range(0, max(len(self), 1), shard_size)):
+            names.append(f"images-{number:05d}.npy")
+            write_shard(directory / names[-1], np.asarray(self.images[start : start + shard_size]))
+        return self.save_index(directory, names)
+
+    @classmethod
+    def load_sharded(cls, directory: str | Path) -> FundusArrays:
+        """A sharded site (:meth:`save_sharded`, ``fovea data prepare``): the index in memory,
+        the images on disk."""
+        index = Path(directory) / INDEX_FILE
+        if not index.is_file():
+            raise FileNotFoundError(f"no sharded dataset at {directory} (no {INDEX_FILE})")
+        z = _read_npz(index, SHARDED_SCHEMA_VERSION, "dataset index")
+        shards = [index.parent / str(name) for name in z["shards"]]
+        columns = {k: z[k] for k in ("grade", "gradable", "site", "patient")}
+        labels = z.get("labels")
+        images = ShardedImages(shards)
+        if len(images) != len(columns["grade"]):
             raise ValueError(
-                f"{path}: not a readable Fovea dataset file ({e or type(e).__name__})"
-            ) from None
+                f"{index}: {len(columns['grade'])} rows but the shards hold {len(images)} images"
+            )
+        return cls(images=images, labels=labels, **columns)
+
+
+def _read_npz(path: Path, version: int, what: str) -> dict[str, np.ndarray]:
+    """Every array of a Fovea ``.npz`` of schema ``version``; ValueError names the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            found = int(z["schema_version"]) if "schema_version" in z else None
+            if found != version:
+                raise ValueError(f"schema_version {found}, expected {version}")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable Fovea {what} ({e or type(e).__name__})") from None

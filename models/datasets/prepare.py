@@ -12,8 +12,13 @@ from models.datasets.public import BadImageError, FundusRecord, IndexCollector, 
 from models.preprocess import PreprocessSpec
 
 
-def read_image(record: FundusRecord) -> np.ndarray:
-    """The record's image as uint8 (H, W, 3) RGB; :class:`BadImageError` names a bad file."""
+def read_image(record: FundusRecord, *, at_least: int | None = None) -> np.ndarray:
+    """The record's image as uint8 (H, W, 3) RGB; :class:`BadImageError` names a bad file.
+
+    With ``at_least``, a JPEG is decoded at the smallest of libjpeg's DCT scales (1/2, 1/4,
+    1/8) that keeps both sides at ``at_least`` pixels or more: a 3000 x 2250 camera image
+    wanted at 384 px decodes at 750 x 563, about six times faster than in full.
+    """
     path = record.path
     if path.suffix.lower() == ".dcm":
         from models.datasets.dicom import read_dicom_image
@@ -23,6 +28,8 @@ def read_image(record: FundusRecord) -> np.ndarray:
         raise BadImageError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
+            if at_least is not None and img.format == "JPEG":
+                img.draft("RGB", (at_least, at_least))
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"{path}: cannot decode image ({e})") from e

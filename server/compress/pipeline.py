@@ -165,7 +165,7 @@ class _Run:
         spec = (
             teacher_meta.preprocess
             if teacher_meta
-            else PreprocessSpec.fitted(splits.train.images, crop=crop)
+            else PreprocessSpec.fitted(splits.train.fitting_sample(), crop=crop)
         )
         base = StepContext(
             data=TrainingData(spec, splits.train, splits.val),

@@ -138,7 +138,11 @@ class _Inputs:
         splits: Splits = load_splits(cfg.data, cfg.seed)
         teacher, meta = _load_teacher(cfg, splits.task, log)
         crop = splits.task.input.preprocessing
-        spec = meta.preprocess if meta else PreprocessSpec.fitted(splits.train.images, crop=crop)
+        spec = (
+            meta.preprocess
+            if meta
+            else PreprocessSpec.fitted(splits.train.fitting_sample(), crop=crop)
+        )
         for what, arr in (("training", splits.train), ("test", splits.test)):
             if arr is not None:
                 _check_size(spec, arr, what)

@@ -240,7 +240,7 @@ def distil_multi_teacher(
     device = pick_device(cfg.train.device)
     mixture.to(device).eval()
     with torch.no_grad():
-        x = torch.from_numpy(data.spec.normalise(data.val.images)).to(device)
+        x = torch.from_numpy(data.spec.normalise(data.val.pixels())).to(device)
         mean_w = mixture.weights(x).mean(0).cpu().tolist()
     teacher_val = point_metrics(predict(mixture, data.val, data.spec, device=device))
     student_cfg = cfg.model_copy(

@@ -36,6 +36,7 @@ from server.training import (
     pick_device,
     point_metrics,
     predict,
+    read_batches,
     read_info,
     sampling_classes,
     save_state,
@@ -134,7 +135,6 @@ class Trainer:
             "cuda", enabled=tc.precision == "mixed" and self.device.type == "cuda"
         )
         self.classes = sampling_classes(train, student.task)
-        self.images = torch.from_numpy(train.images)
         self.grade = torch.from_numpy(loss_targets(train, student.task))
         self.gradable = torch.from_numpy(train.gradable.astype(np.float32))
         self.mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
@@ -233,14 +233,16 @@ class Trainer:
         # the guard raises alpha up to 0.95, never above what was configured beyond that
         return min(configured + shift, max(configured, 0.95))
 
-    def _batch(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+    def _batch(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
         x = augment(x, self.cfg.augment, gen)
         return ((x - self.mean) / self.std).to(self.device, non_blocking=True)
 
-    def _train_step(self, idx: np.ndarray, gen: torch.Generator, step: int) -> float:
+    def _train_step(
+        self, idx: np.ndarray, images: torch.Tensor, gen: torch.Generator, step: int
+    ) -> float:
         k = self.knobs(step / max(self.total_steps, 1))
-        x = self._batch(idx, gen)
+        x = self._batch(images, gen)
         grade = self.grade[idx].to(self.device)
         gradable = self.gradable[idx].to(self.device)
         t_out: dict[str, torch.Tensor] | None = None
@@ -338,20 +340,18 @@ class Trainer:
         for epoch in range(start, tc.epochs):
             torch.manual_seed(self.cfg.seed * 100_003 + epoch)
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            power, seed = tc.balance_power, self.cfg.seed
             order = epoch_indices(
-                self.classes,
-                tc.balance_power,
-                self.cfg.seed,
-                epoch,
-                rank=self.rank,
-                world=self.world,
+                self.classes, power, seed, epoch, rank=self.rank, world=self.world
             )
             self.student.train()
             t0 = time.perf_counter()
             losses = []
-            for b in range(self.steps_per_epoch):
-                idx = order[b * self.rank_batch : (b + 1) * self.rank_batch]
-                losses.append(self._train_step(idx, gen, epoch * self.steps_per_epoch + b))
+            rb = self.rank_batch
+            batches = [order[b * rb : (b + 1) * rb] for b in range(self.steps_per_epoch)]
+            reads = read_batches(self.train_set.images, batches, self.cfg.data.workers)
+            for b, (idx, images) in enumerate(reads):
+                losses.append(self._train_step(idx, images, gen, epoch * self.steps_per_epoch + b))
                 if self.report:
                     self.report(f"epoch {epoch + 1}/{tc.epochs}", b + 1, self.steps_per_epoch)
             result.epoch_seconds.append(time.perf_counter() - t0)

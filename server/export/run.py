@@ -92,7 +92,7 @@ def _write_validation(arrays: FundusArrays, path: Path, budget: float, threshold
     np.savez_compressed(
         path,
         schema_version=np.int64(1),
-        images=arrays.images,
+        images=arrays.pixels(),
         grade=arrays.grade.astype(np.int64),
         gradable=arrays.gradable.astype(np.bool_),
         budget_points=np.float64(budget),
@@ -163,7 +163,7 @@ def _read_inputs(run_dir: Path, config: ExportConfig) -> _Inputs:
             f"calibration images in {run_dir / 'config.yaml'}'s data are {calib_arrays.size}px; "
             f"{ckpt} expects {spec.size}px"
         )
-    calib = spec.normalise(calib_arrays.images)
+    calib = spec.normalise(calib_arrays.pixels())
     source = "the run's training split"
     check_calibration(calib, spec.size, config.min_calibration, source, spec.channels)
     return _Inputs(model, meta, ckpt, splits, threshold, heldout_name, heldout, calib)
@@ -178,7 +178,7 @@ def _export_fp32(
     log(f"exporting {inp.ckpt} to ONNX (opset {config.opset})")
     export_onnx(inp.model, spec.size, fp32, opset=config.opset)
     lint = lint_for_tensorrt85(onnx.load(str(fp32)))
-    golden_in = spec.normalise(_sample(inp.heldout, config.golden_size, config.seed + 1).images)
+    golden_in = spec.normalise(_sample(inp.heldout, config.golden_size, config.seed + 1).pixels())
     write_golden(inp.model, golden_in, tmp / GOLDEN_FILE)
     _write_validation(
         _sample(inp.heldout, config.validation_size, config.seed + 2),

@@ -10,6 +10,7 @@ import onnxruntime as ort
 from models import DR_GRADING, Predictions, PreprocessSpec, TaskSpec, screening_metrics
 from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
+from server.training import eval_batch_size, read_batches, row_batches
 
 SCORED = ("accuracy", "referable_sensitivity", "referable_specificity")
 
@@ -43,8 +44,14 @@ def predict_onnx(
     referral_threshold: float,
     task: TaskSpec = DR_GRADING,
 ) -> Predictions:
-    """The ONNX model's predictions on ``arrays``, with the labels, read as ``task``'s."""
-    out = run_outputs(sess, spec.normalise(arrays.images))
+    """The ONNX model's predictions on ``arrays``, with the labels, read as ``task``'s; the
+    images are normalised a batch at a time (a held-out site may not fit in memory)."""
+    batches = row_batches(len(arrays), eval_batch_size(spec.size, cap=128))
+    parts = [
+        run_outputs(sess, spec.normalise(images.numpy()))
+        for _, images in read_batches(arrays.images, batches)
+    ]
+    out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
     task.check_outputs(out)
     return Predictions(
         grade_logits=out[task.outputs.classes],

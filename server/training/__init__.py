@@ -21,6 +21,7 @@ from server.training.data import (
 )
 from server.training.device import Reporter, init_distributed, pick_device, world
 from server.training.evaluate import metrics_json, point_metrics, predict
+from server.training.loader import auto_workers, eval_batch_size, read_batches, row_batches
 from server.training.prepare import (
     PREPARE_LAYOUTS,
     PrepareOptions,
@@ -59,12 +60,14 @@ __all__ = [
     "TrainConfig",
     "TrainingData",
     "augment",
+    "auto_workers",
     "balanced_weights",
     "build_ref",
     "class_of",
     "compare",
     "dataset_matches",
     "epoch_indices",
+    "eval_batch_size",
     "index_source",
     "init_distributed",
     "load_site",
@@ -76,10 +79,12 @@ __all__ = [
     "point_metrics",
     "predict",
     "prepare_dataset",
+    "read_batches",
     "read_info",
     "read_task",
     "read_yaml",
     "ref_file",
+    "row_batches",
     "sampling_classes",
     "save_state",
     "score_headline",

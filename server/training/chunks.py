@@ -1,8 +1,10 @@
 """Resumable, parallel decoding of indexed images into fixed-size squares, chunk by chunk.
 
-Each chunk of records is decoded in a bounded thread pool and written atomically to
-``chunk-NNNNN.npz`` in a work directory tagged with the plan's fingerprint; a later run with the
-same fingerprint reuses every finished chunk, and a run with another one starts afresh.
+Each chunk of records is decoded in a bounded thread pool (Pillow releases the GIL while it
+decodes) and written atomically as an image shard ``chunk-NNNNN.npy`` and its record
+``chunk-NNNNN.npz`` (which rows were kept, which skipped and why) in a work directory tagged
+with the plan's fingerprint; a later run with the same fingerprint reuses every finished chunk,
+and a run with another one starts afresh. Memory holds one chunk at a time.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from models import PreprocessSpec, TaskSpec
-from models.datasets import BadImageError, FundusRecord, read_image
+from models.datasets import BadImageError, FundusRecord, read_image, write_shard
 from server.training.device import Reporter
+
+_JPEG = (".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,27 @@ class DecodeOptions:
     chunk: int = 256
 
 
+def _field_side(image: np.ndarray, spec: PreprocessSpec) -> int:
+    """Pixels across what the spec keeps of ``image``: the fundus (its crop) or the short side."""
+    if spec.crop == "resize":
+        return min(image.shape[:2])
+    mask = image.max(axis=2) > spec.crop_threshold
+    if not mask.any():
+        return max(image.shape[:2])
+    return max(int(mask.any(axis=1).sum()), int(mask.any(axis=0).sum()))
+
+
 def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
     """Read one record and bring it to ``size`` square in the task's channels, as the task's
-    preprocessing says."""
+    preprocessing says. JPEGs decode at the smallest DCT scale whose crop still holds ``size``
+    pixels (a field much smaller than the frame is decoded again in full)."""
     spec = PreprocessSpec.for_task(task, size)
 
     def square(record: FundusRecord) -> np.ndarray:
-        return spec.to_square(read_image(record))
+        image = read_image(record, at_least=size)
+        if _field_side(image, spec) < size and record.path.suffix.lower() in _JPEG:
+            image = read_image(record)
+        return spec.to_square(image)
 
     return square
 
@@ -79,24 +97,29 @@ class ChunkStore:
         write_atomic(plan, json.dumps({"fingerprint": fingerprint}))
 
     def chunk(self, number: int) -> Path:
-        """The file of chunk ``number``."""
+        """The record of chunk ``number`` (kept rows, skipped files)."""
         return self.dir / f"chunk-{number:05d}.npz"
 
+    def shard(self, number: int) -> Path:
+        """The image shard of chunk ``number``."""
+        return self.dir / f"chunk-{number:05d}.npy"
+
     def load(self, number: int) -> dict[str, np.ndarray] | None:
-        """A finished chunk's arrays, or None when it is missing or unreadable."""
+        """A finished chunk's record, or None when it (or its shard) is missing or unreadable."""
         path = self.chunk(number)
-        if not path.is_file():
+        if not path.is_file() or not self.shard(number).is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in ("images", "kept", "skipped")}
+                return {k: z[k] for k in ("kept", "skipped")}
         except (OSError, ValueError, KeyError, EOFError):
             return None
 
-    def save(self, number: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write one chunk atomically."""
+    def save(self, number: int, images: np.ndarray, record: dict[str, np.ndarray]) -> None:
+        """Write one chunk atomically: its shard first, then the record that marks it done."""
+        write_shard(self.shard(number), images)
         tmp = self.dir / f"chunk-{number:05d}.tmp.npz"
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        np.savez(tmp, **record)  # type: ignore[arg-type]
         tmp.replace(self.chunk(number))
 
 
@@ -107,7 +130,7 @@ def _decode_chunk(
     start: int,
     options: DecodeOptions,
     tick: Callable[[int], None],
-) -> dict[str, np.ndarray]:
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Decode ``records`` (global index from ``start``); a bad file raises unless skipping."""
     images, kept, skipped = [], [], []
     for offset, result in enumerate(pool.map(lambda r: _decode(square, r), records)):
@@ -119,9 +142,9 @@ def _decode_chunk(
             continue
         images.append(result)
         kept.append(start + offset)
-    size = options.size
-    return {
-        "images": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+    shape = (0, options.size, options.size, options.task.input.channels)
+    stacked = np.stack(images) if images else np.zeros(shape, np.uint8)
+    return stacked, {
         "kept": np.array(kept, dtype=np.int64),
         "skipped": np.array(skipped, dtype=np.str_),
     }
@@ -133,9 +156,9 @@ def decode_chunks(
     store: ChunkStore,
     report: Reporter | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Every chunk's arrays (``images``, ``kept`` record indices, ``skipped`` as
-    ``path<TAB>why``), from ``store`` when an earlier run finished it; and how many images
-    were reused rather than decoded."""
+    """Every chunk's record (``kept`` record indices, ``skipped`` as ``path<TAB>why``; its
+    images are in ``store.shard(number)``), from ``store`` when an earlier run finished it; and
+    how many images were reused rather than decoded."""
     square = _squarer(options.task, options.size)
     chunks, reused = [], 0
 
@@ -146,12 +169,12 @@ def decode_chunks(
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         for number, start in enumerate(range(0, len(records), options.chunk)):
             part = records[start : start + options.chunk]
-            arrays = store.load(number)
-            if arrays is None:
-                arrays = _decode_chunk(pool, square, part, start, options, tick)
-                store.save(number, arrays)
+            record = store.load(number)
+            if record is None:
+                images, record = _decode_chunk(pool, square, part, start, options, tick)
+                store.save(number, images, record)
             else:
                 reused += len(part)
                 tick(start + len(part))
-            chunks.append(arrays)
+            chunks.append(record)
     return chunks, reused

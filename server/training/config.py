@@ -47,6 +47,9 @@ class DataConfig(_Strict):
     limit: int | None = Field(None, ge=32)
     """Use at most this many training images (quick runs)."""
     test_limit: int | None = Field(None, ge=32)
+    workers: int | None = Field(None, ge=0, le=64)
+    """DataLoader worker processes reading sharded images ahead of training (None: up to two
+    for a prepared site on disk, none for images in memory)."""
 
 
 class ModelRef(_Strict):

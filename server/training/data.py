@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from models import DR_GRADING, PreprocessSpec, TaskSpec, parse_task
-from models.datasets import FundusArrays
+from models.datasets import INDEX_FILE, FundusArrays
 from models.synth import SITES, generate, get_site
 from server.training.config import DataConfig
 
@@ -44,12 +44,18 @@ def synthesise(
         "size": size,
         "seed": seed,
         "per_site": per_site,
-        "sites": {**{n: f"{n}.npz" for n in prepared}, **{n: p.name for n, p in written.items()}},
+        "sites": {**_site_entries(out, prepared), **{n: p.name for n, p in written.items()}},
     }
     if prepared:
         meta["prepared"] = prepared
     (out / DATASET_FILE).write_text(json.dumps(meta, indent=2))
     return written
+
+
+def _site_entries(out: Path, names: dict[str, Any]) -> dict[str, str]:
+    """``dataset.json``'s entries for the prepared sites ``names`` (a shard directory, or the
+    single file an earlier prepare wrote)."""
+    return {n: f"{n}/" if (out / n / INDEX_FILE).is_file() else f"{n}.npz" for n in names}
 
 
 def _prepared_sites(out: Path, size: int, exclude: set[str]) -> dict[str, Any]:
@@ -98,10 +104,14 @@ def dataset_matches(out: Path, *, sites: list[str], per_site: int, size: int, se
 
 
 def load_site(directory: Path, site: str) -> FundusArrays:
-    """One site's arrays from a dataset directory, with a clear error when it is missing."""
+    """One site's arrays from a dataset directory, with a clear error when it is missing: a
+    prepared site's shards (``<site>/``, images left on disk) or a ``<site>.npz`` in memory."""
+    if (directory / site / INDEX_FILE).is_file():
+        return FundusArrays.load_sharded(directory / site)
     path = directory / f"{site}.npz"
     if not path.is_file():
         have = sorted(p.stem for p in directory.glob("*.npz")) if directory.is_dir() else []
+        have += sorted(p.parent.name for p in directory.glob(f"*/{INDEX_FILE}"))
         hint = f" (it has: {', '.join(have)})" if have else ""
         raise FileNotFoundError(
             f"no data for site {site!r} at {path}{hint}; create it with "

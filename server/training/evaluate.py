@@ -8,6 +8,7 @@ import torch
 from models import Estimate, Predictions, PreprocessSpec, screening_metrics
 from models.datasets import FundusArrays
 from models.nets import FundusNet
+from server.training.loader import eval_batch_size, read_batches, row_batches
 
 
 @torch.no_grad()
@@ -16,17 +17,22 @@ def predict(
     arrays: FundusArrays,
     spec: PreprocessSpec,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
+    workers: int | None = None,
 ) -> Predictions:
-    """The model's outputs on every image of ``arrays``, with the labels, in the model's task."""
+    """The model's outputs on every image of ``arrays``, with the labels, in the model's task.
+
+    Batches default to about 4 M pixels (:func:`eval_batch_size`); sharded images are read
+    ahead by ``workers`` processes (None: :func:`auto_workers`)."""
     was = model.training
     model.eval()
     names = model.task.outputs
     classes, quality = [], []
     try:
-        for i in range(0, len(arrays), batch_size):
-            x = torch.from_numpy(spec.normalise(arrays.images[i : i + batch_size])).to(device)
+        batches = row_batches(len(arrays), batch_size or eval_batch_size(spec.size))
+        for _, images in read_batches(arrays.images, batches, workers):
+            x = torch.from_numpy(spec.normalise(images.numpy())).to(device)
             out = model(x)
             classes.append(out[names.classes].float().cpu().numpy())
             if model.task.quality_head:

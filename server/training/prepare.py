@@ -1,10 +1,12 @@
-"""Images on disk to Fovea's dataset: the ``<site>.npz`` + ``dataset.json`` that training reads.
+"""Images on disk to Fovea's dataset: the ``<site>/`` shards + ``dataset.json`` training reads.
 
 ``fovea data prepare`` indexes a public layout, a folder per class, a CSV beside an image folder
-or DICOM files, decodes and squares every image (a bounded thread pool), and writes one site in
-the format ``fovea data synth`` writes. Patient ids are kept, so :func:`load_splits` still
-splits by patient. Work goes into ``.prepare-<site>/`` in chunks written atomically: an
-interrupted run resumes from its finished chunks, and ``<site>.npz`` and its ``dataset.json``
+or DICOM files, decodes and squares every image (a bounded thread pool; JPEGs at a reduced DCT
+scale), and writes one site as image shards (``<site>/images-NNNNN.npy``, memory-mappable) and
+an index (``<site>/index.npz``: labels, patients, sites), which training reads through a
+DataLoader without holding the images in memory. Patient ids are kept, so :func:`load_splits`
+still splits by patient. Work goes into ``.prepare-<site>/`` in chunks written atomically: an
+interrupted run resumes from its finished chunks, and ``<site>/`` and its ``dataset.json``
 entry appear only when every image is done. Labels are the task's class indices in the grade
 column (-1: ungradable), which is the DR grade for the built-in task; a multilabel task's
 findings (from a CSV) go in ``labels``, N x L, with grade 0 or -1 (ungradable).
@@ -32,6 +34,7 @@ from models.datasets import (
     FundusArrays,
     FundusRecord,
     LoadedIndex,
+    ShardedImages,
     check_task_fits,
     class_folders,
     detect_layout,
@@ -46,7 +49,7 @@ from server.training.device import Reporter
 PREPARE_LAYOUTS = ("auto", *LAYOUTS, "csv")
 _DR_LAYOUTS = ("eyepacs", "aptos", "messidor2", "idrid")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_WORK_VERSION = 1
+_WORK_VERSION = 2  # 2: chunks are image shards
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class PrepareResult:
         """The result for one site's ``dataset.json`` record."""
         return cls(
             site=site,
-            path=meta.parent / f"{site}.npz",
+            path=meta.parent / site,
             meta=meta,
             layout=str(record["layout"]),
             images=int(record["images"]),
@@ -251,27 +254,46 @@ def _record(
 
 
 def _assemble(
-    records: list[FundusRecord],
-    chunks: list[dict[str, np.ndarray]],
-    site: str,
-    shape: tuple[int, int, int],
+    records: list[FundusRecord], chunks: list[dict[str, np.ndarray]], site: str, store: ChunkStore
 ) -> tuple[FundusArrays, list[tuple[str, str]]]:
-    """One site's arrays from the decoded chunks, and the (file, why) of each skipped image."""
+    """One site from the decoded chunks (the images stay in the store's shards, unread), and
+    the (file, why) of each skipped image."""
     kept = [records[int(i)] for c in chunks for i in c["kept"]]
     skipped = [str(s).split("\t", 1) for c in chunks for s in c["skipped"]]
-    images = [c["images"] for c in chunks if len(c["images"])]
+    if not kept:
+        raise DatasetLayoutError(f"every image was skipped as bad: {skipped[0][-1]}")
     findings = [r.labels for r in kept if r.labels is not None]
     width = len(records[0].labels or ()) if records else 0
-    labels = np.array(findings, np.uint8).reshape(-1, width) if width else None
     arrays = FundusArrays(
-        images=np.concatenate(images) if images else np.zeros((0, *shape), np.uint8),
+        images=ShardedImages([store.shard(n) for n, c in enumerate(chunks) if len(c["kept"])]),
         grade=np.array([r.grade for r in kept], dtype=np.int64),
         gradable=np.array([r.gradable for r in kept], dtype=np.bool_),
         site=np.array([site] * len(kept), dtype=np.str_),
         patient=np.array([r.patient for r in kept], dtype=np.str_),
-        labels=labels,
+        labels=np.array(findings, np.uint8).reshape(-1, width) if width else None,
     )
     return arrays, [(s[0], s[-1]) for s in skipped]
+
+
+def _publish(
+    arrays: FundusArrays, store: ChunkStore, chunks: list[dict[str, np.ndarray]], site_dir: Path
+) -> None:
+    """Move the chunks' shards into ``site_dir`` (replacing what was there) beside the index."""
+    new = site_dir.with_name(f".{site_dir.name}.new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    names: list[str] = []
+    for number, chunk in enumerate(chunks):
+        if len(chunk["kept"]):
+            names.append(f"images-{len(names):05d}.npy")
+            store.shard(number).replace(new / names[-1])
+    arrays.save_index(new, names)
+    old = site_dir.with_name(f".{site_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if site_dir.exists():
+        site_dir.replace(old)
+    new.replace(site_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_dataset(options: PrepareOptions, report: Reporter | None = None) -> PrepareResult:
@@ -288,23 +310,24 @@ def prepare_dataset(options: PrepareOptions, report: Reporter | None = None) -> 
     meta = _read_meta(out, site, options.size)
     _check_same_task(meta, site, options.task, out)
     fingerprint = _fingerprint(options, layout, index.records)
-    path = out / f"{site}.npz"
+    path = out / site
     done = meta.get("prepared", {}).get(site)
-    if isinstance(done, dict) and done.get("fingerprint") == fingerprint and path.is_file():
+    if isinstance(done, dict) and done.get("fingerprint") == fingerprint and path.is_dir():
         return PrepareResult.of(out / DATASET_FILE, site, done, reused=int(done["images"]))
     store = ChunkStore(out / f".prepare-{site}", fingerprint)
     chunks, reused = decode_chunks(options.decoding(), index.records, store, report)
-    shape = (options.size, options.size, options.task.input.channels)
-    arrays, skipped = _assemble(index.records, chunks, site, shape)
-    if not len(arrays):
-        raise DatasetLayoutError(f"{options.source}: every image was skipped as bad")
-    arrays.save(path)
+    try:
+        arrays, skipped = _assemble(index.records, chunks, site, store)
+    except DatasetLayoutError as e:
+        raise DatasetLayoutError(f"{options.source}: {e}") from None
+    _publish(arrays, store, chunks, path)
+    (out / f"{site}.npz").unlink(missing_ok=True)  # an earlier prepare's single file
     record = _record(options, layout, arrays, index.skipped + skipped)
     meta = _read_meta(out, site, options.size)
     meta.setdefault("schema_version", 1)
     meta["task"] = options.task.model_dump(mode="json")
     meta["size"] = options.size
-    meta["sites"] = {**meta.get("sites", {}), site: path.name}
+    meta["sites"] = {**meta.get("sites", {}), site: f"{path.name}/"}
     meta["prepared"] = {**meta.get("prepared", {}), site: {**record, "fingerprint": fingerprint}}
     write_atomic(out / DATASET_FILE, json.dumps(meta, indent=2))
     shutil.rmtree(store.dir)

@@ -80,7 +80,7 @@ def test_a_multilabel_task_trains_distils_and_exports_from_a_csv(
         for site, n, seed in (("north", 240, 0), ("south", 80, 1))
     }
     prepare_and_teach(work, "findings.yaml", sites, "resnet-teacher-small", 4)
-    north = FundusArrays.load(work / "data" / "north.npz")
+    north = FundusArrays.load_sharded(work / "data" / "north")
     assert north.labels is not None and north.labels.shape == (240, 3)
     assert set(np.unique(north.grade)) == {-1, 0} and int((north.grade < 0).sum()) == 4
     meta = json.loads((work / "data" / "dataset.json").read_text())

@@ -52,9 +52,9 @@ def test_eyepacs_at_128_px_loads_as_patient_level_splits(tmp_path: Path) -> None
     out = tmp_path / "data"
     code, output = prepare(str(tmp_path / "src"), "--out", str(out), "--size", "128")
     assert code == 0, output
-    assert "prepared site eyepacs" in output and str(out / "eyepacs.npz") in output
+    assert "prepared site eyepacs" in output and str(out / "eyepacs") in output
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["schema_version"] == 1 and meta["sites"] == {"eyepacs": "eyepacs.npz"}
+    assert meta["schema_version"] == 1 and meta["sites"] == {"eyepacs": "eyepacs/"}
     done = meta["prepared"]["eyepacs"]
     assert (done["layout"], done["size"], done["task"]["name"]) == ("eyepacs", 128, "dr-grading")
     assert (done["images"], done["patients"], done["skipped"]) == (40, 20, [])
@@ -66,7 +66,8 @@ def test_eyepacs_at_128_px_loads_as_patient_level_splits(tmp_path: Path) -> None
     assert len(splits.train) + len(splits.val) == 40 and len(splits.val) > 0
     assert not set(splits.train.patient) & set(splits.val.patient)  # patient-level split
     assert set(splits.train.site) == {"eyepacs"}
-    site = FundusArrays.load(out / "eyepacs.npz")
+    assert splits.train.sharded  # the images stay on disk, read when a batch needs them
+    site = FundusArrays.load_sharded(out / "eyepacs")
     assert sorted(site.grade.tolist()) == sorted(grades.values())
 
 
@@ -85,7 +86,7 @@ def test_csv_with_class_names_for_the_glaucoma_task(tmp_path: Path) -> None:
         "--task", str(GLAUCOMA_YAML), "--site", "clinic-a",
     )  # fmt: skip
     assert code == 0, output
-    site = FundusArrays.load(out / "clinic-a.npz")
+    site = FundusArrays.load_sharded(out / "clinic-a")
     assert site.grade.tolist() == [1, 0, 0, 1]
     assert site.patient.tolist() == ["p1", "p1", "p2", "p3"]
     done = json.loads((out / "dataset.json").read_text())["prepared"]["clinic-a"]
@@ -100,7 +101,7 @@ def test_folder_per_class_is_detected(tmp_path: Path) -> None:
             write_jpeg(src / grade / f"{grade}{n}_left.jpg")
     code, output = prepare(str(src), "--out", str(tmp_path / "data"), "--size", "32")
     assert code == 0, output
-    site = FundusArrays.load(tmp_path / "data" / "folders.npz")
+    site = FundusArrays.load_sharded(tmp_path / "data" / "folders")
     assert sorted(site.grade.tolist()) == [-1, -1, 0, 0, 2, 2]
     assert site.gradable.tolist().count(False) == 2
 
@@ -112,7 +113,7 @@ def test_missing_image_fails_naming_it_or_is_skipped_and_counted(tmp_path: Path)
     out = tmp_path / "data"
     code, output = prepare(str(tmp_path / "src"), "--out", str(out), "--size", "32")
     assert code == 2 and "'1_left' not found" in output and "Traceback" not in output
-    assert not (out / "eyepacs.npz").exists()
+    assert not (out / "eyepacs").exists()
     code, output = prepare(str(tmp_path / "src"), "--out", str(out), "--size", "32", "--skip-bad")
     assert code == 0, output
     assert "skipped 2" in output
@@ -156,7 +157,7 @@ def test_an_interrupted_prepare_resumes_without_redoing_finished_chunks(tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(options, interrupt)
-    assert not (out / "eyepacs.npz").exists() and not (out / "dataset.json").exists()
+    assert not (out / "eyepacs").exists() and not (out / "dataset.json").exists()
     seen: list[int] = []
     resumed = prepare_dataset(options, lambda d, done, t: seen.append(done))
     assert resumed.reused == 4 and resumed.images == 10
@@ -165,8 +166,8 @@ def test_an_interrupted_prepare_resumes_without_redoing_finished_chunks(tmp_path
     fresh = prepare_dataset(
         PrepareOptions(source=tmp_path / "src", out=tmp_path / "fresh", size=32)
     )
-    a, b = FundusArrays.load(resumed.path), FundusArrays.load(fresh.path)
-    assert np.array_equal(a.images, b.images) and a.patient.tolist() == b.patient.tolist()
+    a, b = FundusArrays.load_sharded(resumed.path), FundusArrays.load_sharded(fresh.path)
+    assert np.array_equal(a.pixels(), b.pixels()) and a.patient.tolist() == b.patient.tolist()
     again = prepare_dataset(options)  # finished: nothing to redo
     assert again.reused == 10
 
