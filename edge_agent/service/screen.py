@@ -30,14 +30,14 @@ from edge_agent.screening import (
     FundusCheckSettings,
     ImageError,
     PatientResult,
-    decode_image,
     eye_result,
-    fundus_checks,
     patient_recommendation,
+    prepare_image,
 )
 from edge_agent.service.auth import Principal
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
+from edge_agent.service.imagepool import ImagePool
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
 from edge_agent.service.review import resolve_review
@@ -136,21 +136,31 @@ class _Eye:
     eye: str
     square: np.ndarray
     checks: list[str]
-    filename: str
     content_type: str
     size: int
+    declared: tuple[int, int]
+    decoded: tuple[int, int]
+
+    def request(self) -> dict[str, Any]:
+        """What the case record keeps about the upload (never its pixels)."""
+        return {
+            "eye": self.eye,
+            "content_type": self.content_type,
+            "bytes": self.size,
+            "pixels": list(self.declared),
+            "decoded": list(self.decoded),
+        }
 
 
 def _prepare(
     name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, settings: ScreeningSettings
 ) -> _Eye:
     try:
-        image = decode_image(data, upload.content_type, limits)
+        ready = prepare_image(data, upload.content_type, settings.spec, settings.checks, limits)
     except ImageError as exc:
         raise ApiError(exc.status, f"{name}: {exc}") from None
-    checks = fundus_checks(image, settings.checks)
-    square = settings.spec.to_square(image)
-    return _Eye(name, square, checks, upload.filename or "", upload.content_type or "", len(data))
+    kind = upload.content_type or ""
+    return _Eye(name, ready.square, ready.checks, kind, len(data), ready.declared, ready.decoded)
 
 
 async def _uploads(request: Request, config: AgentConfig) -> list[tuple[str, UploadFile]]:
@@ -215,8 +225,10 @@ class Screening:
         settings: ScreeningSettings,
         config: AgentConfig,
         metrics: AgentMetrics,
+        pool: ImagePool | None = None,
     ) -> None:
         self.predictor, self.cases, self.settings = predictor, cases, settings
+        self.pool = pool or ImagePool(config.screen_workers, config.screen_queue)
         self.config, self.metrics = config, metrics
         self.limits = DecodeLimits(
             max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
@@ -232,11 +244,13 @@ class Screening:
         }
 
     async def screen(self, request: Request, user: Principal) -> dict[str, Any]:
-        """Grade the request's eye(s) and store each as a case; the response body."""
-        eyes = await self.decode(request)
-        outputs = await self.infer(eyes)
-        results, patient = self.recommend(eyes, outputs)
-        return await self.record(user, eyes, results, patient)
+        """Grade the request's eye(s) and store each as a case; the response body (503 with
+        Retry-After while the image pool is full)."""
+        async with self.pool.admitted():
+            eyes = await self.decode(request)
+            outputs = await self.infer(eyes)
+            results, patient = self.recommend(eyes, outputs)
+            return await self.record(user, eyes, results, patient)
 
     async def decode(self, request: Request) -> list[_Eye]:
         """The uploaded eye(s), decoded, checked and cropped to the model's square (4xx if bad)."""
@@ -245,7 +259,7 @@ class Screening:
             data = await upload.read()
             eye = "unknown" if name == "image" else name
             prepare = functools.partial(_prepare, eye, upload, data, self.limits, self.settings)
-            eyes.append(await asyncio.to_thread(prepare))
+            eyes.append(await self.pool.run(prepare))
         return eyes
 
     async def infer(self, eyes: list[_Eye]) -> dict[str, np.ndarray]:
@@ -291,7 +305,7 @@ class Screening:
                     self.cases.record_screening,
                     user=user.name,
                     model_version=self.info.version,
-                    request={"eye": e.eye, "content_type": e.content_type, "bytes": e.size},
+                    request=e.request(),
                     result={**entry, "patient": patient.to_dict(), "model": self.model},
                 )
             )
