@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_agent.screening.decode import DEFAULT_LIMITS, Decoded, DecodeLimits, decode_upload
 from edge_agent.screening.quality import DEFAULT_CHECKS, FundusCheckSettings, fundus_checks
-from models.preprocess import PreprocessSpec
+from models import PreprocessSpec
 
 
 @dataclass(frozen=True)
