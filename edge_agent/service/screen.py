@@ -10,15 +10,7 @@ from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    model_validator,
-)
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
@@ -40,7 +32,7 @@ from edge_agent.service.errors import ApiError
 from edge_agent.service.imagepool import ImagePool
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
-from edge_agent.service.review import resolve_review
+from edge_agent.service.review import ReviewBody, resolve_review, review_body
 from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 EYE_FIELDS = ("left", "right", "image")
@@ -106,29 +98,6 @@ class CaseStore(Protocol):
     def save_case_image(self, case_id: str, image: np.ndarray) -> object:
         """Keep a case's preprocessed image (uint8 S x S x 3) on the device."""
         ...
-
-
-class ReviewBody(BaseModel):
-    """A clinician's verdict on one case: a ``grade`` (grading tasks, by index) or a ``label``
-    (any task: a class name or index; for a multilabel task a list of them, [] for none)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    grade: int | None = Field(None, ge=0)
-    label: StrictStr | StrictInt | list[StrictStr | StrictInt] | None = None
-    gradable: bool = True
-    comment: str = Field("", max_length=2000)
-
-    @model_validator(mode="after")
-    def _verdict_if_gradable(self) -> "ReviewBody":
-        given = self.grade is not None or self.label is not None
-        if self.gradable and not given:
-            raise ValueError("a gradable image needs a grade (or a label)")
-        if not self.gradable and given:
-            raise ValueError("an ungradable image has no grade or label: send them null")
-        if self.grade is not None and self.label is not None:
-            raise ValueError("send a grade or a label, not both")
-        return self
 
 
 @dataclass(frozen=True)
@@ -335,7 +304,7 @@ class Screening:
     async def review(self, case_id: str, request: Request, user: Principal) -> dict[str, Any]:
         """Record a clinician's verdict (a grade, or a label in the task's classes) for a
         screened case; the response body (4xx if refused: 422 for a label not in the task)."""
-        body = _review_body(await request.body())
+        body = review_body(await request.body())
         verdict = resolve_review(self.task, body.grade, body.label)
         if len(case_id) > 64 or await asyncio.to_thread(self.cases.get_case, case_id) is None:
             raise ApiError(404, f"no case {case_id[:64]!r} on this device")
@@ -365,15 +334,6 @@ class Screening:
         }
 
 
-def _review_body(raw: bytes) -> ReviewBody:
-    try:
-        return ReviewBody.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
-
-
 def screening_router(
     screening: Screening,
     can_screen: Callable[[Request], Principal],
@@ -385,9 +345,9 @@ def screening_router(
     CanReview = Annotated[Principal, Depends(can_review)]
 
     @router.post("/v1/screen")
-    async def screen(request: Request, user: CanScreen) -> dict[str, Any]:
+    async def screen(request: Request, user: CanScreen) -> JSONResponse:
         """Grade one eye ('image', 'left' or 'right') or both eyes of a patient."""
-        return await screening.screen(request, user)
+        return JSONResponse(await screening.screen(request, user))  # plain JSON: no re-validation
 
     @router.post("/v1/cases/{case_id}/review")
     async def review(case_id: str, request: Request, user: CanReview) -> dict[str, Any]:
