@@ -2,11 +2,14 @@
 
 from edge_agent.screening.decode import (
     DEFAULT_LIMITS,
+    Decoded,
     DecodeLimits,
     ImageError,
     decode_image,
+    decode_upload,
     sniff_format,
 )
+from edge_agent.screening.prepare import PreparedImage, decode_side, prepare_image
 from edge_agent.screening.quality import (
     DEFAULT_CHECKS,
     FundusCheckSettings,
@@ -27,17 +30,22 @@ __all__ = [
     "DEFAULT_CHECKS",
     "DEFAULT_LIMITS",
     "DecodeLimits",
+    "Decoded",
     "EyeResult",
     "FundusCheckSettings",
     "ImageError",
     "PatientResult",
+    "PreparedImage",
     "Quality",
     "Recommendation",
     "assess_quality",
     "checks_only",
     "decode_image",
+    "decode_side",
+    "decode_upload",
     "eye_result",
     "fundus_checks",
     "patient_recommendation",
+    "prepare_image",
     "sniff_format",
 ]

@@ -1,4 +1,8 @@
-"""Decode uploaded JPEG, PNG and DICOM bytes into RGB arrays, within limits, or say why not."""
+"""Decode uploaded JPEG, PNG and DICOM bytes into RGB arrays, within limits, or say why not.
+
+A JPEG may be decoded at a reduced DCT scale (libjpeg's 1/2, 1/4 or 1/8, through Pillow's
+``Image.draft``) when the caller says how small its sides may become: a camera's 3000 x 2250
+photograph then costs a fraction of a full decode."""
 
 from __future__ import annotations
 
@@ -56,6 +60,19 @@ class DecodeLimits:
 DEFAULT_LIMITS = DecodeLimits()
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded upload: its pixels and the size (width, height) the file declared.
+
+    ``pixels`` is smaller than ``declared`` when a JPEG was decoded at a reduced DCT scale;
+    ``scale`` is that reduction (1, 2, 4 or 8).
+    """
+
+    pixels: np.ndarray
+    declared: tuple[int, int]
+    scale: int = 1
+
+
 def sniff_format(data: bytes) -> str | None:
     """``"jpeg"``, ``"png"`` or ``"dicom"`` from the file's signature, None when none matches."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -108,19 +125,25 @@ def _to_rgb(arr: np.ndarray, bits: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _decode_pil(data: bytes, kind: str, limits: DecodeLimits) -> np.ndarray:
+def _decode_pil(data: bytes, kind: str, limits: DecodeLimits, min_side: int | None) -> Decoded:
     name = kind.upper()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img: Image.Image = Image.open(io.BytesIO(data), formats=[name])
-            _check_pixels(img.width, img.height, 1, limits, name)
+            declared = img.size
+            _check_pixels(img.width, img.height, 1, limits, name)  # before any pixel is decoded
+            if min_side is not None and kind == JPEG:
+                # libjpeg scales by 1/2, 1/4 or 1/8 while decoding; draft() takes the largest
+                # reduction that keeps both sides >= the request (a square: EXIF-safe)
+                img.draft("RGB", (min_side, min_side))
             img.load()
+            scale = round(declared[0] / img.width)
             img = ImageOps.exif_transpose(img) or img
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 bits = 16 if img.mode != "F" else 8
-                return _to_rgb(np.asarray(img), bits)
-            return _to_rgb(np.asarray(img.convert("RGB")), 8)
+                return Decoded(_to_rgb(np.asarray(img), bits), declared, scale)
+            return Decoded(_to_rgb(np.asarray(img.convert("RGB")), 8), declared, scale)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -187,11 +210,30 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> np.ndarray:
 def decode_image(
     data: bytes, content_type: str | None = None, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> np.ndarray:
-    """Decode JPEG, PNG or DICOM (Part 10) bytes to a uint8 RGB (H, W, 3) array.
+    """Decode JPEG, PNG or DICOM (Part 10) bytes to a uint8 RGB (H, W, 3) array at full size.
 
     Raises :class:`ImageError` (status 400 malformed, 413 too large, 415 unsupported type) for
     anything that cannot be decoded within ``limits``; nothing else escapes.
     """
+    return decode_upload(data, content_type, limits).pixels
+
+
+def decode_upload(
+    data: bytes,
+    content_type: str | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    min_side: int | None = None,
+) -> Decoded:
+    """Decode JPEG, PNG or DICOM (Part 10) bytes to uint8 RGB pixels and the declared size.
+
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/1 to 1/8) whose width
+    and height both stay >= ``min_side`` (never below the declared size's own sides); PNG and
+    DICOM are always decoded in full. The pixel limit is checked on the declared size before
+    decoding. Raises :class:`ImageError` as :func:`decode_image` does.
+    """
+    if min_side is not None and min_side < 1:
+        raise ValueError(f"min_side must be >= 1 pixel, got {min_side}")
     if not data:
         raise ImageError("empty upload: no image bytes received")
     if len(data) > limits.max_bytes:
@@ -212,4 +254,7 @@ def decode_image(
             f"{found.upper()} file; send the right Content-Type",
             415,
         )
-    return _decode_dicom(data, limits) if found == DICOM else _decode_pil(data, found, limits)
+    if found == DICOM:
+        pixels = _decode_dicom(data, limits)
+        return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
+    return _decode_pil(data, found, limits, min_side)

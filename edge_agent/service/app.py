@@ -43,15 +43,17 @@ class AgentApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, extra: dict[str, str] | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return JSONResponse(
+        {"error": message}, status_code=status, headers={**headers, **(extra or {})}
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -115,6 +117,7 @@ def create_app(
     )
     app.include_router(page_router(screening.task))
     screener = Screening(predictor, cases, screening, config, metrics)
+    app.state.image_pool = screener.pool
     app.include_router(screening_router(screener, require("screen"), require("review")))
     app.infer_handler = InferHandler(predictor, tokens, metrics, config.max_request_bytes)
     app.add_middleware(LimitMiddleware, max_bytes=config.max_request_bytes, metrics=metrics)

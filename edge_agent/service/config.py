@@ -39,6 +39,15 @@ class AgentConfig(BaseModel):
     max_request_bytes: int = Field(32 << 20, ge=1024, description="any request body")
     max_image_bytes: int = Field(20 << 20, ge=1024, description="one uploaded image")
     max_image_pixels: int = Field(40_000_000, ge=1024, description="one decoded image")
+    screen_workers: int = Field(
+        2, ge=1, le=64, description="threads that decode, check and crop uploaded images"
+    )
+    screen_queue: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="screenings that may wait for those threads; more are answered 503",
+    )
     token_cache_seconds: float = Field(2.0, ge=0.0, le=300.0)
     keep_images: bool = Field(False, description="keep every screened image, not just reviewed")
     case_retention_count: int = Field(5000, ge=0, description="reviewed-case images kept")

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
 from edge_agent.service.errors import ApiError
 from models import TaskSpec
 
@@ -78,4 +88,37 @@ def resolve_review(
     return Verdict(index, (task.classes[index],))
 
 
-__all__ = ["Verdict", "resolve_review"]
+class ReviewBody(BaseModel):
+    """A clinician's verdict on one case: a ``grade`` (grading tasks, by index) or a ``label``
+    (any task: a class name or index; for a multilabel task a list of them, [] for none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: int | None = Field(None, ge=0)
+    label: StrictStr | StrictInt | list[StrictStr | StrictInt] | None = None
+    gradable: bool = True
+    comment: str = Field("", max_length=2000)
+
+    @model_validator(mode="after")
+    def _verdict_if_gradable(self) -> ReviewBody:
+        given = self.grade is not None or self.label is not None
+        if self.gradable and not given:
+            raise ValueError("a gradable image needs a grade (or a label)")
+        if not self.gradable and given:
+            raise ValueError("an ungradable image has no grade or label: send them null")
+        if self.grade is not None and self.label is not None:
+            raise ValueError("send a grade or a label, not both")
+        return self
+
+
+def review_body(raw: bytes) -> ReviewBody:
+    """The review request's JSON body, checked (ApiError 400 naming the bad field)."""
+    try:
+        return ReviewBody.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
+
+
+__all__ = ["ReviewBody", "Verdict", "resolve_review", "review_body"]

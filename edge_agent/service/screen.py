@@ -10,15 +10,7 @@ from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    model_validator,
-)
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
@@ -30,17 +22,17 @@ from edge_agent.screening import (
     FundusCheckSettings,
     ImageError,
     PatientResult,
-    decode_image,
     eye_result,
-    fundus_checks,
     patient_recommendation,
+    prepare_image,
 )
 from edge_agent.service.auth import Principal
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
+from edge_agent.service.imagepool import ImagePool
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
-from edge_agent.service.review import resolve_review
+from edge_agent.service.review import ReviewBody, resolve_review, review_body
 from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 EYE_FIELDS = ("left", "right", "image")
@@ -108,49 +100,36 @@ class CaseStore(Protocol):
         ...
 
 
-class ReviewBody(BaseModel):
-    """A clinician's verdict on one case: a ``grade`` (grading tasks, by index) or a ``label``
-    (any task: a class name or index; for a multilabel task a list of them, [] for none)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    grade: int | None = Field(None, ge=0)
-    label: StrictStr | StrictInt | list[StrictStr | StrictInt] | None = None
-    gradable: bool = True
-    comment: str = Field("", max_length=2000)
-
-    @model_validator(mode="after")
-    def _verdict_if_gradable(self) -> "ReviewBody":
-        given = self.grade is not None or self.label is not None
-        if self.gradable and not given:
-            raise ValueError("a gradable image needs a grade (or a label)")
-        if not self.gradable and given:
-            raise ValueError("an ungradable image has no grade or label: send them null")
-        if self.grade is not None and self.label is not None:
-            raise ValueError("send a grade or a label, not both")
-        return self
-
-
 @dataclass(frozen=True)
 class _Eye:
     eye: str
     square: np.ndarray
     checks: list[str]
-    filename: str
     content_type: str
     size: int
+    declared: tuple[int, int]
+    decoded: tuple[int, int]
+
+    def request(self) -> dict[str, Any]:
+        """What the case record keeps about the upload (never its pixels)."""
+        return {
+            "eye": self.eye,
+            "content_type": self.content_type,
+            "bytes": self.size,
+            "pixels": list(self.declared),
+            "decoded": list(self.decoded),
+        }
 
 
 def _prepare(
     name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, settings: ScreeningSettings
 ) -> _Eye:
     try:
-        image = decode_image(data, upload.content_type, limits)
+        ready = prepare_image(data, upload.content_type, settings.spec, settings.checks, limits)
     except ImageError as exc:
         raise ApiError(exc.status, f"{name}: {exc}") from None
-    checks = fundus_checks(image, settings.checks)
-    square = settings.spec.to_square(image)
-    return _Eye(name, square, checks, upload.filename or "", upload.content_type or "", len(data))
+    kind = upload.content_type or ""
+    return _Eye(name, ready.square, ready.checks, kind, len(data), ready.declared, ready.decoded)
 
 
 async def _uploads(request: Request, config: AgentConfig) -> list[tuple[str, UploadFile]]:
@@ -215,8 +194,10 @@ class Screening:
         settings: ScreeningSettings,
         config: AgentConfig,
         metrics: AgentMetrics,
+        pool: ImagePool | None = None,
     ) -> None:
         self.predictor, self.cases, self.settings = predictor, cases, settings
+        self.pool = pool or ImagePool(config.screen_workers, config.screen_queue)
         self.config, self.metrics = config, metrics
         self.limits = DecodeLimits(
             max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
@@ -232,11 +213,13 @@ class Screening:
         }
 
     async def screen(self, request: Request, user: Principal) -> dict[str, Any]:
-        """Grade the request's eye(s) and store each as a case; the response body."""
-        eyes = await self.decode(request)
-        outputs = await self.infer(eyes)
-        results, patient = self.recommend(eyes, outputs)
-        return await self.record(user, eyes, results, patient)
+        """Grade the request's eye(s) and store each as a case; the response body (503 with
+        Retry-After while the image pool is full)."""
+        async with self.pool.admitted():
+            eyes = await self.decode(request)
+            outputs = await self.infer(eyes)
+            results, patient = self.recommend(eyes, outputs)
+            return await self.record(user, eyes, results, patient)
 
     async def decode(self, request: Request) -> list[_Eye]:
         """The uploaded eye(s), decoded, checked and cropped to the model's square (4xx if bad)."""
@@ -245,7 +228,7 @@ class Screening:
             data = await upload.read()
             eye = "unknown" if name == "image" else name
             prepare = functools.partial(_prepare, eye, upload, data, self.limits, self.settings)
-            eyes.append(await asyncio.to_thread(prepare))
+            eyes.append(await self.pool.run(prepare))
         return eyes
 
     async def infer(self, eyes: list[_Eye]) -> dict[str, np.ndarray]:
@@ -291,7 +274,7 @@ class Screening:
                     self.cases.record_screening,
                     user=user.name,
                     model_version=self.info.version,
-                    request={"eye": e.eye, "content_type": e.content_type, "bytes": e.size},
+                    request=e.request(),
                     result={**entry, "patient": patient.to_dict(), "model": self.model},
                 )
             )
@@ -321,7 +304,7 @@ class Screening:
     async def review(self, case_id: str, request: Request, user: Principal) -> dict[str, Any]:
         """Record a clinician's verdict (a grade, or a label in the task's classes) for a
         screened case; the response body (4xx if refused: 422 for a label not in the task)."""
-        body = _review_body(await request.body())
+        body = review_body(await request.body())
         verdict = resolve_review(self.task, body.grade, body.label)
         if len(case_id) > 64 or await asyncio.to_thread(self.cases.get_case, case_id) is None:
             raise ApiError(404, f"no case {case_id[:64]!r} on this device")
@@ -351,15 +334,6 @@ class Screening:
         }
 
 
-def _review_body(raw: bytes) -> ReviewBody:
-    try:
-        return ReviewBody.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(400, f"invalid review: {where}: {first['msg']}") from None
-
-
 def screening_router(
     screening: Screening,
     can_screen: Callable[[Request], Principal],
@@ -371,9 +345,9 @@ def screening_router(
     CanReview = Annotated[Principal, Depends(can_review)]
 
     @router.post("/v1/screen")
-    async def screen(request: Request, user: CanScreen) -> dict[str, Any]:
+    async def screen(request: Request, user: CanScreen) -> JSONResponse:
         """Grade one eye ('image', 'left' or 'right') or both eyes of a patient."""
-        return await screening.screen(request, user)
+        return JSONResponse(await screening.screen(request, user))  # plain JSON: no re-validation
 
     @router.post("/v1/cases/{case_id}/review")
     async def review(case_id: str, request: Request, user: CanReview) -> dict[str, Any]:

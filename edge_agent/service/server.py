@@ -83,6 +83,7 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.image_pool.close()
         await served.close()
         store.close()
 

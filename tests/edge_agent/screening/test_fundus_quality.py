@@ -116,3 +116,15 @@ def test_quality_gate_combines_checks_and_model() -> None:
         assess_quality([], 0.5, 1.0)
     with pytest.raises(ValueError, match="probability"):
         assess_quality([], float("nan"), 0.5)
+
+
+def test_field_holes_are_filled_as_scipy_fills_them() -> None:
+    from scipy import ndimage
+
+    from edge_agent.screening.quality import _fill_holes
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        mask = rng.random(shape) < rng.random()
+        np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))

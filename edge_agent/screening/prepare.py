@@ -1,0 +1,84 @@
+"""One uploaded photograph made ready for the model: decoded at the scale the model and the
+quality gate need, checked by the gate and cropped to the model's square."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_agent.screening.decode import DEFAULT_LIMITS, Decoded, DecodeLimits, decode_upload
+from edge_agent.screening.quality import DEFAULT_CHECKS, FundusCheckSettings, fundus_checks
+from models import PreprocessSpec
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the model and the case record need from one upload.
+
+    ``square`` is the model's input (uint8 S x S x C, the spec's channels), ``checks`` the
+    quality gate's reasons (empty: none failed); ``declared`` the file's own size and
+    ``decoded`` the size it was decoded at (width, height; smaller after a DCT-scaled decode).
+    """
+
+    square: np.ndarray
+    checks: list[str]
+    declared: tuple[int, int]
+    decoded: tuple[int, int]
+
+
+def decode_side(spec: PreprocessSpec, checks: FundusCheckSettings = DEFAULT_CHECKS) -> int:
+    """The smallest side a decoded photograph may have: the model's input size (the circular
+    field spans about the sensor's height, and the fundus crop keeps the field) and the quality
+    gate's working size (it measures every image resampled to that longest side, so anything
+    at least that large is measured alike)."""
+    return max(spec.size, checks.work_size)
+
+
+def _field_side(image: np.ndarray, spec: PreprocessSpec) -> int:
+    """The side of the square the fundus crop takes from ``image`` (the whole image's
+    shorter side for a plain resize, which squeezes the frame)."""
+    if spec.crop == "resize":
+        return min(image.shape[:2])
+    box = spec.fundus_box(image)
+    if box is None:
+        return max(image.shape[:2])
+    top, bottom, left, right = box
+    return max(bottom - top, right - left)
+
+
+def prepare_image(
+    data: bytes,
+    content_type: str | None,
+    spec: PreprocessSpec,
+    checks: FundusCheckSettings = DEFAULT_CHECKS,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    reduce: bool = True,
+) -> PreparedImage:
+    """Decode ``data`` (JPEG, PNG or DICOM), run the quality gate's image checks and crop to
+    the model's square.
+
+    With ``reduce`` a JPEG is decoded at the smallest DCT scale that keeps both sides >=
+    :func:`decode_side`; should the fundus field still come out smaller than the model's input
+    (a small field on a large sensor), it is decoded again at the scale that covers it.
+    ``reduce=False`` always decodes in full. Raises ``ImageError`` for a bad upload.
+    """
+    decoded: Decoded = decode_upload(
+        data, content_type, limits, min_side=decode_side(spec, checks) if reduce else None
+    )
+    if decoded.scale > 1:
+        field = _field_side(decoded.pixels, spec)
+        if field < spec.size:  # the short side that makes the field the model's size
+            wider = -(-min(decoded.pixels.shape[:2]) * spec.size // max(field, 1))
+            decoded = decode_upload(data, content_type, limits, min_side=wider)
+    image = decoded.pixels
+    return PreparedImage(
+        square=spec.to_square(image),
+        checks=fundus_checks(image, checks),
+        declared=decoded.declared,
+        decoded=(image.shape[1], image.shape[0]),
+    )
+
+
+__all__ = ["PreparedImage", "decode_side", "prepare_image"]
