@@ -3,7 +3,7 @@ streamed from them, beside the single-process decode limit and today's in-memory
 
     python -m benchmarks.data_scale            # 5,000 camera JPEGs at 384 px; ~20 min on 2 cores
                                                # (+ ~12 min the first time to render the JPEGs)
-    python -m benchmarks.data_scale --quick    # 120 images at 1600 x 1200, 128 px (smoke)
+    python -m benchmarks.data_scale --quick    # 48 images at 1200 x 900, 96 px (smoke)
 
 In one run:
 1. ``N`` camera-size JPEGs (3000 x 2250, ``models.synth.write_camera_set``; cached under
@@ -41,8 +41,8 @@ SITE = "camera"
 def _camera_set(n: int, quick: bool) -> Path:
     from models.synth import CameraOptions, write_camera_set
 
-    options = CameraOptions(width=1600, height=1200) if quick else CameraOptions()
-    root = CACHE / ("camera-quick" if quick else f"camera-{n}")
+    options = CameraOptions(width=1200, height=900) if quick else CameraOptions()
+    root = CACHE / (f"camera-quick-{n}" if quick else f"camera-{n}")
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke size")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.size, args.sample = 120, 128, 20
+        args.n, args.size, args.sample = 48, 96, 12
     root = _camera_set(args.n, args.quick)
     limit = _decode_limit(root, args.size, args.sample)
     print(f"  one thread: {limit['reduced']:.1f} img/s reduced, {limit['full']:.1f} in full")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget_mib": BUDGET_MIB,
         "met": bool(streamed["peak_pss_mib"] < BUDGET_MIB),
     }  # fmt: skip
-    write("data_scale", payload, table)
+    write("data_scale_quick" if args.quick else "data_scale", payload, table)
 
 
 if __name__ == "__main__":

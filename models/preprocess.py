@@ -86,6 +86,18 @@ class PreprocessSpec(BaseModel):
         cols = np.flatnonzero(mask.any(axis=0))
         return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
+    def field_side(self, image: np.ndarray) -> int:
+        """The side of the square :meth:`to_square` takes from ``image`` before resizing: the
+        fundus crop's longer side (the image's when nothing is bright), or the image's shorter
+        side for a plain ``resize``, which squeezes the frame."""
+        if self.crop == "resize":
+            return min(image.shape[:2])
+        box = self.fundus_box(image)
+        if box is None:
+            return max(image.shape[:2])
+        top, bottom, left, right = box
+        return max(bottom - top, right - left)
+
     def _resized(self, image: np.ndarray) -> np.ndarray:
         if image.shape[:2] == (self.size, self.size):
             return image

@@ -35,18 +35,6 @@ def decode_side(spec: PreprocessSpec, checks: FundusCheckSettings = DEFAULT_CHEC
     return max(spec.size, checks.work_size)
 
 
-def _field_side(image: np.ndarray, spec: PreprocessSpec) -> int:
-    """The side of the square the fundus crop takes from ``image`` (the whole image's
-    shorter side for a plain resize, which squeezes the frame)."""
-    if spec.crop == "resize":
-        return min(image.shape[:2])
-    box = spec.fundus_box(image)
-    if box is None:
-        return max(image.shape[:2])
-    top, bottom, left, right = box
-    return max(bottom - top, right - left)
-
-
 def prepare_image(
     data: bytes,
     content_type: str | None,
@@ -68,7 +56,7 @@ def prepare_image(
         data, content_type, limits, min_side=decode_side(spec, checks) if reduce else None
     )
     if decoded.scale > 1:
-        field = _field_side(decoded.pixels, spec)
+        field = spec.field_side(decoded.pixels)
         if field < spec.size:  # the short side that makes the field the model's size
             wider = -(-min(decoded.pixels.shape[:2]) * spec.size // max(field, 1))
             decoded = decode_upload(data, content_type, limits, min_side=wider)

@@ -36,16 +36,6 @@ class DecodeOptions:
     chunk: int = 256
 
 
-def _field_side(image: np.ndarray, spec: PreprocessSpec) -> int:
-    """Pixels across what the spec keeps of ``image``: the fundus (its crop) or the short side."""
-    if spec.crop == "resize":
-        return min(image.shape[:2])
-    mask = image.max(axis=2) > spec.crop_threshold
-    if not mask.any():
-        return max(image.shape[:2])
-    return max(int(mask.any(axis=1).sum()), int(mask.any(axis=0).sum()))
-
-
 def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
     """Read one record and bring it to ``size`` square in the task's channels, as the task's
     preprocessing says. JPEGs decode at the smallest DCT scale whose crop still holds ``size``
@@ -54,7 +44,7 @@ def _squarer(task: TaskSpec, size: int) -> Callable[[FundusRecord], np.ndarray]:
 
     def square(record: FundusRecord) -> np.ndarray:
         image = read_image(record, at_least=size)
-        if _field_side(image, spec) < size and record.path.suffix.lower() in _JPEG:
+        if spec.field_side(image) < size and record.path.suffix.lower() in _JPEG:
             image = read_image(record)
         return spec.to_square(image)
 

@@ -2,8 +2,7 @@
 
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,29 +10,16 @@ import pytest
 ROOT = Path(__file__).parents[2]
 
 
-def _run(args: list[str], results: Path) -> None:
-    env = {**os.environ, "FOVEA_BENCH_RESULTS": str(results)}
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def test_synth_speed_writes_a_table(tmp_path: Path) -> None:
-    _run(["benchmarks.synth_speed", "--n", "200", "--size", "64"], tmp_path)
+def test_synth_speed_writes_a_table(tmp_path: Path, bench: Callable[..., None]) -> None:
+    bench(["benchmarks.synth_speed", "--n", "200", "--size", "64"], tmp_path)
     result = json.loads((tmp_path / "synth_speed.json").read_text())
     assert set(result["seconds"]) == {"site-a", "site-c", "site-d"}
     assert "images/s" in (tmp_path / "synth_speed.md").read_text()
 
 
 @pytest.mark.slow
-def test_distill_acceptance_quick(tmp_path: Path) -> None:
-    _run(["benchmarks.distill_acceptance", "--quick", "--workdir", str(tmp_path / "w")], tmp_path)
+def test_distill_acceptance_quick(tmp_path: Path, bench: Callable[..., None]) -> None:
+    bench(["benchmarks.distill_acceptance", "--quick", "--workdir", str(tmp_path / "w")], tmp_path)
     result = json.loads((tmp_path / "distill_acceptance_quick.json").read_text())
     assert result["student_parameters"] < result["teacher_parameters"] / 10
     assert set(result["distilled_minus_scratch"]["over_seeds"]) == {"accuracy", "kappa"}
@@ -43,7 +29,9 @@ def test_distill_acceptance_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_export_acceptance_quick(tiny_teacher: Path, tmp_path: Path) -> None:
+def test_export_acceptance_quick(
+    tiny_teacher: Path, tmp_path: Path, bench: Callable[..., None]
+) -> None:
     """The export benchmark on a tiny run directory (a teacher run stands in for a student)."""
     import shutil
 
@@ -51,7 +39,7 @@ def test_export_acceptance_quick(tiny_teacher: Path, tmp_path: Path) -> None:
     shutil.copytree(tiny_teacher.parent, run_dir)
     for suffix in (".json", ".safetensors"):
         shutil.copy(run_dir / f"teacher{suffix}", run_dir / f"student{suffix}")
-    _run(["benchmarks.export_acceptance", "--quick", "--run", str(run_dir)], tmp_path)
+    bench(["benchmarks.export_acceptance", "--quick", "--run", str(run_dir)], tmp_path)
     written = list(tmp_path.glob("export_acceptance*.json"))
     assert written, "no result file"
     result = json.loads(written[0].read_text())
@@ -59,11 +47,11 @@ def test_export_acceptance_quick(tiny_teacher: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_agent_load_quick(tmp_path: Path) -> None:
+def test_agent_load_quick(tmp_path: Path, bench: Callable[..., None]) -> None:
     """The agent benchmark end to end on untrained models (no demo workdir): fields, no failures."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the agent benchmark pins the load generator and the agent to two cores")
-    _run(["benchmarks.agent_load", "--quick", "--workdir", str(tmp_path / "no-demo")], tmp_path)
+    bench(["benchmarks.agent_load", "--quick", "--workdir", str(tmp_path / "no-demo")], tmp_path)
     result = json.loads((tmp_path / "agent_load_quick.json").read_text())
     assert result["failed_requests"] == 0
     assert result["generator_max_req_s"] > 0
@@ -79,9 +67,9 @@ def test_agent_load_quick(tmp_path: Path) -> None:
     assert "agent / raw" in (tmp_path / "agent_load_quick.md").read_text()
 
 
-def test_federation_acceptance_quick(tmp_path: Path) -> None:
+def test_federation_acceptance_quick(tmp_path: Path, bench: Callable[..., None]) -> None:
     """The federation benchmark smoke-sized: every codec, both strategies, the acceptance check."""
-    _run(["benchmarks.federation_acceptance", "--quick", "--no-cache", "--threads", "1"], tmp_path)
+    bench(["benchmarks.federation_acceptance", "--quick", "--no-cache", "--threads", "1"], tmp_path)
     result = json.loads((tmp_path / "federation_acceptance_quick.json").read_text())
     codecs = result["codecs"]
     assert set(codecs) == {"none", "fp16", "int8-delta"}

@@ -1,9 +1,7 @@
 """The head-pruning / teacher-assistant / routing benchmark runs at smoke size and says so."""
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,9 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.slow
-def test_compress_heads_quick(tmp_path: Path) -> None:
-    env = {**os.environ, "FOVEA_BENCH_RESULTS": str(tmp_path)}
+def test_compress_heads_quick(tmp_path: Path, bench: Callable[..., None]) -> None:
     args = ["benchmarks.compress_heads", "--quick", "--workdir", str(tmp_path / "w")]
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench(args, tmp_path, timeout=600)
     result = json.loads((tmp_path / "compress_heads_quick.json").read_text())
     heads = result["heads"]
     assert sum(heads["prune"]["heads_after"]) == round(0.6 * sum(heads["prune"]["heads_before"]))

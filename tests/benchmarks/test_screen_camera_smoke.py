@@ -2,8 +2,7 @@
 
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,12 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.slow
-def test_screen_camera_quick(tmp_path: Path) -> None:
+def test_screen_camera_quick(tmp_path: Path, bench: Callable[..., None]) -> None:
     """On an untrained student (no demo workdir): all four measurements, side by side."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the benchmark pins the client and the agent to two cores")
-    env = {**os.environ, "FOVEA_BENCH_RESULTS": str(tmp_path)}
     args = ["benchmarks.screen_camera", "--quick", "--workdir", str(tmp_path / "no-demo")]
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench(args, tmp_path, timeout=900)
     result = json.loads((tmp_path / "screen_camera_quick.json").read_text())
     assert "untrained" in result["source"]
     p50 = result["p50_ms"]
