@@ -260,7 +260,6 @@ def train_local(
             p.requires_grad_(False)
     optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
     rng = np.random.default_rng(config.server_round)
-    x_all = torch.from_numpy(train.preprocess.normalise(train.images))
     task = cases.task
     if task.kind == "multilabel":
         y_all, weight = torch.from_numpy(train.grades.astype(np.float32)), None
@@ -283,7 +282,10 @@ def train_local(
                     continue  # BatchNorm cannot train on one image
                 if pause is not None:
                     pause()
-                x, y = x_all[index], y_all[index]
+                # normalised a batch at a time: float32 copies of every case at once would be
+                # 4x the cases' own memory (a Jetson shares its memory with the GPU)
+                x = torch.from_numpy(train.preprocess.normalise(train.images[index]))
+                y = y_all[index]
                 flip = torch.from_numpy(rng.random(len(index)) < 0.5)
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
                 with torch.no_grad():
@@ -302,6 +304,19 @@ def train_local(
     return get_weights(model), metrics
 
 
+def _class_logits(model: nn.Module, cases: LocalCases) -> np.ndarray:
+    """The model's class logits on every case, in batches of about 4 M pixels."""
+    spec = cases.preprocess
+    step = max(1, min(256, (1 << 22) // (spec.size * spec.size)))
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(cases), step):
+            x = torch.from_numpy(spec.normalise(cases.images[start : start + step]))
+            parts.append(model(x)[cases.task.outputs.classes].numpy())
+    return np.concatenate(parts)
+
+
 def evaluate_local(
     model: nn.Module, cases: LocalCases, referral_threshold: float = 0.5
 ) -> dict[str, float]:
@@ -314,10 +329,7 @@ def evaluate_local(
     if len(cases) == 0:
         correct, detected = np.zeros(0, bool), np.zeros(0, bool)
     else:
-        model.eval()
-        with torch.no_grad():
-            out = model(torch.from_numpy(cases.preprocess.normalise(cases.images)))
-        logits = out[task.outputs.classes].numpy()
+        logits = _class_logits(model, cases)
         if task.kind == "multilabel":  # label-wise: each finding said present or absent rightly
             correct = (task.probabilities(logits) >= 0.5) == cases.grades.astype(bool)
         else:
