@@ -94,6 +94,50 @@ def _agent(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _screen_camera(r: dict[str, Any]) -> list[Row]:
+    p50, agree = r.get("p50_ms") or {}, _get(r, "agreement", "agree") or {}
+    if not p50.get("screen_one_client") or not p50.get("dct_decode_resize"):
+        return []
+    rows = [
+        [
+            "`/v1/screen`, one 3000 x 2250 JPEG, one client (p50) vs DCT-scaled decode + resize",
+            f"{p50['screen_one_client']:.1f} vs {p50['dct_decode_resize']:.1f} ms "
+            f"({r.get('ratio_screen_vs_dct', 0):.2f}x; full decode + resize "
+            f"{p50.get('full_decode_resize', 0):.0f} ms)",
+        ]
+    ]
+    if agree:
+        n = _get(r, "agreement", "images")
+        rows.append(
+            [
+                f"reduced vs full decode on {n} camera images: referral / quality / grade",
+                " / ".join(f"{100 * agree[k]:.1f}%" for k in ("referral", "quality", "grade")),
+            ]
+        )
+    return rows
+
+
+def _data_scale(r: dict[str, Any]) -> list[Row]:
+    prep, limit = r.get("prepare") or {}, r.get("decode_limit") or {}
+    shards, memory = r.get("epoch_sharded") or {}, r.get("epoch_in_memory") or {}
+    if not prep or not shards:
+        return []
+    cfg = r.get("config") or {}
+    return [
+        [
+            f"`fovea data prepare`, {prep.get('images'):,} camera JPEGs at {cfg.get('size')} px, "
+            "vs one thread's DCT-scaled decode",
+            f"{prep['images_per_s']:.1f} vs {limit.get('reduced', 0):.1f} img/s "
+            f"(full decode: {limit.get('full', 0):.1f})",
+        ],
+        [
+            "one distillation epoch from the shards vs in memory: peak PSS of the process tree",
+            f"{shards['peak_pss_mib']:,.0f} vs {memory.get('peak_pss_mib', 0):,.0f} MiB "
+            f"(budget {r.get('budget_mib', 2048):,})",
+        ],
+    ]
+
+
 def _deploy(r: dict[str, Any]) -> list[Row]:
     flash, ok = r.get("flash") or {}, r.get("rollout_ok") or {}
     if not flash:
@@ -228,6 +272,8 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "export_acceptance": _export,
     "distill_acceptance": _distill,
     "agent_load": _agent,
+    "screen_camera": _screen_camera,
+    "data_scale": _data_scale,
     "deploy_acceptance": _deploy,
     "federation_acceptance": _federation,
     "gpu": _gpu,
