@@ -4,17 +4,20 @@
     python -m benchmarks.agent_load --workdir /elsewhere/.fovea/demo --duration 60
     python -m benchmarks.agent_load --quick             # smoke-sized (CI)
 
-For the demo student and a teacher-sized model, in one run: the raw session's best batched
-throughput (batches 1..32, the file and precision the agent chose, one intra-op thread, pinned
-to core 1); ``fovea-agent serve`` on a fresh device root where the signed bundle was installed
-(pinned to core 1, one ORT thread): cold start and resident memory; then a load generator pinned
-to core 0 (asyncio, 16 keep-alive connections, one image per request) against KServe binary
-tensors (``--duration`` s, counting failures), JSON tensors and JPEG ``/v1/screen`` (``--window``
-s each), and open-loop paced binary requests at half the measured peak for p50/p99 latency.
+For the demo student, a teacher-sized model and a clinical-size student (timm's
+MobileNetV3-Large at 384 px, exported in the timm venv; left out under ``--quick``), in one run:
+the raw session's best batched throughput (batches 1..32, the file and precision the agent
+chose, one intra-op thread, pinned to core 1); ``fovea-agent serve`` on a fresh device root
+where the signed bundle was installed (pinned to core 1, one ORT thread): cold start and
+resident memory; then a load generator pinned to core 0 (asyncio, 16 keep-alive connections, one
+image per request) against KServe binary tensors (``--duration`` s, counting failures), JSON
+tensors and JPEG ``/v1/screen`` (``--window`` s each), and open-loop paced binary requests at
+half the measured peak for p50/p99 latency.
 
 Export directories come from ``--workdir`` (the demo's ``student/export``; the demo teacher's
 checkpoint is exported once into ``.fovea/bench/agent_load``); what is missing is built there
-from untrained ``resnet-student`` / ``resnet-teacher`` nets (speed does not depend on weights).
+from untrained ``resnet-student`` / ``resnet-teacher`` / ``timm:mobilenetv3_large_100`` nets
+(speed does not depend on weights).
 """
 
 from __future__ import annotations
@@ -375,13 +378,13 @@ def _table(models: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse flags, run both models, write results/agent_load[_quick].{json,md}."""
+    """Parse flags, run the models, write results/agent_load[_quick].{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(".fovea/demo"), help="demo workdir")
     parser.add_argument("--duration", type=float, default=60.0, help="binary load run, seconds")
     parser.add_argument("--window", type=float, default=10.0, help="other load phases, seconds")
     parser.add_argument("--raw-seconds", type=float, default=1.5, help="per raw batch size")
-    parser.add_argument("--models", nargs="+", default=["student", "teacher"], choices=TARGETS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--quick", action="store_true", help="short phases (CI smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -389,6 +392,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("this benchmark needs two cores (load generator on 0, agent on 1)")
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.quick:  # no timm export in the smoke run
+        args.models = [m for m in args.models if MODELS[m].python is None]
     sources = {m: export_dir(m, args.workdir, args.quick) for m in args.models}
     results = {m: bench_model(m, sources[m][0], args) for m in args.models}
     probe = b"\0" * (3 * 64 * 64 * 4 + 300)  # a binary-tensor request's size at 64 px
