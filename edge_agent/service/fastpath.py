@@ -133,8 +133,8 @@ class InferHandler:
         except ApiError as error:
             return error.status, error_headers(error), error.body()
         except Exception as exc:  # the backend failed: the agent's fault, said plainly
-            error = ApiError(500, f"inference failed: {type(exc).__name__}: {exc}")
-            return 500, error_headers(error), error.body()
+            failed = ApiError(500, f"inference failed: {type(exc).__name__}: {exc}")
+            return 500, error_headers(failed), failed.body()
         if header_length is None:
             return 200, [_JSON], body
         return 200, [_BINARY, (b"inference-header-content-length", b"%d" % header_length)], body
