@@ -4,17 +4,20 @@
     python -m benchmarks.agent_load --workdir /elsewhere/.fovea/demo --duration 60
     python -m benchmarks.agent_load --quick             # smoke-sized (CI)
 
-For the demo student and a teacher-sized model, in one run: the raw session's best batched
-throughput (batches 1..32, the file and precision the agent chose, one intra-op thread, pinned
-to core 1); ``fovea-agent serve`` on a fresh device root where the signed bundle was installed
-(pinned to core 1, one ORT thread): cold start and resident memory; then a load generator pinned
-to core 0 (asyncio, 16 keep-alive connections, one image per request) against KServe binary
-tensors (``--duration`` s, counting failures), JSON tensors and JPEG ``/v1/screen`` (``--window``
-s each), and open-loop paced binary requests at half the measured peak for p50/p99 latency.
+For the demo student, a teacher-sized model and a clinical-size student (timm's
+MobileNetV3-Large at 384 px, exported in the timm venv; left out under ``--quick``), in one run:
+the raw session's best batched throughput (batches 1..32, the file and precision the agent
+chose, one intra-op thread, pinned to core 1); ``fovea-agent serve`` on a fresh device root
+where the signed bundle was installed (pinned to core 1, one ORT thread): cold start and
+resident memory; then a load generator pinned to core 0 (asyncio, 16 keep-alive connections, one
+image per request) against KServe binary tensors (``--duration`` s, counting failures), JSON
+tensors and JPEG ``/v1/screen`` (``--window`` s each), and open-loop paced binary requests at
+half the measured peak for p50/p99 latency.
 
 Export directories come from ``--workdir`` (the demo's ``student/export``; the demo teacher's
 checkpoint is exported once into ``.fovea/bench/agent_load``); what is missing is built there
-from untrained ``resnet-student`` / ``resnet-teacher`` nets (speed does not depend on weights).
+from untrained ``resnet-student`` / ``resnet-teacher`` / ``timm:mobilenetv3_large_100`` nets
+(speed does not depend on weights).
 """
 
 from __future__ import annotations
@@ -35,80 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.agent_models import CACHE, MODELS, TARGETS, export_dir
 from benchmarks.loadgen import free_port, generator_capacity, http_request, run_load
 from benchmarks.report import write
 
-CACHE = Path(".fovea/bench/agent_load")
-TARGETS = {"student": 0.60, "teacher": 0.85}
 RAW_BATCHES = (1, 2, 4, 8, 16, 32)
 GEN_CORE, AGENT_CORE = 0, 1
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def _run_dir_config(run_dir: Path, arch: str, data: Path) -> None:
-    from server.distill import dump_config, parse_config
-
-    cfg = parse_config(
-        {
-            "teacher": None,
-            "student": {"name": arch},
-            "data": {"dir": str(data.resolve())},
-            "out": str(run_dir.resolve()),
-            "monitor": {"enabled": False},
-        }
-    )
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-
-
-def _data(workdir: Path, quick: bool) -> Path:
-    from models.synth import SITES
-    from server.training import dataset_matches, synthesise
-
-    if (workdir / "data" / "dataset.json").is_file():
-        return workdir / "data"
-    out, n = CACHE / "data", 60 if quick else 400
-    if not dataset_matches(out, sites=list(SITES), per_site=n, size=64, seed=0):
-        synthesise(out, sites=list(SITES), per_site=n, size=64, seed=0)
-    return out
-
-
-def export_dir(model: str, workdir: Path, quick: bool) -> tuple[Path, str]:
-    """An export directory for ``model`` (student/teacher) and where it came from."""
-    from server.export import ExportConfig, export
-
-    if model == "student" and (workdir / "student/export/export.json").is_file():
-        return workdir / "student/export", f"demo student export ({workdir / 'student/export'})"
-    trained = model == "teacher" and (workdir / "teacher/teacher.json").is_file()
-    run_dir = CACHE / f"{model}-{'demo' if trained else 'untrained'}{'-quick' * quick}"
-    out = run_dir / "export"
-    source = (
-        f"demo teacher checkpoint {workdir / 'teacher/teacher.json'}, exported to {out}"
-        if trained
-        else f"untrained resnet-{model} at 64 px, exported to {out}"
-    )
-    if (out / "export.json").is_file():
-        return out, source
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = _data(workdir, quick)
-    if trained:
-        for suffix in (".json", ".safetensors"):
-            shutil.copy(workdir / f"teacher/teacher{suffix}", run_dir / f"student{suffix}")
-    else:
-        import torch
-
-        from models import PreprocessSpec
-        from models.nets import build_model, save_checkpoint
-
-        torch.manual_seed(0)
-        net = build_model(f"resnet-{model}")
-        save_checkpoint(net, run_dir / "student", name=model, preprocess=PreprocessSpec(size=64))
-    _run_dir_config(run_dir, f"resnet-{model}", data)
-    print(f"exporting {model} ({source}) ...", flush=True)
-    config = ExportConfig(precisions=["fp32"]) if quick else ExportConfig()
-    export(run_dir, out, config, log=lambda s: None)
-    return out, source
 
 
 @dataclass
@@ -327,13 +262,13 @@ def _table(models: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse flags, run both models, write results/agent_load[_quick].{json,md}."""
+    """Parse flags, run the models, write results/agent_load[_quick].{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(".fovea/demo"), help="demo workdir")
     parser.add_argument("--duration", type=float, default=60.0, help="binary load run, seconds")
     parser.add_argument("--window", type=float, default=10.0, help="other load phases, seconds")
     parser.add_argument("--raw-seconds", type=float, default=1.5, help="per raw batch size")
-    parser.add_argument("--models", nargs="+", default=["student", "teacher"], choices=TARGETS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--quick", action="store_true", help="short phases (CI smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -341,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("this benchmark needs two cores (load generator on 0, agent on 1)")
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.quick:  # no timm export in the smoke run
+        args.models = [m for m in args.models if MODELS[m].python is None]
     sources = {m: export_dir(m, args.workdir, args.quick) for m in args.models}
     results = {m: bench_model(m, sources[m][0], args) for m in args.models}
     probe = b"\0" * (3 * 64 * 64 * 4 + 300)  # a binary-tensor request's size at 64 px

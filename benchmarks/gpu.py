@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(NO_GPU)
         write(name, {"skipped": NO_GPU}, [["comparison", "result"], ["GPU section", NO_GPU]])
         return {"skipped": NO_GPU}
-    from benchmarks.agent_load import export_dir
+    from benchmarks.agent_models import export_dir
 
     rows: dict[str, Any] = {}
     sources = {}

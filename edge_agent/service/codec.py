@@ -229,8 +229,10 @@ def _binary_plan(header: bytes) -> _BinaryPlan | None:
     return _BinaryPlan(spec.id, tuple(tensors), nbytes, datatypes, outputs, binary_default)
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_request(body: bytes | bytearray, header_length: int | None) -> InferRequest:
     """Parse an infer request body; ``header_length`` is the Inference-Header-Content-Length.
+
+    Binary tensors become numpy views of ``body`` (writable when it is a bytearray).
 
     Raises ApiError (4xx) for anything malformed: bad JSON, unknown fields, a shape that
     does not match the data, binary sizes that do not add up, unsupported datatypes.
@@ -243,7 +245,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             f"Inference-Header-Content-Length {header_length} is outside the body "
             f"({len(body)} bytes)",
         )
-    header = body[:header_length]
+    header = bytes(body[:header_length])  # hashable, for the caches below
     blob = memoryview(body)[header_length:]
     if header_length <= _CACHED_HEADER_BYTES and b'"data"' not in header:
         # binary requests repeat the same header: validate it once, then only cut the body

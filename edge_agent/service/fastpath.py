@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from edge_agent.service.auth import TokenCache, authorize
@@ -27,6 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _JSON = (b"content-type", b"application/json")
+_BINARY = (b"content-type", b"application/octet-stream")
 
 
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
@@ -72,21 +73,35 @@ async def send_bytes(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
     """Send a whole response in two ASGI messages."""
-    headers.append((b"content-length", str(len(body)).encode()))
+    headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
+def error_headers(error: ApiError) -> list[tuple[bytes, bytes]]:
+    """The headers of ``error``'s JSON reply (a bearer challenge with a 401)."""
+    if error.status == 401:
+        return [_JSON, (b"www-authenticate", b"Bearer")]
+    return [_JSON]
+
+
 async def send_error(send: Send, error: ApiError) -> None:
     """Send ``{"error": ...}`` with the error's status."""
-    headers = [_JSON]
-    if error.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send_bytes(send, error.status, error.body(), headers)
+    await send_bytes(send, error.status, error.body(), error_headers(error))
+
+
+BodyReader = Callable[[int | None], Awaitable[bytes]]
+"""Reads the whole request body given its declared Content-Length (ApiError 413 past the limit)."""
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""A whole response: status, headers (no Content-Length), body."""
 
 
 class InferHandler:
-    """``POST /v2/models/{name}[/versions/{v}]/infer`` against one Predictor."""
+    """``POST /v2/models/{name}[/versions/{v}]/infer`` against one Predictor.
+
+    Called as ASGI by :class:`~edge_agent.service.app.AgentApp`, or through :meth:`reply` by
+    :mod:`edge_agent.service.protocol`, which answers on the connection itself.
+    """
 
     def __init__(
         self, predictor: Predictor, tokens: TokenCache, metrics: AgentMetrics, max_bytes: int
@@ -99,34 +114,37 @@ class InferHandler:
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
     ) -> None:
-        """Answer one infer request; every failure becomes a JSON error, never an exception."""
+        """Answer one infer request over ASGI."""
         start = time.perf_counter()
-        status = 200
-        try:
-            body, header_length = await self._handle(scope, receive, match)
-            headers = [
-                (
-                    b"content-type",
-                    b"application/octet-stream" if header_length else b"application/json",
-                )
-            ]
-            if header_length is not None:
-                headers.append((b"inference-header-content-length", str(header_length).encode()))
-            await send_bytes(send, 200, body, headers)
-        except ApiError as error:
-            status = error.status
-            await send_error(send, error)
-        except Exception as exc:  # the backend failed: the agent's fault, said plainly
-            status = 500
-            await send_error(send, ApiError(500, f"inference failed: {type(exc).__name__}: {exc}"))
+
+        def read(declared: int | None) -> Awaitable[bytes]:
+            return read_body(receive, self.max_bytes, declared)
+
+        status, headers, body = await self.reply(scope["headers"], match, read)
+        await send_bytes(send, status, body, headers)
         self.metrics.observe("infer", status, time.perf_counter() - start)
 
+    async def reply(
+        self, headers: Iterable[tuple[bytes, bytes]], match: re.Match[str], read: BodyReader
+    ) -> Reply:
+        """The response to one infer request; every failure becomes a JSON error reply."""
+        try:
+            body, header_length = await self._handle(headers, match, read)
+        except ApiError as error:
+            return error.status, error_headers(error), error.body()
+        except Exception as exc:  # the backend failed: the agent's fault, said plainly
+            failed = ApiError(500, f"inference failed: {type(exc).__name__}: {exc}")
+            return 500, error_headers(failed), failed.body()
+        if header_length is None:
+            return 200, [_JSON], body
+        return 200, [_BINARY, (b"inference-header-content-length", b"%d" % header_length)], body
+
     async def _handle(
-        self, scope: Scope, receive: Receive, match: re.Match[str]
+        self, headers: Iterable[tuple[bytes, bytes]], match: re.Match[str], read: BodyReader
     ) -> tuple[bytes, int | None]:
         auth = length = header_length = None
         encoding = ""
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"authorization":
                 auth = value.decode("latin-1")
             elif key == b"content-length":
@@ -146,9 +164,9 @@ class InferHandler:
             )
         if not self.predictor.ready():
             raise ApiError(503, f"model {info.name!r} is not ready yet")
-        declared = _int_header(length, "Content-Length")
-        body = await read_body(receive, self.max_bytes, declared)
-        body = decompress(body, encoding, self.max_bytes)
+        body = await read(_int_header(length, "Content-Length"))
+        if encoding:
+            body = decompress(body, encoding, self.max_bytes)
         request = decode_request(
             body, _int_header(header_length, "Inference-Header-Content-Length")
         )
@@ -221,4 +239,13 @@ class LimitMiddleware:
         await self.app(scope, replay, send)
 
 
-__all__ = ["INFER_PATH", "InferHandler", "LimitMiddleware", "decompress", "read_body"]
+__all__ = [
+    "INFER_PATH",
+    "BodyReader",
+    "InferHandler",
+    "LimitMiddleware",
+    "Reply",
+    "decompress",
+    "error_headers",
+    "read_body",
+]

@@ -18,6 +18,7 @@ from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, open_ch
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.metrics import AgentMetrics
+from edge_agent.service.protocol import http_protocol
 from edge_agent.service.screen import ScreeningSettings
 from edge_agent.service.served import ServedModel, model_info
 from edge_agent.store import Retention, Store
@@ -214,6 +215,8 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
         log_level=config.log_level,
         access_log=False,
         proxy_headers=False,
+        http=http_protocol(),  # infer answered on the connection (edge_agent.service.protocol)
+        server_header=False,  # nothing to gain from naming the server, a header less per reply
     )
 
 
