@@ -223,6 +223,24 @@ def _federation_scale(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _clinical(r: dict[str, Any]) -> list[Row]:
+    what = (
+        "clinical scale: MobileNetV3-L student (384 px, ORT) vs ResNet-50 teacher (448 px, PyTorch)"
+    )
+    if r.get("skipped"):
+        return [[what, str(r["skipped"])]]
+    a = r["acceptance"]
+    verdict = "met" if a["passed"] else "NOT met"
+    return [
+        [
+            what,
+            f"{a['throughput_ratio']:.1f}x throughput at batch {r['scale']['batch']} "
+            f"({a['student_best_precision']}; {a['target_throughput_ratio']:.0f}x {verdict}), "
+            f"{a['latency_ratio']:.1f}x batch-1 latency; agent chose {a['agent_chose']}",
+        ]
+    ]
+
+
 _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "synth_speed": _synth,
     "export_acceptance": _export,
@@ -234,6 +252,7 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "compress_acceptance": _compress,
     "compress_heads": _compress_heads,
     "federation_scale": _federation_scale,
+    "clinical_models": _clinical,
 }
 
 
