@@ -55,7 +55,6 @@ class Scale:
     batch: int
     runs: int
     per_site: int
-    tag: str
 
     @property
     def export_config(self) -> dict[str, Any]:
@@ -73,8 +72,8 @@ class Scale:
         }
 
 
-FULL = Scale(teacher_size=448, student_size=384, batch=32, runs=20, per_site=96, tag="")
-QUICK = Scale(teacher_size=128, student_size=96, batch=4, runs=3, per_site=48, tag="-quick")
+FULL = Scale(teacher_size=448, student_size=384, batch=32, runs=20, per_site=96)
+QUICK = Scale(teacher_size=128, student_size=96, batch=4, runs=3, per_site=48)
 
 
 class TimmMissing(SystemExit):
@@ -96,11 +95,10 @@ def _data(scale: Scale, log: Any) -> Path:
     from server.training import dataset_matches, synthesise
 
     out = CACHE / f"data-{scale.student_size}"
-    sites = list(SITES.values())
-    args = {"sites": sites, "per_site": scale.per_site, "size": scale.student_size, "seed": 0}
-    if not dataset_matches(out, **args):
-        log(f"rendering {scale.per_site} synthetic images per site at {scale.student_size} px")
-        synthesise(out, **args)
+    sites, n, size = list(SITES.values()), scale.per_site, scale.student_size
+    if not dataset_matches(out, sites=sites, per_site=n, size=size, seed=0):
+        log(f"rendering {n} synthetic images per site at {size} px")
+        synthesise(out, sites=sites, per_site=n, size=size, seed=0)
     return out
 
 
@@ -222,20 +220,21 @@ def _student_rows(out: Path, report: dict[str, Any], scale: Scale) -> dict[str, 
     return rows
 
 
-def _table(
-    teacher: dict[str, dict[str, Any]], student: dict[str, dict[str, Any]], scale: Scale
-) -> list[list[str]]:
+def table(result: dict[str, Any], scale: Scale) -> list[list[str]]:
+    """The side-by-side table: both teacher runtimes, then each student precision."""
+    teacher = {k: result["teacher"][k] for k in ("pytorch", "onnxruntime")}
+    student = result["student"]["precisions"]
     base = teacher["pytorch"]
     head = ["model", "runtime", "px", "batch-1 ms", f"img/s @{scale.batch}", "vs teacher (PyTorch)"]
-    table = [head]
+    out = [head]
     for name, r in teacher.items():
         runtime = "PyTorch eager fp32" if name == "pytorch" else "ONNX Runtime fp32"
-        table.append(_row(f"teacher {TEACHER}", runtime, scale.teacher_size, r, base))
+        out.append(_row(f"teacher {TEACHER}", runtime, scale.teacher_size, r, base))
     for name, r in student.items():
         verdict = "" if r["passed"] else " (failed its check)"
         runtime = f"ONNX Runtime {name}{verdict}"
-        table.append(_row(f"student {STUDENT}", runtime, scale.student_size, r, base))
-    return table
+        out.append(_row(f"student {STUDENT}", runtime, scale.student_size, r, base))
+    return out
 
 
 def _row(model: str, runtime: str, px: int, r: dict[str, Any], base: dict[str, Any]) -> list[str]:
@@ -351,18 +350,7 @@ def main() -> None:
     require_timm()
     scale = QUICK if args.quick else FULL
     result = run(scale, log=lambda s: print(s, flush=True))
-    write(
-        NAME + ("_quick" if args.quick else ""),
-        result,
-        _table(
-            {
-                "pytorch": result["teacher"]["pytorch"],
-                "onnxruntime": result["teacher"]["onnxruntime"],
-            },
-            result["student"]["precisions"],
-            scale,
-        ),
-    )
+    write(NAME + ("_quick" if args.quick else ""), result, table(result, scale))
     print(summary(result))
 
 
