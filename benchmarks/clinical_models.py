@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ STUDENT = "timm:mobilenetv3_large_100"
 TARGET_RATIO = 25.0
 TIMM_HINT = "run with .venv-timm/bin/python; make test-timm builds it"
 SITES = {"train": "site-a", "test": "site-e"}
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Scale:
     batch: int
     runs: int
     per_site: int
+    methods: tuple[str, ...] = ("MinMax", "Entropy", "Percentile")
+    """INT8 calibration methods the export tries (the accuracy-aware choice among them)."""
 
     @property
     def export_config(self) -> dict[str, Any]:
@@ -69,6 +73,7 @@ class Scale:
             "max_excluded": 4,
             "latency_runs": 3,
             "throughput_batch": self.batch,
+            "calibration_methods": list(self.methods),
         }
 
 
@@ -91,7 +96,7 @@ def require_timm() -> None:
         ) from None
 
 
-def _data(scale: Scale, log: Any) -> Path:
+def _data(scale: Scale, log: Log) -> Path:
     from server.training import dataset_matches, synthesise
 
     out = CACHE / f"data-{scale.student_size}"
@@ -135,7 +140,7 @@ def _run_dir(scale: Scale, data: Path) -> Path:
     return run_dir
 
 
-def student_export(scale: Scale, log: Any) -> tuple[Path, dict[str, Any]]:
+def student_export(scale: Scale, log: Log) -> tuple[Path, dict[str, Any]]:
     """The student's export dir (Fovea's export; reused when done with the same settings)."""
     from server.export import ExportConfig, export
 
@@ -250,7 +255,7 @@ def _row(model: str, runtime: str, px: int, r: dict[str, Any], base: dict[str, A
     ]
 
 
-def run(scale: Scale, log: Any = print) -> dict[str, Any]:
+def run(scale: Scale, log: Log = print) -> dict[str, Any]:
     """Export (or reuse) both models, time them side by side, and run the agent's choice."""
     import onnxruntime as ort
     import torch
@@ -297,6 +302,9 @@ def run(scale: Scale, log: Any = print) -> dict[str, Any]:
             "source": STUDENT,
             "parameters": report["model"]["parameters"],
             "export_dir": str(out),
+            "export_files_bytes": {
+                p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()
+            },
             "precisions": student,
             "int8": report.get("int8"),
         },

@@ -12,6 +12,15 @@ from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 
 SCORED = ("accuracy", "referable_sensitivity", "referable_specificity")
+SCORING_PIXELS = 128 * 128 * 128
+"""Pixels per ONNX Runtime run when scoring: 128 images at 128 px, 14 at 384 px. ONNX Runtime's
+arena keeps the largest run's activations for the session's life (gigabytes for 128 images at
+384 px), and the images are normalised to float32 one run at a time for the same reason."""
+
+
+def scoring_batch(size: int) -> int:
+    """Images per run when scoring ``size``-px inputs: at most 128, at least 1."""
+    return max(1, min(128, SCORING_PIXELS // (size * size)))
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -24,9 +33,11 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def run_outputs(
-    sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 128
+    sess: ort.InferenceSession, x: np.ndarray, batch_size: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Every named output for normalised inputs ``x`` (N x C x H x W float32)."""
+    """Every named output for normalised inputs ``x`` (N x C x H x W float32), in runs of
+    ``batch_size`` images (default :func:`scoring_batch` of their size)."""
+    batch_size = batch_size or scoring_batch(x.shape[-1])
     names = [o.name for o in sess.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(0, len(x), batch_size):
@@ -44,7 +55,12 @@ def predict_onnx(
     task: TaskSpec = DR_GRADING,
 ) -> Predictions:
     """The ONNX model's predictions on ``arrays``, with the labels, read as ``task``'s."""
-    out = run_outputs(sess, spec.normalise(arrays.images))
+    step = scoring_batch(spec.size)
+    parts = [
+        run_outputs(sess, spec.normalise(arrays.images[i : i + step]), step)
+        for i in range(0, len(arrays), step)
+    ]
+    out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     task.check_outputs(out)
     return Predictions(
         grade_logits=out[task.outputs.classes],

@@ -17,7 +17,9 @@ import pytest
 from benchmarks import clinical_models as bench
 
 ROOT = Path(__file__).parents[2]
-TINY = bench.Scale(teacher_size=64, student_size=64, batch=2, runs=1, per_site=40)
+TINY = bench.Scale(
+    teacher_size=32, student_size=32, batch=2, runs=1, per_site=40, methods=("MinMax",)
+)
 
 
 def _timm_imports() -> bool:
