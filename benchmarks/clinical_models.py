@@ -27,6 +27,7 @@ so a rerun continues where it stopped; timings are always taken afresh, side by 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -188,6 +189,26 @@ def _torch_speed(net: Any, scale: Scale) -> dict[str, float]:
     return measure(forward, scale.teacher_size, batch=scale.batch, runs=scale.runs).as_dict()
 
 
+def contention(net: Any, scale: Scale) -> dict[str, Any]:
+    """The teacher's batch-1 latency in PyTorch on every core and on one: on a shared machine
+    whose cores are busy, more OpenMP threads run slower, and every ratio here is suspect."""
+    import torch
+
+    cores = torch.get_num_threads()
+    ms = {}
+    for threads in dict.fromkeys((cores, 1)):
+        torch.set_num_threads(threads)
+        ms[threads] = _torch_speed(net, dataclasses.replace(scale, batch=1, runs=3))
+    torch.set_num_threads(cores)
+    one, every = ms[1]["latency_ms_batch1"], ms[cores]["latency_ms_batch1"]
+    return {
+        "batch1_ms_every_core": every,
+        "batch1_ms_one_thread": one,
+        "oversubscribed": cores > 1 and one < every,
+        "load_average": os.getloadavg(),
+    }
+
+
 def _ort_speed(path: Path, size: int, scale: Scale) -> dict[str, float]:
     from server.export import onnx_speed
 
@@ -270,6 +291,7 @@ def run(scale: Scale, log: Log = print) -> dict[str, Any]:
         "onnxruntime": _ort_speed(teacher_onnx, scale.teacher_size, scale),
     }
     teacher_params = sum(p.numel() for p in net.parameters())
+    busy = contention(net, scale)
     del net
     log("timing the student's precisions in ONNX Runtime")
     student = _student_rows(out, report, scale)
@@ -291,10 +313,12 @@ def run(scale: Scale, log: Log = print) -> dict[str, Any]:
         else None,
         "agent_chose": chosen,
         "agent_agrees": chosen == best,
+        "machine_oversubscribed": busy["oversubscribed"],
     }
     return {
         "scale": scale.__dict__,
         "threads": {"torch": torch.get_num_threads(), "onnxruntime": "default (0)"},
+        "contention": {**busy, "load_average_at_end": os.getloadavg()},
         "onnxruntime": ort.__version__,
         "cpu_flags": _cpu_flags(),
         "teacher": {"source": TEACHER, "parameters": teacher_params, **teacher},
@@ -339,6 +363,13 @@ def summary(result: dict[str, Any]) -> str:
         f"{a['latency_ratio']:.1f}x batch-1 latency",
         f"teacher in ONNX Runtime vs PyTorch: {a['teacher_ort_vs_pytorch']:.2f}x throughput",
     ]
+    busy = result["contention"]
+    if busy["oversubscribed"]:
+        lines.append(
+            f"WARNING: the cores are busy (load {busy['load_average'][0]:.1f}): PyTorch's teacher "
+            f"ran batch 1 in {busy['batch1_ms_one_thread']:.0f} ms on one thread but "
+            f"{busy['batch1_ms_every_core']:.0f} ms on every core; rerun on a quiet machine"
+        )
     if a["int8_vs_fp32"] is not None:
         lines.append(f"student INT8 Q/DQ vs fp32 (VNNI): {a['int8_vs_fp32']:.2f}x throughput")
     lines.append(
