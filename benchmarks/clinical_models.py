@@ -17,8 +17,8 @@ Real DR models run at 299-512 px. In one run, on this CPU:
 
 timm imports only in the timm venv::
 
-    .venv-timm/bin/python -m benchmarks.clinical_models            # ~15 min on 2 cores
-    .venv-timm/bin/python -m benchmarks.clinical_models --quick    # 128/96 px, batch 4
+    .venv-timm/bin/python -m benchmarks.clinical_models          # ~30 min on 2 busy cores
+    .venv-timm/bin/python -m benchmarks.clinical_models --quick  # 128/96 px, batch 4
 
 Synthetic data, the checkpoints and exports are cached under ``.fovea/bench/clinical_models/``
 so a rerun continues where it stopped; timings are always taken afresh, side by side.
@@ -60,6 +60,8 @@ class Scale:
     per_site: int
     methods: tuple[str, ...] = ("MinMax", "Entropy", "Percentile")
     """INT8 calibration methods the export tries (the accuracy-aware choice among them)."""
+    max_excluded: int = 4
+    """Layers the INT8 fallback may keep in float (each try re-quantizes the model)."""
 
     @property
     def export_config(self) -> dict[str, Any]:
@@ -71,7 +73,7 @@ class Scale:
             "validation_size": 64,
             "heldout_limit": 64,
             "sensitivity_samples": 32,
-            "max_excluded": 4,
+            "max_excluded": self.max_excluded,
             "latency_runs": 3,
             "throughput_batch": self.batch,
             "calibration_methods": list(self.methods),

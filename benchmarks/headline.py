@@ -224,19 +224,21 @@ def _federation_scale(r: dict[str, Any]) -> list[Row]:
 
 
 def _clinical(r: dict[str, Any]) -> list[Row]:
-    what = (
-        "clinical scale: MobileNetV3-L student (384 px, ORT) vs ResNet-50 teacher (448 px, PyTorch)"
-    )
     if r.get("skipped"):
-        return [[what, str(r["skipped"])]]
-    a = r["acceptance"]
+        return [["clinical scale: MobileNetV3-L student vs ResNet-50 teacher", str(r["skipped"])]]
+    a, scale = r["acceptance"], r["scale"]
+    what = (
+        f"clinical scale: MobileNetV3-L student ({scale['student_size']} px, ORT) vs ResNet-50 "
+        f"teacher ({scale['teacher_size']} px, PyTorch)"
+    )
     verdict = "met" if a["passed"] else "NOT met"
+    busy = "; cores busy: unreliable" if a.get("machine_oversubscribed") else ""
     return [
         [
             what,
-            f"{a['throughput_ratio']:.1f}x throughput at batch {r['scale']['batch']} "
+            f"{a['throughput_ratio']:.1f}x throughput at batch {scale['batch']} "
             f"({a['student_best_precision']}; {a['target_throughput_ratio']:.0f}x {verdict}), "
-            f"{a['latency_ratio']:.1f}x batch-1 latency; agent chose {a['agent_chose']}",
+            f"{a['latency_ratio']:.1f}x batch-1 latency; agent chose {a['agent_chose']}{busy}",
         ]
     ]
 

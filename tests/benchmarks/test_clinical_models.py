@@ -18,7 +18,13 @@ from benchmarks import clinical_models as bench
 
 ROOT = Path(__file__).parents[2]
 TINY = bench.Scale(
-    teacher_size=32, student_size=32, batch=2, runs=1, per_site=40, methods=("MinMax",)
+    teacher_size=32,
+    student_size=32,
+    batch=2,
+    runs=1,
+    per_site=40,
+    methods=("MinMax",),
+    max_excluded=0,
 )
 
 
@@ -46,6 +52,7 @@ def test_clinical_models_timm_pair_exports_and_the_agent_picks_a_passing_precisi
     assert result["teacher"]["parameters"] > 5 * result["student"]["parameters"]
     for runtime in ("pytorch", "onnxruntime"):
         assert result["teacher"][runtime]["throughput_img_s"] > 0
+    assert set(result["contention"]) >= {"oversubscribed", "load_average", "batch1_ms_one_thread"}
     a = result["acceptance"]
     assert a["student_best_precision"] == bench.passed_fastest(rows)
     chosen = result["agent_choice"]["chosen"]["precision"]

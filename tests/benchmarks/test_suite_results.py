@@ -203,7 +203,7 @@ def test_a_timm_benchmark_without_the_timm_venv_is_reported_skipped(
 
 def test_clinical_result_has_a_headline() -> None:
     result = {
-        "scale": {"batch": 32},
+        "scale": {"batch": 32, "student_size": 384, "teacher_size": 448},
         "acceptance": {
             "throughput_ratio": 26.3,
             "latency_ratio": 12.0,
@@ -211,8 +211,9 @@ def test_clinical_result_has_a_headline() -> None:
             "target_throughput_ratio": 25.0,
             "passed": True,
             "agent_chose": "fp32",
+            "machine_oversubscribed": True,
         },
     }
     (row,) = headline_rows({"benchmarks": {"clinical_models": result}})
     assert "26.3x throughput at batch 32 (fp32; 25x met)" in row[1]
-    assert "agent chose fp32" in row[1]
+    assert "agent chose fp32; cores busy: unreliable" in row[1] and "(384 px, ORT)" in row[0]
