@@ -43,7 +43,7 @@ $(TIMM_STAMP): pyproject.toml Makefile
 test-timm: $(TIMM_STAMP)
 	FOVEA_REQUIRE_TIMM=1 $(TIMM_PY) -m pytest -q -p no:cacheprovider \
 		tests/models/test_adapters.py tests/server/compress/test_compress_source_vits.py \
-		tests/e2e/test_timm_loop.py -k "timm or torchvision"
+		tests/e2e/test_timm_loop.py tests/benchmarks/test_clinical_models.py -k "timm or torchvision"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

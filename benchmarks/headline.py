@@ -267,6 +267,26 @@ def _federation_scale(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _clinical(r: dict[str, Any]) -> list[Row]:
+    if r.get("skipped"):
+        return [["clinical scale: MobileNetV3-L student vs ResNet-50 teacher", str(r["skipped"])]]
+    a, scale = r["acceptance"], r["scale"]
+    what = (
+        f"clinical scale: MobileNetV3-L student ({scale['student_size']} px, ORT) vs ResNet-50 "
+        f"teacher ({scale['teacher_size']} px, PyTorch)"
+    )
+    verdict = "met" if a["passed"] else "NOT met"
+    busy = "; cores busy: unreliable" if a.get("machine_oversubscribed") else ""
+    return [
+        [
+            what,
+            f"{a['throughput_ratio']:.1f}x throughput at batch {scale['batch']} "
+            f"({a['student_best_precision']}; {a['target_throughput_ratio']:.0f}x {verdict}), "
+            f"{a['latency_ratio']:.1f}x batch-1 latency; agent chose {a['agent_chose']}{busy}",
+        ]
+    ]
+
+
 _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "synth_speed": _synth,
     "export_acceptance": _export,
@@ -280,6 +300,7 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "compress_acceptance": _compress,
     "compress_heads": _compress_heads,
     "federation_scale": _federation_scale,
+    "clinical_models": _clinical,
 }
 
 

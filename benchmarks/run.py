@@ -6,13 +6,16 @@ runs some of them and keeps the other results of the last suite run in ``latest.
 written on another machine, such as the GPU run of ``distill_acceptance``) instead of running
 them, and the table names the machine and date each came from.
 Benchmark modules named ``benchmarks/compress_*.py`` or ``benchmarks/federation_*.py`` join the
-suite by themselves (full size without flags, smoke size with ``--quick``).
+suite by themselves (full size without flags, smoke size with ``--quick``). Modules that need timm
+(``TIMM_MODULES``) run with the timm venv's Python (``$FOVEA_TIMM_PYTHON``, else
+``.venv-timm/bin/python`` of this checkout) and are reported skipped when there is none.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +26,10 @@ from benchmarks.headline import markdown_table
 from benchmarks.report import RESULTS, machine
 
 LATEST = "latest"
+ROOT = Path(__file__).resolve().parent.parent
+TIMM_MODULES = frozenset({"benchmarks.clinical_models"})
+"""Benchmarks that import timm: it imports only beside PyPI's torch build, in ``.venv-timm``."""
+TIMM_HINT = "run with .venv-timm/bin/python; make test-timm builds it"
 
 SUITE: list[tuple[str, list[str], list[str]]] = [
     # (module, full-size arguments, quick arguments)
@@ -54,6 +61,8 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     # 5,000 camera JPEGs at 384 px: ~20 min on 2 cores (+ ~12 min rendering them once)
     ("benchmarks.data_scale", [], ["--quick"]),
     ("benchmarks.gpu", ["--workdir", ".fovea/demo"], ["--quick"]),
+    # ResNet-50 at 448 px vs MobileNetV3-Large at 384 px (timm venv); about 10 min on 2 cores
+    ("benchmarks.clinical_models", [], ["--quick"]),
     # on distill_acceptance's data and teacher (64 px); about 45 min on 2 CPU cores
     (
         "benchmarks.compress_heads",
@@ -85,12 +94,33 @@ def _snapshot(results: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in results.glob("*.json") if p.stem != LATEST}
 
 
-def run_one(module: str, args: list[str], results: Path) -> tuple[dict[str, Any], str | None]:
+def python_for(module: str) -> str | None:
+    """The Python that runs ``module``: this one, or for a timm benchmark the timm venv's
+    (None when it does not exist)."""
+    if module not in TIMM_MODULES:
+        return sys.executable
+    for candidate in (os.environ.get("FOVEA_TIMM_PYTHON"), ROOT / ".venv-timm/bin/python"):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    return None
+
+
+def skipped_result(module: str, *, quick: bool) -> dict[str, Any]:
+    """(name -> result) saying ``module`` was skipped because the timm venv is missing."""
+    name = module.removeprefix("benchmarks.") + ("_quick" if quick else "")
+    why = f"skipped: no timm venv (.venv-timm/bin/python or $FOVEA_TIMM_PYTHON); {TIMM_HINT}"
+    print(f"== {module}: {why}", flush=True)
+    return {name: {"benchmark": name, "machine": machine(), "skipped": why}}
+
+
+def run_one(
+    module: str, args: list[str], results: Path, python: str | None = None
+) -> tuple[dict[str, Any], str | None]:
     """Run one benchmark as its own process; (name -> result written, error or None)."""
     before = _snapshot(results) if results.is_dir() else {}
     print(f"== {module} {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", module, *args], check=False)
+    done = subprocess.run([python or sys.executable, "-m", module, *args], check=False)
     written = {}
     for path, mtime in (_snapshot(results) if results.is_dir() else {}).items():
         if before.get(path) != mtime:
@@ -182,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         if error:
             failed[name] = error
     for module, full, small in chosen:
-        found, error = run_one(module, small if args.quick else full, RESULTS)
+        python = python_for(module)
+        if python is None:
+            written.update(skipped_result(module, quick=args.quick))
+            continue
+        found, error = run_one(module, small if args.quick else full, RESULTS, python)
         written.update(found)
         if error:
             failed[module.removeprefix("benchmarks.")] = error

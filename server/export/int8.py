@@ -42,15 +42,38 @@ class CalibrationError(ValueError):
     """A calibration set that cannot be used; the message names its source."""
 
 
-class CalibrationReader(CalibrationDataReader):
-    """Feeds normalised images to ONNX Runtime's calibrators in small batches."""
+CALIBRATION_PIXELS = 16 * 128 * 128
+"""Pixels per calibration step: 16 images at 128 px, fewer at clinical sizes. ONNX Runtime's
+calibrators keep every Conv input and output of a step in memory (about 100 MB per 384-px image
+for a MobileNetV3-Large), so calibration runs one step at a time and merges the ranges."""
 
-    def __init__(self, x: np.ndarray, batch_size: int = 16) -> None:
+
+def calibration_batch(x: np.ndarray, pixels: int = CALIBRATION_PIXELS) -> int:
+    """Images per calibration step for N x C x H x W inputs ``x``: at most 16, at least 1."""
+    return max(1, min(16, pixels // max(1, x.shape[-1] * x.shape[-2]), len(x)))
+
+
+class CalibrationReader(CalibrationDataReader):
+    """Feeds normalised images to ONNX Runtime's calibrators in small batches.
+
+    ``len()`` and ``set_range`` (in batches) let ``quantize_static`` collect one step at a time
+    (its ``CalibStridedMinMax`` option), so memory stays at one step's activations.
+    """
+
+    def __init__(self, x: np.ndarray, batch_size: int | None = None) -> None:
         # equal batches only: ONNX Runtime's histogram calibrators stack every batch's values
         # of a tensor into one array, which fails on a shorter last batch; the tail is dropped
-        batch_size = min(batch_size, len(x))
+        batch_size = min(batch_size or calibration_batch(x), len(x))
         whole = len(x) - len(x) % batch_size
-        self._batches = iter([x[i : i + batch_size] for i in range(0, whole, batch_size)])
+        self._all = [x[i : i + batch_size] for i in range(0, whole, batch_size)]
+        self._batches = iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Give batches ``start_index`` to ``end_index`` (exclusive) next."""
+        self._batches = iter(self._all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch as ONNX Runtime's input feed; ``None`` when all were given."""
@@ -121,7 +144,12 @@ def _quantize_qdq(
         op_types_to_quantize=list(QUANTIZED_OPS),
         nodes_to_exclude=exclude or [],
         calibrate_method=METHODS[method],
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        # one calibration step at a time (see CALIBRATION_PIXELS); ranges and histograms merge
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "CalibStridedMinMax": 1,
+        },
         calibration_cache_path=cache,
     )
 

@@ -18,11 +18,13 @@ GOLDEN_FILE = "golden.npz"
 
 @torch.no_grad()
 def write_golden(model: nn.Module, inputs: np.ndarray, path: Path) -> Path:
-    """Save ``inputs`` (normalised N x C x H x W) and the PyTorch model's outputs on them."""
+    """Save ``inputs`` (normalised N x C x H x W) and the PyTorch model's outputs on them,
+    compressed: at 384 px 16 float32 inputs are 28 MB raw (more than a MobileNetV3's weights),
+    and their black fundus borders compress about 6x."""
     out = model.eval()(torch.from_numpy(inputs))
     arrays: dict[str, np.ndarray] = {"schema_version": np.array(1), INPUT_NAME: inputs}
     arrays.update({name: value.float().numpy() for name, value in out.items()})
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path
 
 

@@ -10,9 +10,18 @@ import onnxruntime as ort
 from models import DR_GRADING, Predictions, PreprocessSpec, TaskSpec, screening_metrics
 from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
-from server.training import eval_batch_size, read_batches, row_batches
+from server.training import read_batches, row_batches
 
 SCORED = ("accuracy", "referable_sensitivity", "referable_specificity")
+SCORING_PIXELS = 128 * 128 * 128
+"""Pixels per ONNX Runtime run when scoring: 128 images at 128 px, 14 at 384 px. ONNX Runtime's
+arena keeps the largest run's activations for the session's life (gigabytes for 128 images at
+384 px), and the images are normalised to float32 one run at a time for the same reason."""
+
+
+def scoring_batch(size: int) -> int:
+    """Images per run when scoring ``size``-px inputs: at most 128, at least 1."""
+    return max(1, min(128, SCORING_PIXELS // (size * size)))
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -25,9 +34,11 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def run_outputs(
-    sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 128
+    sess: ort.InferenceSession, x: np.ndarray, batch_size: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Every named output for normalised inputs ``x`` (N x C x H x W float32)."""
+    """Every named output for normalised inputs ``x`` (N x C x H x W float32), in runs of
+    ``batch_size`` images (default :func:`scoring_batch` of their size)."""
+    batch_size = batch_size or scoring_batch(x.shape[-1])
     names = [o.name for o in sess.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(0, len(x), batch_size):
@@ -45,11 +56,11 @@ def predict_onnx(
     task: TaskSpec = DR_GRADING,
 ) -> Predictions:
     """The ONNX model's predictions on ``arrays``, with the labels, read as ``task``'s; the
-    images are normalised a batch at a time (a held-out site may not fit in memory)."""
-    batches = row_batches(len(arrays), eval_batch_size(spec.size, cap=128))
+    images are read and normalised one run at a time (a held-out site may not fit in memory)."""
+    step = scoring_batch(spec.size)
     parts = [
-        run_outputs(sess, spec.normalise(images.numpy()))
-        for _, images in read_batches(arrays.images, batches)
+        run_outputs(sess, spec.normalise(images.numpy()), step)
+        for _, images in read_batches(arrays.images, row_batches(len(arrays), step))
     ]
     out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
     task.check_outputs(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,46 @@ def test_compression_and_scale_results_have_headlines() -> None:
     assert "-1.2 points [-2.4, +0.1]" in " | ".join(rows[0])
     assert "50 simulated sites" in text and "12 s per round; peak 1.61 GiB PSS" in text
     assert "(no headline)" not in text
+
+
+def test_a_timm_benchmark_without_the_timm_venv_is_reported_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make bench`` runs in the main venv: clinical_models needs the timm venv's Python, and
+    without one it is skipped with what to do, not failed; with one it runs with it."""
+    monkeypatch.setenv("FOVEA_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "ROOT", tmp_path)  # no .venv-timm here
+    monkeypatch.delenv("FOVEA_TIMM_PYTHON", raising=False)
+    assert run.python_for("benchmarks.clinical_models") is None
+    assert run.main(["--quick", "--only", "clinical_models"]) == 0
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    skipped = latest["benchmarks"]["clinical_models_quick"]["skipped"]
+    assert "make test-timm builds it" in skipped and not latest["failed"]
+    assert skipped in (tmp_path / "latest.md").read_text()
+    venv_python = tmp_path / ".venv-timm/bin/python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.touch()
+    assert run.python_for("benchmarks.clinical_models") == str(venv_python)
+    assert run.python_for("benchmarks.export_acceptance") == sys.executable
+    monkeypatch.setenv("FOVEA_TIMM_PYTHON", "/opt/timm/bin/python")
+    monkeypatch.setattr(Path, "is_file", lambda p: str(p) == "/opt/timm/bin/python")
+    assert run.python_for("benchmarks.clinical_models") == "/opt/timm/bin/python"
+
+
+def test_clinical_result_has_a_headline() -> None:
+    result = {
+        "scale": {"batch": 32, "student_size": 384, "teacher_size": 448},
+        "acceptance": {
+            "throughput_ratio": 26.3,
+            "latency_ratio": 12.0,
+            "student_best_precision": "fp32",
+            "target_throughput_ratio": 25.0,
+            "passed": True,
+            "agent_chose": "fp32",
+            "machine_oversubscribed": True,
+        },
+    }
+    (row,) = headline_rows({"benchmarks": {"clinical_models": result}})
+    assert "26.3x throughput at batch 32 (fp32; 25x met)" in row[1]
+    assert "agent chose fp32; cores busy: unreliable" in row[1] and "(384 px, ORT)" in row[0]

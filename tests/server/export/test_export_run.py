@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def test_report_covers_every_precision(exported: Path) -> None:
 def test_golden_and_validation_sets(exported: Path) -> None:
     with np.load(exported / "golden.npz") as g:
         assert g["images"].shape == (4, 3, 32, 32) and g["grade_logits"].shape == (4, 5)
+    with zipfile.ZipFile(exported / "golden.npz") as z:  # it travels in every bundle
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
     with np.load(exported / "validation.npz") as v:
         assert v["images"].shape == (20, 32, 32, 3) and v["images"].dtype == np.uint8
         assert float(v["budget_points"]) == 1.0

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxruntime.quantization import QuantFormat, quantize_static
+from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
 from models.datasets.arrays import FundusArrays
 from models.nets import load_checkpoint
 from server.distill.config import load_config
 from server.export.int8 import (
+    QUANTIZED_OPS,
     CalibrationError,
+    CalibrationReader,
     SelectionSet,
+    calibration_batch,
     check_calibration,
     quantizable_nodes,
     quantize_int8,
     quantize_qdq,
+    quiet,
 )
-from server.export.onnx_export import export_onnx
+from server.export.onnx_export import INPUT_NAME, export_onnx
 from server.export.scoring import predict_onnx, session
 from server.training.data import load_splits
 
@@ -102,3 +109,59 @@ def test_fallback_keeps_sensitive_layers_in_float(
     for name in result.excluded:  # an excluded layer reads its weight directly, unquantized
         weight = by_name[name].input[1]
         assert weight not in producers or producers[weight].op_type != "DequantizeLinear"
+
+
+def test_calibration_steps_shrink_with_image_size() -> None:
+    assert calibration_batch(np.zeros((64, 3, 64, 64), np.float32)) == 16
+    assert calibration_batch(np.zeros((8, 3, 64, 64), np.float32)) == 8
+    assert calibration_batch(np.zeros((64, 3, 224, 224), np.float32)) == 5
+    assert calibration_batch(np.zeros((64, 3, 384, 384), np.float32)) == 1
+    reader = CalibrationReader(np.zeros((40, 3, 32, 32), np.float32), batch_size=16)
+    assert len(reader) == 2  # the short tail is dropped
+    reader.set_range(start_index=1, end_index=2)
+    assert reader.get_next() is not None and reader.get_next() is None
+
+
+def test_calibration_holds_one_step_and_keeps_the_ranges(
+    fp32_and_data: tuple[Path, np.ndarray, SelectionSet],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At clinical sizes ONNX Runtime's calibrators would hold every image's activations at
+    once (gigabytes); Fovea feeds them a step of a few images at a time and the ranges merge
+    to the same values as calibrating on everything at once."""
+    src, calib, _ = fp32_and_data
+    x = np.concatenate([calib] * 2)[:128]  # 32 px: steps of 16 images
+    held: list[int] = []  # images whose activations one collect_data call holds
+    collect = MinMaxCalibrater.collect_data
+
+    def counting(self: MinMaxCalibrater, reader: CalibrationReader) -> None:
+        fed: list[int] = []
+        get_next = reader.get_next
+
+        def next_batch() -> dict[str, np.ndarray] | None:
+            batch = get_next()
+            fed.extend([] if batch is None else [len(batch[INPUT_NAME])])
+            return batch
+
+        monkeypatch.setattr(reader, "get_next", next_batch)
+        collect(self, reader)
+        held.append(sum(fed))
+
+    monkeypatch.setattr(MinMaxCalibrater, "collect_data", counting)
+    streamed, whole = tmp_path / "streamed.json", tmp_path / "whole.json"
+    quantize_qdq(src, tmp_path / "s.onnx", x, "MinMax", cache=streamed)
+    assert held == [16] * 8
+    with quiet():
+        quantize_static(
+            str(src),
+            str(tmp_path / "w.onnx"),
+            CalibrationReader(x, batch_size=len(x)),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            extra_options={"ActivationSymmetric": True},
+            calibration_cache_path=whole,
+        )
+    assert held[-1] == 128  # ONNX Runtime's own way: all at once
+    got, want = (json.loads(p.read_text()) for p in (streamed, whole))
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
