@@ -152,8 +152,9 @@ class PreprocessSpec(BaseModel):
         # moments a few images at a time: a float copy of every pixel at once would be 16x
         # the images' own size
         total = np.zeros((2, 3, channels))  # (in-field, all) x (count, sum, sum of squares)
-        for start in range(0, len(images), 64):
-            x = images[start : start + 64].reshape(-1, channels).astype(np.float64) / 255.0
+        step = max(1, (1 << 20) // max(images.shape[1] * images.shape[2], 1))  # ~1 M pixels
+        for start in range(0, len(images), step):
+            x = images[start : start + step].reshape(-1, channels).astype(np.float64) / 255.0
             for row, keep in enumerate((x.max(1) > 0.04, slice(None))):
                 part = x[keep]
                 total[row] += (np.full(channels, len(part)), part.sum(0), (part**2).sum(0))

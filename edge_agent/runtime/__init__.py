@@ -21,6 +21,7 @@ from edge_agent.runtime.choice import (
     open_chosen,
     selection_path,
     selection_settings,
+    serving_batch,
 )
 from edge_agent.runtime.golden import GoldenResult, golden_check, infer_batched
 from edge_agent.runtime.ort_backend import OrtBackend
@@ -29,6 +30,7 @@ from edge_agent.runtime.precision import (
     Measurement,
     Selection,
     SelectionSettings,
+    batch_sizes,
     choose_precision,
     open_candidate,
     open_selected,
@@ -76,6 +78,7 @@ __all__ = [
     "SelectionSettings",
     "TrtBackend",
     "backend_names",
+    "batch_sizes",
     "build_engine",
     "bundle_info",
     "choose_precision",
@@ -91,6 +94,7 @@ __all__ = [
     "register_backend",
     "selection_path",
     "selection_settings",
+    "serving_batch",
     "tensorrt_available",
     "version_tag",
 ]

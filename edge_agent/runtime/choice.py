@@ -136,7 +136,8 @@ def open_chosen(
     failures: list[str] = []
     for m in _passed_fastest_first(record):
         try:
-            return open_candidate(m["backend"], m["precision"], slot_dir, info, settings), record
+            opened = open_candidate(m["backend"], m["precision"], slot_dir, info, settings)
+            return opened, {**record, "serving": {k: m.get(k) for k in _SERVING}}
         except Exception as exc:  # a build/load failure falls back to the next fastest
             failures.append(f"{m['backend']} {m['precision']}: {exc}")
             log(f"{m['backend']} {m['precision']} failed to load ({exc}); trying the next")
@@ -144,6 +145,17 @@ def open_chosen(
         f"no precision of {manifest.name} v{manifest.version} could be loaded from {slot_dir}: "
         + ("; ".join(failures) or "none passed its checks (see " + str(record_path) + ")")
     )
+
+
+_SERVING = ("backend", "precision", "best_batch", "throughput_img_s")
+
+
+def serving_batch(record: dict[str, Any], configured: int) -> int:
+    """Rows per batch to serve with: ``configured``, or less when the precision choice found a
+    smaller batch faster on this device (a record from before it measured batch sizes, or a
+    forced precision, keeps ``configured``)."""
+    best = (record.get("serving") or {}).get("best_batch")
+    return min(configured, int(best)) if isinstance(best, int) and best >= 1 else configured
 
 
 def _passed_fastest_first(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -160,4 +172,5 @@ __all__ = [
     "open_chosen",
     "selection_path",
     "selection_settings",
+    "serving_batch",
 ]

@@ -106,7 +106,13 @@ class Measurement:
     budget_points: float | None = None
     golden_max_abs_error: float | None = None
     throughput_img_s: float | None = None
+    """The best of ``throughput_by_batch``: what ranks the candidates."""
     latency_ms_batch: float | None = None
+    """Latency of one batch of ``best_batch``."""
+    best_batch: int | None = None
+    """The batch size with the highest throughput: the most the agent batches for it (large
+    batches can be slower per image on a CPU, once activations outgrow its caches)."""
+    throughput_by_batch: dict[int, float] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
 
     @property
@@ -281,8 +287,19 @@ def _measure(
         m.accuracy = _accuracy(info, out[info.task.outputs.classes], labels)
         reps = -(-settings.batch // len(x))
         batch_x = np.ascontiguousarray(np.concatenate([x] * reps)[: settings.batch])
-        m.throughput_img_s, m.latency_ms_batch = _time(backend, batch_x, settings)
+        latency = {}
+        for size in batch_sizes(settings.batch):
+            throughput, latency[size] = _time(backend, batch_x[:size], settings)
+            m.throughput_by_batch[size] = round(throughput, 1)
+        m.best_batch = max(m.throughput_by_batch, key=lambda b: (m.throughput_by_batch[b], -b))
+        m.throughput_img_s = m.throughput_by_batch[m.best_batch]
+        m.latency_ms_batch = latency[m.best_batch]
     return m.accuracy
+
+
+def batch_sizes(largest: int) -> list[int]:
+    """The batch sizes a candidate is timed at: powers of two below ``largest``, and it."""
+    return sorted({*(1 << k for k in range(largest.bit_length()) if 1 << k < largest), largest})
 
 
 def _device() -> dict[str, Any]:

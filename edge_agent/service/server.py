@@ -14,7 +14,13 @@ from fastapi import FastAPI
 
 from edge_agent.bundle import Manifest
 from edge_agent.install import DeviceRoot, active_manifest, read_updates, recover
-from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, open_chosen
+from edge_agent.runtime import (
+    Backend,
+    BatcherSettings,
+    DynamicBatcher,
+    open_chosen,
+    serving_batch,
+)
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.metrics import AgentMetrics
@@ -58,7 +64,9 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     backend, record = open_chosen(root.engines, root.current.resolve(), manifest, config, log)
     telemetry = _Telemetry()
     metrics = AgentMetrics(telemetry.read)
-    served = _served(manifest, backend, config, metrics, telemetry, _BusyMark(root.busy_file))
+    # batches no larger than the size the precision choice found fastest on this device
+    batching = config.model_copy(update={"max_batch": serving_batch(record, config.max_batch)})
+    served = _served(manifest, backend, batching, metrics, telemetry, _BusyMark(root.busy_file))
     store = Store(
         root.state_db,
         retention=Retention(

@@ -56,7 +56,7 @@ def data_prepare(
     patient_column: Annotated[str, typer.Option(help="CSV column: patient id")] = "patient",
     eye_column: Annotated[str, typer.Option(help="CSV column: eye")] = "eye",
     skip_bad: Annotated[bool, typer.Option(help="skip and count bad image files")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="decoding threads")] = 4,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="decoding processes")] = 4,
 ) -> None:
     """Turn a public dataset, class folders, a CSV + images or DICOM into a training site.
 

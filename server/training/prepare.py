@@ -1,7 +1,7 @@
 """Images on disk to Fovea's dataset: the ``<site>/`` shards + ``dataset.json`` training reads.
 
 ``fovea data prepare`` indexes a public layout, a folder per class, a CSV beside an image folder
-or DICOM files, decodes and squares every image (a bounded thread pool; JPEGs at a reduced DCT
+or DICOM files, decodes and squares every image (a bounded process pool; JPEGs at a reduced DCT
 scale), and writes one site as image shards (``<site>/images-NNNNN.npy``, memory-mappable) and
 an index (``<site>/index.npz``: labels, patients, sites), which training reads through a
 DataLoader without holding the images in memory. Patient ids are kept, so :func:`load_splits`

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from models import DR_GRADING, PreprocessSpec
 from models.datasets import FundusArrays, FundusRecord, read_image
@@ -151,3 +152,25 @@ from server.cli import main
 sys.argv = ["fovea", *sys.argv[1:]]
 main()
 """
+
+
+def test_worker_processes_prepare_what_one_process_prepares(tmp_path: Path) -> None:
+    arrays = generate(get_site("site-b"), 72, size=48, seed=5)
+    for i, image in enumerate(arrays.images):
+        folder = tmp_path / "src" / str(max(int(arrays.grade[i]), 0))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"p{i}_left.jpg", quality=90)
+    (tmp_path / "src" / "0").mkdir(exist_ok=True)
+    (tmp_path / "src" / "0" / "bad_left.jpg").write_bytes(b"not a jpeg")  # named, not fatal
+    done = {}
+    for workers in (1, 2):
+        options = PrepareOptions(
+            source=tmp_path / "src", out=tmp_path / f"out{workers}", size=32, workers=workers,
+            skip_bad=True, chunk=40,
+        )  # fmt: skip
+        result = prepare_dataset(options)
+        assert result.images == 72 and len(result.skipped) == 1
+        assert "bad_left.jpg" in result.skipped[0][0]
+        done[workers] = FundusArrays.load_sharded(result.path)
+    assert np.array_equal(done[1].pixels(), done[2].pixels())
+    assert done[1].patient.tolist() == done[2].patient.tolist()

@@ -14,8 +14,10 @@ from edge_agent.runtime import (
     BackendError,
     BundleInfo,
     SelectionSettings,
+    batch_sizes,
     choose_precision,
     open_selected,
+    serving_batch,
 )
 
 FAST = SelectionSettings(batch=4, runs=2, min_seconds=0.0, threads=1)
@@ -38,6 +40,23 @@ def test_every_precision_is_measured(selection: tuple) -> None:
         assert m.accuracy is not None and 0 <= m.accuracy <= 100
     assert ort["fp32"].status == "passed" and ort["fp32"].accuracy_drop == 0
     assert sel.reference_accuracy == ort["fp32"].accuracy
+
+
+def test_each_candidate_is_timed_at_every_batch_size_and_keeps_its_best(selection: tuple) -> None:
+    _, sel, record = selection
+    assert batch_sizes(4) == [1, 2, 4] and batch_sizes(12) == [1, 2, 4, 8, 12]
+    for m in sel.measurements:
+        if m.throughput_img_s is None:
+            continue
+        assert sorted(m.throughput_by_batch) == [1, 2, 4]
+        assert m.best_batch in m.throughput_by_batch
+        assert m.throughput_img_s == max(m.throughput_by_batch.values())
+        assert m.throughput_img_s == m.throughput_by_batch[m.best_batch]
+    chosen = sel.chosen
+    recorded = {"serving": {"best_batch": chosen.best_batch}}
+    assert serving_batch(recorded, 16) == chosen.best_batch  # batches no larger than the best
+    assert serving_batch({"serving": {"best_batch": 32}}, 16) == 16  # nor than configured
+    assert serving_batch(json.loads(record.read_text()), 16) == 16  # nothing opened: as set
 
 
 def test_tensorrt_is_reported_skipped_not_faked(selection: tuple) -> None:
