@@ -76,7 +76,9 @@ def prepare_agent(export: Path, root: Path) -> Agent:
         generate_keypair(keys, "bench")
     device = DeviceRoot(root).ensure()
     shutil.copy(keys / "bench.pub", device.keys.trusted / "bench.pub")
-    (root / "agent.yaml").write_text("threads: 1\nlog_level: warning\n")
+    # 16 clients screen at once: room for them all, or the image pool's admission (2 workers
+    # + 8 queued by default) answers the rest 503, which measures the guard, not the agent
+    (root / "agent.yaml").write_text("threads: 1\nlog_level: warning\nscreen_queue: 16\n")
     bundle = build_bundle(export, root.parent / "bundle.tar", 1, keys / "bench.key")
     _cli("install", bundle, "--root", root)
     token = _cli("users", "add", "bench", "--root", root, "--role", "technician").strip()
