@@ -57,7 +57,10 @@ class BenchModel:
     """The interpreter that builds it (timm needs the timm venv), None: this one."""
 
 
-TIMM_PYTHON = Path(os.environ.get("FOVEA_TIMM_PYTHON", "/work/main/.venv-timm/bin/python"))
+# the checkout's timm venv (``make test-timm`` builds it), as ``make bench`` finds it
+TIMM_PYTHON = Path(
+    os.environ.get("FOVEA_TIMM_PYTHON") or Path(__file__).parents[1] / ".venv-timm/bin/python"
+)
 MODELS = {
     "student": BenchModel("resnet-student", 64, 0.60),
     "teacher": BenchModel("resnet-teacher", 64, 0.85),
