@@ -15,7 +15,7 @@ from models.metrics import (
     task_metrics,
     task_operating_point,
 )
-from models.preprocess import PreprocessSpec
+from models.preprocess import PreprocessSpec, images_per_batch
 from models.sources import (
     SOURCE_KINDS,
     TEACHER_ONLY,
@@ -70,6 +70,7 @@ __all__ = [
     "extra_message",
     "gradable_probability",
     "headline_metrics",
+    "images_per_batch",
     "is_referable",
     "load_task",
     "missing_extra",

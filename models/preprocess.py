@@ -169,6 +169,12 @@ class PreprocessSpec(BaseModel):
         )
 
 
+def images_per_batch(size: int, pixels: int = 1 << 22, cap: int = 256) -> int:
+    """How many ``size``-px square images make a batch of about ``pixels`` pixels (at least 1,
+    at most ``cap``): inference batches that stay small at clinical sizes (28 at 384 px)."""
+    return max(1, min(cap, pixels // (size * size)))
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., 3) to grey (..., 1): ITU-R 601-2 luma, computed exactly as Pillow's
     ``convert("L")``, so training data and the device's input agree to the bit."""

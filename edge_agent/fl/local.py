@@ -34,7 +34,7 @@ from edge_agent.fl.protocol import (
     NORM_STATS_AUTO_BELOW,
     RoundConfig,
 )
-from models import DR_GRADING, PreprocessSpec, TaskSpec, TaskSpecError
+from models import DR_GRADING, PreprocessSpec, TaskSpec, TaskSpecError, images_per_batch
 
 __all__ = [
     "M_EVAL_REFERABLE_POSITIVES",
@@ -307,7 +307,7 @@ def train_local(
 def _class_logits(model: nn.Module, cases: LocalCases) -> np.ndarray:
     """The model's class logits on every case, in batches of about 4 M pixels."""
     spec = cases.preprocess
-    step = max(1, min(256, (1 << 22) // (spec.size * spec.size)))
+    step = images_per_batch(spec.size)
     model.eval()
     parts = []
     with torch.no_grad():

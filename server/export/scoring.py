@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models import DR_GRADING, Predictions, PreprocessSpec, TaskSpec, screening_metrics
+from models import (
+    DR_GRADING,
+    Predictions,
+    PreprocessSpec,
+    TaskSpec,
+    images_per_batch,
+    screening_metrics,
+)
 from models.datasets import FundusArrays
 from server.export.onnx_export import INPUT_NAME
 from server.training import read_batches, row_batches
@@ -21,7 +28,7 @@ arena keeps the largest run's activations for the session's life (gigabytes for 
 
 def scoring_batch(size: int) -> int:
     """Images per run when scoring ``size``-px inputs: at most 128, at least 1."""
-    return max(1, min(128, SCORING_PIXELS // (size * size)))
+    return images_per_batch(size, SCORING_PIXELS, cap=128)
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:

@@ -17,15 +17,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models import images_per_batch
 from models.datasets import ImageArray, ShardedImages
-
-PIXELS_PER_BATCH = 1 << 22
-"""Pixels in one evaluation batch: 256 images at 128 px, 28 at 384 px."""
 
 
 def eval_batch_size(size: int, cap: int = 256) -> int:
-    """A batch size for inference on ``size``-px images that keeps a batch to about 4 M pixels."""
-    return max(1, min(cap, PIXELS_PER_BATCH // (size * size)))
+    """A batch size for inference on ``size``-px images that keeps a batch to about 4 M pixels
+    (256 images at 128 px, 28 at 384 px)."""
+    return images_per_batch(size, cap=cap)
 
 
 def auto_workers(images: ImageArray) -> int:
