@@ -7,9 +7,16 @@ from edge_agent.screening.decode import (
     ImageError,
     decode_image,
     decode_upload,
+    decoded_size,
     sniff_format,
 )
-from edge_agent.screening.prepare import PreparedImage, decode_side, prepare_image
+from edge_agent.screening.prepare import (
+    DECODE_COPIES,
+    MemoryReserve,
+    PreparedImage,
+    decode_side,
+    prepare_image,
+)
 from edge_agent.screening.quality import (
     DEFAULT_CHECKS,
     FundusCheckSettings,
@@ -27,6 +34,7 @@ from edge_agent.screening.recommend import (
 )
 
 __all__ = [
+    "DECODE_COPIES",
     "DEFAULT_CHECKS",
     "DEFAULT_LIMITS",
     "DecodeLimits",
@@ -34,6 +42,7 @@ __all__ = [
     "EyeResult",
     "FundusCheckSettings",
     "ImageError",
+    "MemoryReserve",
     "PatientResult",
     "PreparedImage",
     "Quality",
@@ -43,6 +52,7 @@ __all__ = [
     "decode_image",
     "decode_side",
     "decode_upload",
+    "decoded_size",
     "eye_result",
     "fundus_checks",
     "patient_recommendation",

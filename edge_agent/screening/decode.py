@@ -47,7 +47,7 @@ class DecodeLimits:
     """What an upload may be: its size in bytes and the pixels it decodes to."""
 
     max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 24_000_000
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 1:
@@ -205,6 +205,36 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> np.ndarray:
             raise
         except Exception as e:  # elements of a malformed file fail when they are first read
             raise ImageError(f"malformed DICOM file: {e or type(e).__name__}") from e
+
+
+def decoded_size(
+    data: bytes,
+    content_type: str | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    min_side: int | None = None,
+) -> int:
+    """The bytes :func:`decode_upload` would decode ``data`` to (RGB, after any DCT scaling),
+    read from the file's header alone; 0 when the header cannot tell (the decode will say)."""
+    found = sniff_format(data)
+    try:
+        if found == DICOM:
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            return int(ds.Rows) * int(ds.Columns) * max(frames, 1) * 3 * 8  # up to float64
+        if found in (JPEG, PNG):
+            img = Image.open(io.BytesIO(data), formats=[found.upper()])
+            _check_pixels(img.width, img.height, 1, limits, found.upper())
+            if min_side is not None and found == JPEG:
+                img.draft("RGB", (min_side, min_side))
+            return img.width * img.height * 3 * (2 if img.mode.startswith("I") else 1)
+    except ImageError:
+        raise
+    except Exception:  # an unreadable header: decoding it says what is wrong
+        return 0
+    return 0
 
 
 def decode_image(

@@ -1,16 +1,32 @@
 """The agent's FastAPI app, assembled from its routers: KServe v2, status and metrics, the web
 page, screening and review; errors answered as JSON."""
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from edge_agent.service.auth import Action, Authenticator, Principal, TokenCache, authorize
+from edge_agent.service.auth import Action, Authenticator, TokenCache
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
-from edge_agent.service.fastpath import INFER_PATH, InferHandler, LimitMiddleware
+from edge_agent.service.fastpath import (
+    INFER_PATH,
+    InferHandler,
+    LimitMiddleware,
+    infer_body_limit,
+)
+from edge_agent.service.guard import (
+    SMALL_BODY,
+    ConnectionLimits,
+    Permission,
+    RequestGate,
+    RouteRule,
+    route_rules,
+)
+from edge_agent.service.memory import MemoryBudget, default_budget
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
 from edge_agent.service.routes import (
@@ -21,6 +37,7 @@ from edge_agent.service.routes import (
     status_router,
 )
 from edge_agent.service.screen import CaseStore, Screening, ScreeningSettings, screening_router
+from edge_agent.service.workpool import WorkPool
 
 
 class AgentApp(FastAPI):
@@ -31,6 +48,8 @@ class AgentApp(FastAPI):
     """
 
     infer_handler: InferHandler | None = None
+    gate: RequestGate | None = None
+    """Admission on the headers, for the connection protocol (edge_agent.service.protocol)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry."""
@@ -92,12 +111,13 @@ def create_app(
     info = predictor.info
     metrics.set_model(info.name, info.version, info.backend, info.precision)
     tokens = TokenCache(users, ttl=config.token_cache_seconds)
+    infer_limit = config.max_request_bytes or infer_body_limit(info)
+    budget = MemoryBudget(
+        (config.memory_budget_mb << 20) if config.memory_budget_mb else default_budget()
+    )
 
     def require(action: Action) -> Requirement:
-        def dependency(request: Request) -> Principal:
-            return authorize(tokens, request.headers.get("authorization"), action)
-
-        return dependency
+        return Permission(tokens, action)
 
     app = AgentApp(
         title="Fovea edge agent",
@@ -109,19 +129,48 @@ def create_app(
     app.state.tokens = tokens
     app.state.metrics = metrics
     _install_error_handlers(app)
-    app.include_router(kserve_router(predictor, require("infer")))
-    app.include_router(
+    screener = Screening(predictor, cases, screening, config, metrics, memory=budget)
+    routers = (
+        kserve_router(predictor, require("infer")),
         status_router(
             predictor, metrics, require("status"), telemetry=telemetry, status_extra=status_extra
-        )
+        ),
+        page_router(screening.task),
+        screening_router(screener, require("screen"), require("review")),
     )
-    app.include_router(page_router(screening.task))
-    screener = Screening(predictor, cases, screening, config, metrics)
-    app.state.image_pool = screener.pool
-    app.include_router(screening_router(screener, require("screen"), require("review")))
-    app.infer_handler = InferHandler(predictor, tokens, metrics, config.max_request_bytes)
-    app.add_middleware(LimitMiddleware, max_bytes=config.max_request_bytes, metrics=metrics)
+    for router in routers:
+        app.include_router(router)
+    parse_pool = WorkPool(config.parse_workers, config.parse_queue, name="parse")
+    app.infer_handler = InferHandler(predictor, tokens, metrics, infer_limit, parse_pool)
+    app.state.pools = (screener.pool, parse_pool)
+    upload_limit = 2 * config.max_image_bytes + SMALL_BODY  # both eyes and the form around them
+    routes = [route for router in routers for route in router.routes]
+    rules = route_rules(routes, {"infer": infer_limit, "screen": upload_limit})
+    infer_path = re.compile(INFER_PATH.pattern + "$")
+    rules.insert(0, RouteRule(infer_path, frozenset({"POST"}), "infer", infer_limit))
+    app.gate = RequestGate(rules, tokens, connection_limits(config), budget)
+    app.add_middleware(LimitMiddleware, max_bytes=max(infer_limit, upload_limit), metrics=metrics)
     return app
 
 
-__all__ = ["create_app"]
+def connection_limits(config: AgentConfig) -> ConnectionLimits:
+    """The configuration's timeouts, and its connection limit (default: the open-file limit
+    less 128 descriptors for the database, the model and the agent's own files)."""
+    limit = config.max_connections
+    if limit is None:
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):
+            soft = 1024
+        limit = max(16, (soft if soft != -1 else 65536) - 128)
+    return ConnectionLimits(
+        header_s=config.header_timeout_s,
+        body_idle_s=config.body_timeout_s,
+        request_s=config.request_timeout_s,
+        max_connections=limit,
+    )
+
+
+__all__ = ["connection_limits", "create_app"]

@@ -36,9 +36,40 @@ class AgentConfig(BaseModel):
         None, description="run batches on the event loop, not a worker thread (None: on one core)"
     )
     max_request_rows: int = Field(64, ge=1, le=4096, description="rows in one KServe request")
-    max_request_bytes: int = Field(32 << 20, ge=1024, description="any request body")
+    max_request_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="one KServe infer body (None: max_request_rows of the model's input as "
+        "binary float32, plus 1 MiB for the JSON header)",
+    )
     max_image_bytes: int = Field(20 << 20, ge=1024, description="one uploaded image")
-    max_image_pixels: int = Field(40_000_000, ge=1024, description="one decoded image")
+    max_image_pixels: int = Field(
+        24_000_000, ge=1024, description="one decoded image (24 MP: a 6000 x 4000 camera)"
+    )
+    memory_budget_mb: int | None = Field(
+        None,
+        ge=16,
+        description="request bodies and image decodes held at once; past it 503 (None: an "
+        "eighth of the device's memory, 64 to 256 MiB)",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a connection's next request headers, complete"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="the longest pause while a request body arrives"
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a whole request, from its first byte to its last"
+    )
+    max_connections: int | None = Field(
+        None, ge=2, description="open connections (None: the open-file limit less 128)"
+    )
+    parse_workers: int = Field(
+        1, ge=1, le=64, description="threads that inflate and parse JSON or compressed bodies"
+    )
+    parse_queue: int = Field(
+        4, ge=0, le=1024, description="bodies that may wait for those threads; more get 503"
+    )
     screen_workers: int = Field(
         2, ge=1, le=64, description="threads that decode, check and crop uploaded images"
     )

@@ -2,7 +2,8 @@
 
 Infer requests skip FastAPI entirely (middleware, routing, dependency injection, pydantic
 response models): the body is read once, binary tensors become numpy views of it, and the
-reply is one ``bytes`` write.
+reply is one ``bytes`` write. Work that grows with what a client sends (inflating a compressed
+body, parsing a large JSON one) runs in a bounded pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from edge_agent.service.auth import TokenCache, authorize
 from edge_agent.service.codec import decode_request, encode_response
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
-from edge_agent.service.predictor import Predictor, model_input
+from edge_agent.service.predictor import ModelInfo, Predictor, model_input
+from edge_agent.service.workpool import WorkPool
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,6 +30,21 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _JSON = (b"content-type", b"application/json")
 _BINARY = (b"content-type", b"application/octet-stream")
+INLINE_JSON = 64 * 1024
+"""JSON up to this size is parsed on the event loop (cheaper than a thread hand-over)."""
+HEADER_ALLOWANCE = 1 << 20
+"""Room for an infer request's JSON header beside its binary tensors."""
+
+
+def infer_body_limit(info: ModelInfo) -> int:
+    """The largest infer body worth reading for a model: ``max_request_rows`` images of its
+    input as binary float32, plus :data:`HEADER_ALLOWANCE` (a JSON body of that size holds
+    fewer rows: send binary tensors)."""
+    shape = info.inputs[0].shape[1:]
+    per_row = 4
+    for side in shape:
+        per_row *= max(int(side), 1)
+    return info.max_request_rows * per_row + HEADER_ALLOWANCE
 
 
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
@@ -104,12 +121,18 @@ class InferHandler:
     """
 
     def __init__(
-        self, predictor: Predictor, tokens: TokenCache, metrics: AgentMetrics, max_bytes: int
+        self,
+        predictor: Predictor,
+        tokens: TokenCache,
+        metrics: AgentMetrics,
+        max_bytes: int,
+        pool: WorkPool | None = None,
     ) -> None:
         self.predictor = predictor
         self.tokens = tokens
         self.metrics = metrics
         self.max_bytes = max_bytes
+        self.pool = pool or WorkPool(1, 4, name="parse")
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
@@ -165,14 +188,21 @@ class InferHandler:
         if not self.predictor.ready():
             raise ApiError(503, f"model {info.name!r} is not ready yet")
         body = await read(_int_header(length, "Content-Length"))
-        if encoding:
-            body = decompress(body, encoding, self.max_bytes)
-        request = decode_request(
-            body, _int_header(header_length, "Inference-Header-Content-Length")
-        )
-        images = model_input(request, info)
+        json_length = _int_header(header_length, "Inference-Header-Content-Length")
+        if encoding or (len(body) if json_length is None else json_length) > INLINE_JSON:
+            async with self.pool.admitted():
+                request, images = await self.pool.run(self._parse, body, encoding, json_length)
+        else:
+            request, images = self._parse(body, encoding, json_length)
         results = await self.predictor.infer(images)
         return encode_response(info.name, str(info.version), request, results)
+
+    def _parse(self, body: bytes, encoding: str, json_length: int | None) -> tuple[Any, Any]:
+        """The request and its model input from the body (inflated first if encoded)."""
+        if encoding:
+            body = decompress(body, encoding, self.max_bytes)
+        request = decode_request(body, json_length)
+        return request, model_input(request, self.predictor.info)
 
 
 def _int_header(value: bytes | None, name: str) -> int | None:
@@ -185,7 +215,8 @@ def _int_header(value: bytes | None, name: str) -> int | None:
 
 
 class LimitMiddleware:
-    """Caps the body of every request FastAPI answers and observes its status and latency."""
+    """Caps the body of every request FastAPI answers (413 past ``max_bytes``, counted as the
+    app reads it, never read ahead of the app) and observes its status and latency."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: AgentMetrics) -> None:
         self.app = app
@@ -199,6 +230,7 @@ class LimitMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        received = 0
 
         async def timed_send(message: Message) -> None:
             nonlocal status
@@ -206,37 +238,32 @@ class LimitMiddleware:
                 status = message["status"]
             await send(message)
 
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise ApiError(413, f"request body exceeds the {self.max_bytes}-byte limit")
+            return message
+
         try:
-            await self._limited(scope, receive, timed_send)
+            declared = None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    declared = _int_header(value, "Content-Length")
+            if declared is not None and declared > self.max_bytes:
+                await send_error(
+                    timed_send,
+                    ApiError(413, f"request body of {declared} bytes exceeds the limit"),
+                )
+                return
+            await self.app(scope, counted_receive, timed_send)
+        except ApiError as error:  # a bad Content-Length
+            await send_error(timed_send, error)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(endpoint, status, time.perf_counter() - start)
-
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-                break
-        if declared is None and scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await read_body(receive, self.max_bytes, _int_header(declared, "Content-Length"))
-        except ApiError as error:
-            await send_error(send, error)
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
 
 
 __all__ = [
@@ -247,5 +274,6 @@ __all__ = [
     "Reply",
     "decompress",
     "error_headers",
+    "infer_body_limit",
     "read_body",
 ]

@@ -1,12 +1,28 @@
-"""KServe ``infer`` answered on the connection: uvicorn's httptools protocol without ASGI.
+"""The agent's HTTP connections: uvicorn's httptools protocol, guarded, with infer answered on it.
 
-uvicorn parses the request (httptools), keeps the connection (keep-alive, pipelining, flow
-control, shutdown) and collects the body in its request cycle as usual; only for an infer
-request does the cycle run :class:`~edge_agent.service.fastpath.InferHandler` directly instead
-of the ASGI app, and write the reply in one ``transport.write``. That skips, per request, the
-ASGI receive/send messages, a copy of the body, uvicorn's header checks and a second write.
-Every other request goes to the app unchanged, and so does every request when uvicorn's
-internals are not the ones this was written against (:func:`http_protocol`).
+uvicorn parses requests (httptools) and runs the ASGI app; this subclass adds what uvicorn
+lacks (its keep-alive timer restarts on every byte and it has no request deadline):
+
+- **Admission on the headers.** Before a byte of the body is read, the app's
+  :class:`~edge_agent.service.guard.RequestGate` checks route, token, declared length and the
+  memory of bodies in flight; a refusal (401, 403, 404, 413, 503) is answered at once and the
+  connection closed when the body is still coming, so nobody can make the agent hold bodies
+  it will not accept.
+- **Deadlines.** Headers within ``header_s`` of the connection's start (or its last reply),
+  no pause in the body longer than ``body_idle_s``, the whole request within ``request_s``:
+  otherwise 408 and the connection is closed.
+- **A connection limit.** Past ``max_connections`` the oldest connection that has not sent a
+  whole request gives way to the new one (slow clients cannot lock out a health probe), or the
+  new one is answered 503 when all are working; the limit defaults below the open-file limit,
+  so ``accept`` never fails for want of a descriptor.
+- **Infer on the connection.** An infer request runs
+  :class:`~edge_agent.service.fastpath.InferHandler` directly instead of the ASGI app and its
+  reply goes out in one ``transport.write``.
+
+Every other request goes to the app unchanged. Where uvicorn's internals are not the ones this
+was written against, :func:`http_protocol` says so and uvicorn's own protocol runs (the
+FastAPI dependencies still check tokens before bodies are read, without the rest). uvicorn's
+httptools protocol is there wherever the agent is: ``uvicorn[standard]`` brings httptools.
 """
 
 from __future__ import annotations
@@ -17,11 +33,14 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
 from edge_agent.service.errors import ApiError
-from edge_agent.service.fastpath import INFER_PATH, InferHandler
+from edge_agent.service.fastpath import INFER_PATH, InferHandler, error_headers
+from edge_agent.service.guard import RequestGate
 
 _log = logging.getLogger(__name__)
 _CYCLE_FIELDS = (
@@ -34,7 +53,13 @@ _CYCLE_FIELDS = (
     "keep_alive",
     "on_response",
 )
+_HOOKS = ("_start_asgi_task", "on_message_begin", "on_headers_complete", "on_body")
 _CLOSE = (b"connection", b"close")
+_IDLE, _HEADERS, _BODY, _BUSY = range(4)  # where a connection is in its current request
+LINGER_S, LINGER_BYTES = 2.0, 8 << 20
+"""After refusing a request whose body is still coming, what the agent reads and drops (for
+at most this long, this much) before closing: closing with unread data would reset the
+connection, and the client could lose the answer."""
 
 
 def _status_line(status: int) -> bytes:
@@ -89,8 +114,15 @@ async def answer_on_connection(handler: InferHandler, cycle: Any, match: re.Matc
     handler.metrics.observe("infer", status, time.perf_counter() - start)
 
 
-def _write(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    """The whole response in one write, then uvicorn's end-of-response bookkeeping."""
+def _write(
+    cycle: Any,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    close: Callable[[], None] | None = None,
+) -> None:
+    """The whole response in one write, then uvicorn's end-of-response bookkeeping; ``close``
+    ends a connection that is not kept alive (default: ``transport.close``)."""
     if cycle.disconnected:
         return
     if _CLOSE in cycle.scope["headers"]:
@@ -107,42 +139,174 @@ def _write(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: by
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
-        cycle.transport.close()
+        (close or cycle.transport.close)()
     cycle.on_response()
 
 
+def _raw_reply(status: int, body: bytes, extra: bytes = b"") -> bytes:
+    """A whole JSON reply that closes the connection, for a request that has no cycle."""
+    return (
+        _STATUS[status]
+        + b"content-type: application/json\r\nconnection: close\r\n"
+        + extra
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def _guarded_app(app: Any) -> Any:
+    """The AgentApp under uvicorn's wrappers (or ``app`` itself)."""
+    seen = 0
+    while getattr(app, "gate", None) is None and hasattr(app, "app") and seen < 8:
+        app, seen = app.app, seen + 1
+    return app
+
+
+class AgentProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with admission, deadlines, a connection limit and
+    infer answered on the connection (module docstring)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        agent = _guarded_app(self.app)
+        self.gate: RequestGate | None = getattr(agent, "gate", None)
+        self.infer: InferHandler | None = getattr(agent, "infer_handler", None)
+        self.phase, self.since, self.started, self.last_byte = _IDLE, time.monotonic(), 0.0, 0.0
+        self.reserved = self.draining = 0
+        self.watch: asyncio.TimerHandle | None = None
+        if self.gate is None:
+            return
+        self.watch = self.loop.call_later(self.gate.limits.tick_s, self._check_deadlines)
+        if len(self.connections) > self.gate.limits.max_connections:
+            self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+        self._release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            self.draining -= len(data)
+            if self.draining <= 0:
+                self.transport.close()
+            return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.phase, self.started = _HEADERS, time.monotonic()
+
+    def on_headers_complete(self) -> None:
+        self.phase, self.last_byte = _BODY, time.monotonic()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.last_byte = time.monotonic()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.phase == _BODY:  # (a request refused on its headers is answered already)
+            self.phase = _BUSY
+
+    def on_response_complete(self) -> None:
+        self._release()
+        self.phase, self.since = _IDLE, time.monotonic()
+        super().on_response_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        scope = cycle.scope
+        if self.gate is not None:
+            try:
+                self.reserved = self.gate.admit(scope)
+            except ApiError as error:
+                self._refuse(cycle, error)
+                return
+        if self.infer is not None and scope["method"] == "POST":
+            match = INFER_PATH.fullmatch(scope["path"])
+            if match is not None:
+                task = self.loop.create_task(answer_on_connection(self.infer, cycle, match))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def _refuse(self, cycle: RequestResponseCycle, error: ApiError) -> None:
+        """Answer ``error`` without reading the body; the connection closes (lingering)."""
+        cycle.keep_alive = False
+        headers = error_headers(error)
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        _write(cycle, error.status, headers, error.body(), close=self._linger)
+
+    def _linger(self) -> None:
+        """Close without a reset: stop sending, drop what still arrives, then close."""
+        self.draining = LINGER_BYTES
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+        self.flow.resume_reading()
+
+    def _release(self) -> None:
+        if self.reserved and self.gate is not None:
+            self.gate.release(self.reserved)
+        self.reserved = 0
+
+    def _check_deadlines(self) -> None:
+        assert self.gate is not None
+        limits, now = self.gate.limits, time.monotonic()
+        late = None
+        if self.phase in (_IDLE, _HEADERS) and now - self.since > limits.header_s:
+            if self.phase == _HEADERS or self.timeout_keep_alive_task is None:
+                late = f"no complete request headers within {limits.header_s:g} s"
+        elif self.phase == _BODY and not self.flow.read_paused:
+            if now - self.last_byte > limits.body_idle_s:
+                late = f"the request body stalled for over {limits.body_idle_s:g} s"
+            elif now - self.started > limits.request_s:
+                late = f"the request took over {limits.request_s:g} s to arrive"
+        if late is not None:
+            self._time_out(late)
+        elif not self.transport.is_closing():
+            self.watch = self.loop.call_later(limits.tick_s, self._check_deadlines)
+
+    def _time_out(self, reason: str) -> None:
+        """Answer 408 to a request under way (none has started to be answered) and close."""
+        cycle, body = self.cycle, ApiError(408, f"request timeout: {reason}").body()
+        if self.phase == _BODY and cycle is not None and not cycle.response_started:
+            cycle.keep_alive = False
+            _write(cycle, 408, [(b"content-type", b"application/json")], body)
+            cycle.disconnected = True  # the app's task, if one waits for the body, stops
+        elif self.phase == _HEADERS:  # no cycle yet for this request
+            self.transport.write(_raw_reply(408, body))
+        self.transport.close()
+
+    def _make_room(self) -> None:
+        """Close the oldest connection still short of a whole request, or refuse this one."""
+        waiting = [
+            other
+            for other in self.connections
+            if other is not self and getattr(other, "phase", _BUSY) in (_IDLE, _HEADERS)
+        ]
+        if waiting:
+            min(waiting, key=lambda other: getattr(other, "since", 0.0)).transport.close()
+            return
+        body = ApiError(503, "the agent has no room for another connection; retry").body()
+        self.transport.write(_raw_reply(503, body, b"retry-after: 1\r\n"))
+        self.transport.close()
+
+
 def http_protocol() -> type[asyncio.Protocol] | str:
-    """What to pass as uvicorn's ``http``: its httptools protocol answering infer requests on
-    the connection, or ``"auto"`` where httptools is missing or uvicorn's request cycle is not
-    the one this module was written against (then infer goes through ASGI, only slower)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-    except ImportError:
-        return "auto"
+    """What to pass as uvicorn's ``http``: :class:`AgentProtocol`, or ``"auto"`` where uvicorn's
+    request cycle is not the one this module was written against."""
     fields = inspect.signature(RequestResponseCycle.__init__).parameters
     missing = [f for f in _CYCLE_FIELDS if f not in fields]
-    if missing or not hasattr(HttpToolsProtocol, "_start_asgi_task"):
-        _log.warning(
-            "uvicorn's request cycle lacks %s: infer requests go through ASGI", missing or "hooks"
-        )
+    missing += [h for h in _HOOKS if not hasattr(HttpToolsProtocol, h)]
+    if missing:
+        _log.warning("uvicorn's protocol lacks %s: the agent runs on uvicorn's own", missing)
         return "auto"
-
-    class InferProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol; infer requests of an AgentApp skip the ASGI cycle."""
-
-        def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-            handler = getattr(app, "infer_handler", None)
-            scope = cycle.scope
-            if handler is not None and scope["method"] == "POST":
-                match = INFER_PATH.fullmatch(scope["path"])
-                if match is not None:
-                    task = self.loop.create_task(answer_on_connection(handler, cycle, match))
-                    task.add_done_callback(self.tasks.discard)
-                    self.tasks.add(task)
-                    return
-            super()._start_asgi_task(cycle, app)
-
-    return InferProtocol
+    return AgentProtocol
 
 
-__all__ = ["answer_on_connection", "http_protocol"]
+__all__ = ["AgentProtocol", "answer_on_connection", "http_protocol"]

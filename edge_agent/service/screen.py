@@ -29,10 +29,11 @@ from edge_agent.screening import (
 from edge_agent.service.auth import Principal
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.errors import ApiError
-from edge_agent.service.imagepool import ImagePool
+from edge_agent.service.memory import MemoryBudget
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import Predictor
 from edge_agent.service.review import ReviewBody, resolve_review, review_body
+from edge_agent.service.workpool import WorkPool
 from models import DR_GRADING, PreprocessSpec, TaskSpec
 
 EYE_FIELDS = ("left", "right", "image")
@@ -122,12 +123,19 @@ class _Eye:
 
 
 def _prepare(
-    name: str, upload: UploadFile, data: bytes, limits: DecodeLimits, settings: ScreeningSettings
+    name: str,
+    upload: UploadFile,
+    data: bytes,
+    limits: DecodeLimits,
+    settings: ScreeningSettings,
+    memory: MemoryBudget | None,
 ) -> _Eye:
+    spec, checks = settings.spec, settings.checks
     try:
-        ready = prepare_image(data, upload.content_type, settings.spec, settings.checks, limits)
+        ready = prepare_image(data, upload.content_type, spec, checks, limits, memory=memory)
     except ImageError as exc:
-        raise ApiError(exc.status, f"{name}: {exc}") from None
+        retry = {"Retry-After": "1"} if exc.status == 503 else None
+        raise ApiError(exc.status, f"{name}: {exc}", headers=retry) from None
     kind = upload.content_type or ""
     return _Eye(name, ready.square, ready.checks, kind, len(data), ready.declared, ready.decoded)
 
@@ -194,10 +202,12 @@ class Screening:
         settings: ScreeningSettings,
         config: AgentConfig,
         metrics: AgentMetrics,
-        pool: ImagePool | None = None,
+        pool: WorkPool | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.predictor, self.cases, self.settings = predictor, cases, settings
-        self.pool = pool or ImagePool(config.screen_workers, config.screen_queue)
+        self.pool = pool or WorkPool(config.screen_workers, config.screen_queue, name="screening")
+        self.memory = memory
         self.config, self.metrics = config, metrics
         self.limits = DecodeLimits(
             max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
@@ -227,7 +237,9 @@ class Screening:
         for name, upload in await _uploads(request, self.config):
             data = await upload.read()
             eye = "unknown" if name == "image" else name
-            prepare = functools.partial(_prepare, eye, upload, data, self.limits, self.settings)
+            prepare = functools.partial(
+                _prepare, eye, upload, data, self.limits, self.settings, self.memory
+            )
             eyes.append(await self.pool.run(prepare))
         return eyes
 

@@ -92,7 +92,8 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.image_pool.close()
+        for pool in app.state.pools:
+            pool.close()
         await served.close()
         store.close()
 
@@ -207,6 +208,9 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     """Load the root and serve it with uvicorn until interrupted (TLS when configured)."""
     import uvicorn
 
+    from edge_agent.service.memory import tune_allocator
+
+    tune_allocator()  # uploads' buffers go back to the system once answered
     agent = load_agent(root_path, config, log)
     scheme = "https" if config.tls else "http"
     info = agent.served.info
@@ -223,7 +227,7 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
         log_level=config.log_level,
         access_log=False,
         proxy_headers=False,
-        http=http_protocol(),  # infer answered on the connection (edge_agent.service.protocol)
+        http=http_protocol(),  # admission, deadlines, infer (edge_agent.service.protocol)
         server_header=False,  # nothing to gain from naming the server, a header less per reply
     )
 

@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 
 from edge_agent.screening import (
+    DECODE_COPIES,
     DEFAULT_CHECKS,
     DecodeLimits,
     ImageError,
     decode_side,
     decode_upload,
+    decoded_size,
     eye_result,
     prepare_image,
 )
@@ -110,3 +112,22 @@ def test_png_and_dicom_are_decoded_in_full(dicom_bytes: Callable[..., bytes]) ->
     np.testing.assert_array_equal(png.pixels, image)
     ready = prepare_image(dicom_bytes(image), "application/dicom", PreprocessSpec(size=64))
     assert ready.decoded == (300, 300) and ready.square.shape == (64, 64, 3)
+
+
+def test_a_decode_reserves_its_memory_first_and_gives_it_back(camera: bytes) -> None:
+    from edge_agent.service.memory import MemoryBudget
+
+    spec = PreprocessSpec(size=64)
+    reduced = decoded_size(camera, "image/jpeg", min_side=decode_side(spec))
+    full = decoded_size(camera, "image/jpeg")
+    assert (reduced, full) == (375 * 282 * 3, 3000 * 2250 * 3)  # from the header alone
+    budget = MemoryBudget(reduced * DECODE_COPIES)
+    prepare_image(camera, "image/jpeg", spec, memory=budget)
+    assert budget.used == 0
+    with pytest.raises(ImageError) as too_big:  # a full decode needs more than the budget
+        prepare_image(camera, "image/jpeg", spec, reduce=False, memory=budget)
+    assert too_big.value.status == 413 and "MiB" in str(too_big.value)
+    assert budget.try_reserve(1)
+    with pytest.raises(ImageError) as busy:  # others hold part of it: retry later
+        prepare_image(camera, "image/jpeg", spec, memory=budget)
+    assert busy.value.status == 503 and budget.used == 1

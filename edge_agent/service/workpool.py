@@ -1,5 +1,6 @@
-"""Image work off the event loop: a bounded thread pool for decoding and checking uploads, and
-admission in front of it (past its capacity a screening is answered 503 with Retry-After)."""
+"""Heavy request work off the event loop: a bounded thread pool (decoding and checking uploads,
+inflating and parsing bodies) with admission in front of it (past its capacity a request is
+answered 503 with Retry-After)."""
 
 from __future__ import annotations
 
@@ -16,24 +17,27 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class ImagePool:
-    """``workers`` threads for image work; at most ``workers + queue`` requests admitted at once.
+class WorkPool:
+    """``workers`` threads for one kind of work; at most ``workers + queue`` requests admitted.
 
     Admission is counted on the event loop (no lock needed) and refuses at once instead of
-    queueing without bound, so a burst of camera-size uploads cannot pile up memory or starve
-    the loop that answers health checks.
+    queueing without bound, so a burst of camera-size uploads or compressed bodies cannot pile
+    up memory or starve the loop that answers health checks.
     """
 
-    def __init__(self, workers: int, queue: int, retry_after_s: int = 1) -> None:
+    def __init__(
+        self, workers: int, queue: int, retry_after_s: int = 1, name: str = "work"
+    ) -> None:
         if workers < 1 or queue < 0 or retry_after_s < 1:
             raise ValueError(
-                f"image pool needs workers >= 1, queue >= 0 and retry_after_s >= 1, got "
+                f"a work pool needs workers >= 1, queue >= 0 and retry_after_s >= 1, got "
                 f"{workers}, {queue} and {retry_after_s}"
             )
         self.workers, self.capacity = workers, workers + queue
         self.retry_after_s = retry_after_s
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="screen-image")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
         self._inside = 0
+        self._name = name
 
     @property
     def inside(self) -> int:
@@ -46,7 +50,8 @@ class ImagePool:
         if self._inside >= self.capacity:
             raise ApiError(
                 503,
-                f"the agent is screening {self._inside} requests already (its capacity); "
+                f"the agent has {self._inside} {self._name} requests under way already (its "
+                "capacity); "
                 f"retry in {self.retry_after_s} s",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
@@ -66,4 +71,4 @@ class ImagePool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["ImagePool"]
+__all__ = ["WorkPool"]
