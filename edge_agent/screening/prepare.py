@@ -35,9 +35,10 @@ class PreparedImage:
     decoded: tuple[int, int]
 
 
-DECODE_COPIES = 3
-"""Copies of the decoded pixels held at once while an upload is prepared (the decoder's image,
-its RGB array, the crop and the quality gate's working copy), for the memory reserved."""
+DECODE_COPIES = 4
+"""Copies of the decoded RGB pixels held at once while an upload is prepared (Pillow's image at
+four bytes a pixel, its array, and the padded square before the resize), for the memory
+reserved."""
 
 
 class MemoryReserve(Protocol):

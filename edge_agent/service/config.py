@@ -50,7 +50,7 @@ class AgentConfig(BaseModel):
         None,
         ge=16,
         description="request bodies and image decodes held at once; past it 503 (None: an "
-        "eighth of the device's memory, 64 to 256 MiB)",
+        "eighth of the device's memory, 64 to 384 MiB)",
     )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="a connection's next request headers, complete"
