@@ -248,3 +248,28 @@ def test_recheck_passes_and_skips_a_slot_an_install_switched_away_from(
     install(device, bundles[1]["v2"])  # slot b now active; slot a may be replaced next
     shutil.rmtree(device.slot("a"))
     assert agent.watch.check() is None and agent.served.ready()
+
+
+def test_cli_rollback_golden_checks_the_slot_and_records_it_once(
+    installed: Callable[..., DeviceRoot], bundles: tuple[Path, dict[str, Path]]
+) -> None:
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app as cli
+    from edge_agent.store import Store
+
+    device = installed("v3")  # slot a: every hash matches, the outputs miss golden.npz
+    install(device, bundles[1]["v1"], allow_downgrade=True)  # slot b, active
+    runner, root = CliRunner(), ["--root", str(device.path)]
+    refused = runner.invoke(cli, ["rollback", *root])
+    assert refused.exit_code == 1 and "golden check failed" in refused.output
+    assert device.active_slot() == "b"
+    install(device, bundles[1]["v2"])  # slot a again, now a model that verifies
+    done = runner.invoke(cli, ["rollback", *root])
+    assert done.exit_code == 0, done.output
+    assert device.active_slot() == "b"
+    with Store(device.state_db) as store:
+        rows = store.updates()
+        assert (rows[-1].status, rows[-1].to_version) == ("rolled back", 1)
+        assert "reconciled" not in rows[-1].detail  # recorded as it happened
+        assert [r.to_version for r in rows if r.status == "installed"] == [3, 1, 2]
