@@ -87,7 +87,7 @@ def install(
 ) -> None:
     """Verify BUNDLE, unpack it into the inactive slot, measure its precisions, switch to it."""
     from edge_agent.bundle import Manifest
-    from edge_agent.install import DeviceRoot
+    from edge_agent.install import DeviceRoot, sync_history
     from edge_agent.install import install as run_install
     from edge_agent.runtime import measure
 
@@ -108,10 +108,7 @@ def install(
             detail={"bundle": str(bundle), "error": str(exc)},
         )  # fmt: skip
         raise _fail(str(exc)) from None
-    store.record_update(
-        from_version=result.previous_version, to_version=result.manifest.version,
-        slot=result.slot, status="installed", detail={"bundle": str(bundle)},
-    )  # fmt: skip
+    sync_history(device, store, live=result.attempt)  # this install (and any a crash hid)
     typer.echo(
         f"installed {result.manifest.name} v{result.manifest.version} into slot {result.slot} "
         f"(was {result.previous_version}); restart 'fovea-agent serve' to use it"
@@ -120,18 +117,25 @@ def install(
 
 @app.command()
 def rollback(root: Root) -> None:
-    """Switch back to the previous slot's bundle."""
+    """Switch back to the previous slot's bundle (once its files and golden outputs verify)."""
+    from edge_agent.bundle import Manifest
+    from edge_agent.install import DeviceRoot, sync_history
     from edge_agent.install import rollback as run_rollback
+    from edge_agent.runtime import open_checked
 
+    config, device = _config(root), DeviceRoot(root)
     store = _store(root)
+
+    def golden(slot_dir: Path, manifest: Manifest) -> None:
+        backend, _, result = open_checked(device.engines, slot_dir, manifest, config)
+        backend.close()
+        typer.echo(f"golden outputs: {result.describe()}")
+
     try:
-        result = run_rollback(root)
+        result = run_rollback(device, prepare=golden, reason="fovea-agent rollback")
     except (ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
-    store.record_update(
-        from_version=result.previous_version, to_version=result.manifest.version,
-        slot=result.slot, status="rolled back",
-    )  # fmt: skip
+    sync_history(device, store, live=result.attempt)
     typer.echo(f"rolled back to {result.manifest.name} v{result.manifest.version}")
 
 

@@ -7,6 +7,7 @@ stop, ask whether it runs), which flashing and fleet rollouts use alike.
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -14,10 +15,22 @@ from typing import Protocol, runtime_checkable
 from deploy.flash.remote import read_text, sh, write_text
 from deploy.transport import Transport, TransportError
 
+_MEMORY = re.compile(r"^(\d+[KMGT]?|\d{1,2}%|100%|infinity)$")
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """The agent service on one device: what runs, as whom, and what it may write."""
+    """The agent service on one device: what runs, as whom, what it may write and use.
+
+    Resource limits (systemd units only): ``open_files`` (``LimitNOFILE``: every connection,
+    uploaded image, SQLite connection and model file is a descriptor; systemd's default soft
+    limit is 1024), ``tasks_max`` (``TasksMax``: threads and processes, ONNX Runtime's and
+    TensorRT's worker included), ``memory_high`` (``MemoryHigh``: above it the kernel reclaims
+    the agent's memory hard and slows it, nothing is killed) and ``memory_max`` (``MemoryMax``:
+    the agent is killed above it and systemd restarts it). Memory takes systemd's syntax:
+    bytes with K/M/G/T, a percentage of the device's RAM, or ``infinity``. On a Jetson the GPU
+    shares that RAM, hence percentages that leave room for the rest of the system.
+    """
 
     name: str
     argv: tuple[str, ...]
@@ -26,6 +39,23 @@ class ServiceSpec:
     user: str = "fovea"
     python: str = "python3"
     environment: tuple[tuple[str, str], ...] = field(default=(("PYTHONUNBUFFERED", "1"),))
+    open_files: int = 65536
+    tasks_max: int = 512
+    memory_high: str = "75%"
+    memory_max: str = "90%"
+
+    def __post_init__(self) -> None:
+        if self.open_files < 1024 or self.tasks_max < 16:
+            raise ValueError(
+                f"service {self.name}: open_files must be >= 1024 and tasks_max >= 16 "
+                f"(got {self.open_files}, {self.tasks_max})"
+            )
+        for key in ("memory_high", "memory_max"):
+            if not _MEMORY.match(getattr(self, key)):
+                raise ValueError(
+                    f"service {self.name}: {key}={getattr(self, key)!r} is not a systemd memory "
+                    "size (e.g. 3G, 512M, 75%, infinity)"
+                )
 
     @property
     def log(self) -> str:
@@ -39,7 +69,8 @@ class ServiceSpec:
 
 
 def render_unit(spec: ServiceSpec) -> str:
-    """A hardened systemd unit for the agent (restart on failure, own user, sandboxed)."""
+    """A hardened systemd unit for the agent (restart on failure, own user, sandboxed, with
+    the spec's resource limits)."""
     env = "\n".join(f"Environment={k}={v}" for k, v in spec.environment)
     return f"""\
 [Unit]
@@ -57,6 +88,10 @@ WorkingDirectory={spec.root}
 Restart=on-failure
 RestartSec=5
 TimeoutStopSec=30
+LimitNOFILE={spec.open_files}
+TasksMax={spec.tasks_max}
+MemoryHigh={spec.memory_high}
+MemoryMax={spec.memory_max}
 UMask=0077
 NoNewPrivileges=yes
 ProtectSystem=strict

@@ -277,7 +277,8 @@ def _extract(
 def verify_tree(directory: Path, keys: Keyring) -> Manifest:
     """Verify an extracted bundle in ``directory``: signature, and every file exactly as listed.
 
-    No other files, links or special files may be present. Returns the manifest.
+    No other files, links or special files may be present. Returns the manifest; the refusal
+    names every file that is missing, or else every file that does not match.
     """
     source = str(directory)
     try:
@@ -301,12 +302,24 @@ def verify_tree(directory: Path, keys: Keyring) -> Manifest:
     unexpected = sorted(seen - set(manifest.files))
     if unexpected:
         raise BundleError(f"{source}: unexpected files not in the manifest: {unexpected[:5]}")
-    for name, entry in manifest.files.items():
-        path = directory / name
-        if not path.is_file():
-            raise BundleError(f"{source}: {name} is missing")
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if path.stat().st_size != entry.size or digest != entry.sha256:
-            raise BundleError(f"{source}: {name} does not match the manifest (altered or damaged)")
+    missing = sorted(name for name in manifest.files if not (directory / name).is_file())
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise BundleError(f"{source}: {', '.join(missing)} {verb} missing")
+    altered = [
+        name for name, entry in manifest.files.items() if not _matches(directory / name, entry)
+    ]
+    if altered:
+        raise BundleError(
+            f"{source}: {', '.join(altered)} "
+            f"{'does' if len(altered) == 1 else 'do'} not match the manifest (altered or damaged)"
+        )
     return manifest
+
+
+def _matches(path: Path, entry: FileEntry) -> bool:
+    """Whether ``path`` has the entry's size and sha256 (read in chunks, never whole)."""
+    if path.stat().st_size != entry.size:
+        return False
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest() == entry.sha256

@@ -12,7 +12,8 @@ from edge_agent.install.installer import (
     rollback,
     verify_slot,
 )
-from edge_agent.install.layout import SLOTS, DeviceRoot, InstallError
+from edge_agent.install.layout import SLOTS, DeviceRoot, InstallError, other_slot
+from edge_agent.install.reconcile import served_version, sync_history
 
 __all__ = [
     "CRASH_ENV",
@@ -25,9 +26,12 @@ __all__ = [
     "UpdateRecord",
     "active_manifest",
     "install",
+    "other_slot",
     "read_updates",
     "record_update",
     "recover",
     "rollback",
+    "served_version",
+    "sync_history",
     "verify_slot",
 ]

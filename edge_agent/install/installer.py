@@ -26,6 +26,8 @@ from edge_agent.bundle import (
 )
 from edge_agent.install.history import UpdateRecord, read_updates, record_update
 from edge_agent.install.layout import SLOTS, DeviceRoot, InstallError, other_slot
+from edge_agent.install.reconcile import sync_history
+from edge_agent.store import Store
 
 Prepare = Callable[[Path, Manifest], None]
 """Called with the verified bundle's directory and manifest before the switch; raise to abort."""
@@ -59,6 +61,8 @@ class InstallResult:
     slot: str
     slot_dir: Path
     previous_version: int | None
+    attempt: str = ""
+    """The attempt's id in ``updates.jsonl`` (what ``sync_history`` matches state.db rows by)."""
 
 
 class _Journal(BaseModel):
@@ -142,11 +146,17 @@ def _close_journal(root: DeviceRoot, active: str | None) -> None:
     fsync_dir(root.path)
 
 
-def recover(root: DeviceRoot | Path) -> None:
-    """Clean up after an install interrupted by a crash or power loss (safe to call any time)."""
+def recover(root: DeviceRoot | Path, store: Store | None = None) -> None:
+    """Clean up after an install interrupted by a crash or power loss (safe to call any time).
+
+    With ``store``, its update history then learns every install, rollback and interrupted
+    install that only ``updates.jsonl`` knows (``sync_history``), so it records what is served.
+    """
     root = _as_root(root)
     with _locked(root):
         _recover(root)
+    if store is not None:
+        sync_history(root, store)
 
 
 def active_manifest(root: DeviceRoot | Path) -> Manifest | None:
@@ -255,7 +265,7 @@ def install(
         fsync_dir(root.slots)
         fsync_dir(root.path)
         _step("done")
-    return InstallResult(manifest, target, root.slot(target), before)
+    return InstallResult(manifest, target, root.slot(target), before, journal.attempt)
 
 
 def _replace_slot(root: DeviceRoot, target: str, staging: Path) -> None:
@@ -271,8 +281,15 @@ def _replace_slot(root: DeviceRoot, target: str, staging: Path) -> None:
     _step("slot")
 
 
-def rollback(root: DeviceRoot | Path, *, prepare: Prepare | None = None) -> InstallResult:
-    """Switch back to the other slot if it holds a complete, verified bundle."""
+def rollback(
+    root: DeviceRoot | Path, *, prepare: Prepare | None = None, reason: str = ""
+) -> InstallResult:
+    """Switch back to the other slot if it holds a complete, verified bundle.
+
+    ``prepare(dir, manifest)`` runs on that slot after it verified, before the switch; raising
+    aborts the rollback. ``reason`` goes into the history. An active slot whose manifest is
+    unreadable does not stop the rollback (it is what a rollback is for).
+    """
     root = _as_root(root)
     with _locked(root):
         _recover(root)
@@ -286,8 +303,7 @@ def rollback(root: DeviceRoot | Path, *, prepare: Prepare | None = None) -> Inst
             raise InstallError(
                 f"cannot roll back: slot {target} holds no complete verified bundle ({exc})"
             ) from None
-        current = active_manifest(root)
-        before = current.version if current else None
+        before = _installed_version(root, allow_downgrade=True)
         if prepare is not None:
             try:
                 prepare(root.slot(target), manifest)
@@ -298,7 +314,7 @@ def rollback(root: DeviceRoot | Path, *, prepare: Prepare | None = None) -> Inst
         root.switch_to(target)
         record = UpdateRecord(
             action="rollback", status="rolled-back", from_version=before,
-            to_version=manifest.version, slot=target, attempt=uuid.uuid4().hex,
+            to_version=manifest.version, slot=target, detail=reason, attempt=uuid.uuid4().hex,
         )  # fmt: skip
         record_update(root.updates_log, record)
-    return InstallResult(manifest, target, root.slot(target), before)
+    return InstallResult(manifest, target, root.slot(target), before, record.attempt or "")

@@ -15,9 +15,11 @@ from edge_agent.runtime.backend import (
 )
 from edge_agent.runtime.batcher import BatcherClosed, BatcherSettings, DynamicBatcher
 from edge_agent.runtime.choice import (
+    ChecksFailed,
     ChoiceConfig,
     bundle_info,
     measure,
+    open_checked,
     open_chosen,
     selection_path,
     selection_settings,
@@ -65,6 +67,7 @@ __all__ = [
     "BatcherSettings",
     "BuildSpec",
     "BundleInfo",
+    "ChecksFailed",
     "ChoiceConfig",
     "DynamicBatcher",
     "EngineBuildError",
@@ -89,6 +92,7 @@ __all__ = [
     "infer_batched",
     "measure",
     "open_candidate",
+    "open_checked",
     "open_chosen",
     "open_selected",
     "register_backend",

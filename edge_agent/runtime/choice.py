@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from edge_agent.bundle import Manifest, manifest_digest
 from edge_agent.runtime.backend import Backend
+from edge_agent.runtime.golden import GoldenResult, golden_check
 from edge_agent.runtime.precision import (
     BundleInfo,
     SelectionSettings,
@@ -80,6 +81,11 @@ def selection_settings(engines: Path, config: ChoiceConfig) -> SelectionSettings
     )
 
 
+class ChecksFailed(ValueError):
+    """The bundle's model fails, on this device, the checks install runs (golden outputs,
+    accuracy budget): it must not serve."""
+
+
 def measure(
     engines: Path,
     slot_dir: Path,
@@ -89,8 +95,8 @@ def measure(
 ) -> dict[str, Any]:
     """Run the precision choice on ``slot_dir`` and record it; the measurements as JSON.
 
-    Raises ValueError when no precision passed its golden and accuracy checks (install uses
-    this as its ``prepare`` step, so such a bundle is refused).
+    Raises ChecksFailed (a ValueError) when no precision passed its golden and accuracy checks
+    (install uses this as its ``prepare`` step, so such a bundle is refused).
     """
     info = bundle_info(manifest, slot_dir)
     engines.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,7 @@ def measure(
     )
     if selection.chosen is None:
         detail = "; ".join(f"{m.backend} {m.precision}: {m.status}" for m in selection.measurements)
-        raise ValueError(f"no precision of {manifest.name} v{manifest.version} passed: {detail}")
+        raise ChecksFailed(f"no precision of {manifest.name} v{manifest.version} passed: {detail}")
     return selection.as_dict()
 
 
@@ -147,6 +153,35 @@ def open_chosen(
     )
 
 
+def open_checked(
+    engines: Path,
+    slot_dir: Path,
+    manifest: Manifest,
+    config: ChoiceConfig,
+    log: Log = lambda s: None,
+) -> tuple[Backend, dict[str, Any], GoldenResult]:
+    """:func:`open_chosen`, then the golden check install ran on it (``golden_check``): the
+    backend, its precision-choice record and the check's result.
+
+    Raises ChecksFailed (the backend closed) when the outputs differ from ``golden.npz`` or
+    the check cannot run on it, or when measuring (no choice recorded) passes no precision;
+    ValueError as ``open_chosen`` when nothing loads.
+    """
+    backend, record = open_chosen(engines, slot_dir, manifest, config, log)
+    try:
+        golden = golden_check(backend, slot_dir)
+    except Exception as exc:  # unreadable golden.npz, a backend that fails on it: not verified
+        backend.close()
+        raise ChecksFailed(f"{slot_dir}: golden check could not run: {exc}") from exc
+    if not golden.passed:
+        backend.close()
+        raise ChecksFailed(
+            f"{slot_dir}: {backend.name} {backend.precision} does not reproduce golden.npz "
+            f"({golden.describe()})"
+        )
+    return backend, record, golden
+
+
 _SERVING = ("backend", "precision", "best_batch", "throughput_img_s")
 
 
@@ -166,9 +201,11 @@ def _passed_fastest_first(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "ChecksFailed",
     "ChoiceConfig",
     "bundle_info",
     "measure",
+    "open_checked",
     "open_chosen",
     "selection_path",
     "selection_settings",

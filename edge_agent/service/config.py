@@ -84,6 +84,13 @@ class AgentConfig(BaseModel):
     case_retention_count: int = Field(5000, ge=0, description="reviewed-case images kept")
     case_retention_days: float | None = Field(None, gt=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    verify_interval_s: float = Field(
+        3600.0,
+        ge=0.0,
+        description="re-hash the served slot's files this often while serving (0: never); on a "
+        "mismatch the model stops answering (503) until the agent restarts on a slot that "
+        "verifies",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AgentConfig:

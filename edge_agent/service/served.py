@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_agent.runtime import INPUT_NAME, Backend, DynamicBatcher
+from edge_agent.service.errors import ApiError
 from edge_agent.service.predictor import ModelInfo, TensorInfo
 from models import TaskSpec
 
@@ -56,6 +57,8 @@ class ServedModel:
     def __init__(self, info: ModelInfo, batcher: DynamicBatcher) -> None:
         self._info = info
         self.batcher = batcher
+        self.refused: str | None = None
+        """Why the model no longer answers (its files failed a re-check), or None."""
 
     @property
     def info(self) -> ModelInfo:
@@ -63,11 +66,18 @@ class ServedModel:
         return self._info
 
     def ready(self) -> bool:
-        """The backend was loaded (and golden-checked at install) before serving began."""
-        return True
+        """The backend was loaded and verified before serving began, and has not been refused
+        since (see :meth:`refuse`)."""
+        return self.refused is None
+
+    def refuse(self, reason: str) -> None:
+        """Stop answering: readiness turns false and every inference is a 503 with ``reason``."""
+        self.refused = reason
 
     async def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``images`` as part of a dynamic batch."""
+        """Run ``images`` as part of a dynamic batch (503 once refused)."""
+        if self.refused is not None:
+            raise ApiError(503, f"model {self._info.name!r} is not served: {self.refused}")
         return (await self.batcher.submit(images)).as_dict()
 
     async def close(self) -> None:

@@ -13,16 +13,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from edge_agent.bundle import Manifest
-from edge_agent.install import DeviceRoot, active_manifest, read_updates, recover
-from edge_agent.runtime import (
-    Backend,
-    BatcherSettings,
-    DynamicBatcher,
-    open_chosen,
-    serving_batch,
-)
+from edge_agent.install import DeviceRoot, read_updates, recover, sync_history
+from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, serving_batch
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.integrity import SlotWatch, open_verified
+from edge_agent.service.limits import raise_open_files_limit
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.protocol import http_protocol
 from edge_agent.service.screen import ScreeningSettings
@@ -53,30 +49,42 @@ class LoadedAgent:
     served: ServedModel
     store: Store
     manifest: Manifest
+    watch: SlotWatch | None = None
+    """The served slot's re-checks (and how it verified at start)."""
 
 
 def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) -> LoadedAgent:
     """Everything ``fovea-agent serve`` runs: the active bundle behind the app.
 
-    Raises ValueError (nothing installed, no loadable precision) with what to do.
+    Serves only a slot that verifies (signed manifest, every file's sha256, golden outputs):
+    the active one, else the other one rolled back to (``open_verified``). Raises ValueError
+    (nothing installed, neither slot verifies, no loadable precision) with what to do.
     """
-    root, manifest = _active(Path(root_path))
-    backend, record = open_chosen(root.engines, root.current.resolve(), manifest, config, log)
-    telemetry = _Telemetry()
-    metrics = AgentMetrics(telemetry.read)
-    # batches no larger than the size the precision choice found fastest on this device
-    batching = config.model_copy(update={"max_batch": serving_batch(record, config.max_batch)})
-    served = _served(manifest, backend, batching, metrics, telemetry, _BusyMark(root.busy_file))
+    root = _active(Path(root_path))
     store = Store(
         root.state_db,
         retention=Retention(
             max_cases=config.case_retention_count, max_age_days=config.case_retention_days
         ),
     )
+    try:
+        sync_history(root, store)  # state.db records what the install journal says was done
+        verified = open_verified(root, config, store, log)
+    except BaseException:
+        store.close()
+        raise
+    manifest, backend, record = verified.manifest, verified.backend, verified.record
+    telemetry = _Telemetry()
+    metrics = AgentMetrics(telemetry.read)
+    # batches no larger than the size the precision choice found fastest on this device
+    batching = config.model_copy(update={"max_batch": serving_batch(record, config.max_batch)})
+    served = _served(manifest, backend, batching, metrics, telemetry, _BusyMark(root.busy_file))
+    watch = SlotWatch(root, verified, served, store, config.verify_interval_s, log)
 
     def status_extra() -> dict[str, Any]:
         updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
-        return {"precision_choice": record, "updates": updates, "store": store.counts()}
+        return {"precision_choice": record, "updates": updates, "store": store.counts(),
+                "integrity": watch.status()}  # fmt: skip
 
     app = create_app(
         served,
@@ -91,27 +99,24 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watch.start()
         yield
+        watch.stop()
         for pool in app.state.pools:
             pool.close()
         await served.close()
         store.close()
 
     app.router.lifespan_context = lifespan
-    return LoadedAgent(app, served, store, manifest)
+    return LoadedAgent(app, served, store, manifest, watch)
 
 
-def _active(path: Path) -> tuple[DeviceRoot, Manifest]:
-    """The device root (an interrupted install recovered) and its active bundle's manifest."""
+def _active(path: Path) -> DeviceRoot:
+    """The device root, an interrupted install recovered."""
     root = DeviceRoot(path)
     root.ensure()
     recover(root)
-    manifest = active_manifest(root)
-    if manifest is None:
-        raise ValueError(
-            f"no bundle is installed in {root.path}; run 'fovea-agent install BUNDLE' first"
-        )
-    return root, manifest
+    return root
 
 
 def _served(
@@ -211,6 +216,7 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     from edge_agent.service.memory import tune_allocator
 
     tune_allocator()  # uploads' buffers go back to the system once answered
+    raise_open_files_limit(log)  # before load_agent: the connection limit follows it
     agent = load_agent(root_path, config, log)
     scheme = "https" if config.tls else "http"
     info = agent.served.info

@@ -93,7 +93,8 @@ def test_flash_systemd_unit_passes_verify(tmp_path: Path) -> None:
     unit.write_text(render_unit(spec))
     text = unit.read_text()
     for setting in ("Restart=on-failure", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                    f"ReadWritePaths={tmp_path}", "PrivateTmp=yes", "User=root"):  # fmt: skip
+                    f"ReadWritePaths={tmp_path}", "PrivateTmp=yes", "User=root",
+                    "LimitNOFILE=65536", "TasksMax=512", "MemoryMax=90%"):  # fmt: skip
         assert setting in text
     res = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True

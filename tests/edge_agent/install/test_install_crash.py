@@ -19,8 +19,10 @@ from edge_agent.install import (
     install,
     read_updates,
     recover,
+    served_version,
     verify_slot,
 )
+from edge_agent.store import Store
 
 SWITCHED = STEPS.index("switched")
 _SCRIPT = """
@@ -58,7 +60,15 @@ def test_killed_install_leaves_one_complete_model(
     assert device.active_slot() == expected[0]
     assert verify_slot(device).version == expected[1], "the active slot must verify completely"
 
-    recover(device)
+    with Store(device.state_db) as store:  # what the agent's start does: recover, then sync
+        recover(device, store)
+        assert served_version(store) == expected[1], "state.db must record what is served"
+        rows = store.updates()
+        recover(device, store)
+        assert store.updates() == rows, "a second start must not record anything again"
+        if switched:
+            assert rows[-1].detail["reconciled"] is True
+            assert rows[-1].detail["attempt"] == read_updates(device.updates_log)[-1].attempt
     assert verify_slot(device).version == expected[1]
     other = verify_slot(device, "b" if switched else "a")
     assert other.version == (2 if switched else 1), "the rollback target must survive"
