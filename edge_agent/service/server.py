@@ -76,7 +76,8 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     def status_extra() -> dict[str, Any]:
         updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
-        return {"precision_choice": record, "updates": updates, "store": store.counts()}
+        return {"precision_choice": record, "updates": updates, "store": store.counts(),
+                "audit_head": store.signed_head()}  # fmt: skip
 
     app = create_app(
         served,

@@ -116,7 +116,7 @@ def reviewed(
         sha = trusted.images.get(case_id)
         image = None if why else read_image(directory / name, sha)
         if image is None and sha is not None and not why and (directory / name).is_file():
-            why = f"case {case_id}: its image differs from its audit entry"
+            why = f"case {case_id}: its image differs from its audit entry (or is unreadable)"
         if why and skipped is not None:
             skipped.append(why)
         if image is not None:

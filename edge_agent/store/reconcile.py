@@ -2,10 +2,10 @@
 match the digest its authentic entry holds.
 
 What is reported, by name and id: a row whose content differs from its entry (edited), a row
-that holds another row's entered content (swapped or renumbered), an entry whose row is gone
-(deleted; an image removed by retention is not, its removal is an entry of its own), a row
-without an entry (inserted outside the agent), and reviews whose order differs from the order
-they were entered in (reordered: the latest review is the one that counts).
+that holds another row's entered content (swapped, reordered or renumbered: e.g. an older review
+moved to a later id, where it would count as the latest), an entry whose row is gone (deleted;
+an image removed by retention is not, its removal is an entry of its own), and a row without an
+entry (inserted outside the agent).
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def _compare(
     return AuditProblem("edited", subject, f"differs from its audit entry {entry[0]}", entry[0])
 
 
-def _gone(what: str, entered: dict[Any, Entered], seen: set[Any], removed: set[str]) -> list:
+def _gone(
+    what: str, entered: dict[Any, Entered], seen: set[Any], removed: set[str]
+) -> list[AuditProblem]:
     return [
         AuditProblem("deleted", f"{what} {k}", f"entered at entry {seq}, its row is gone", seq)
         for k, (seq, _) in sorted(entered.items(), key=lambda kv: kv[1][0])
@@ -109,8 +111,10 @@ def check_rows(
         case_id = row[0]
         seen_cases.add(case_id)
         found = _compare("case", case_id, _d.screening_row_digest(row), book.screenings, index)
-        problems += [found] if found else []
-        trusted.screenings.update([] if found else [case_id])
+        if found is not None:
+            problems.append(found)
+        else:
+            trusted.screenings.add(case_id)
     problems += _gone("case", book.screenings, seen_cases, removed.get("screenings", set()))
     problems += _reviews(conn, book, trusted, removed.get("reviews", set()))
     problems += _images(conn, book, trusted, cases_dir, hash_files)
@@ -123,20 +127,14 @@ def _reviews(
     problems: list[AuditProblem] = []
     index = {sha: k for k, (_, sha) in book.reviews.items() if sha}
     seen: set[Any] = set()
-    last: tuple[int, int] | None = None
     for row in conn.execute(f"SELECT {_d.REVIEW_COLUMNS} FROM reviews ORDER BY id"):
         review_id = int(row[0])
         seen.add(review_id)
         found = _compare("review", review_id, _d.review_row_digest(row), book.reviews, index)
         if found is not None:
             problems.append(found)
-            continue
-        trusted.reviews.add(review_id)
-        seq = book.reviews[review_id][0]
-        if last is not None and seq < last[1]:
-            detail = f"was entered (entry {seq}) before review {last[0]} (entry {last[1]})"
-            problems.append(AuditProblem("reordered", f"review {review_id}", detail, seq))
-        last = (review_id, seq)
+        else:
+            trusted.reviews.add(review_id)
     return problems + _gone("review", book.reviews, seen, removed)
 
 
