@@ -206,9 +206,8 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
         out.entries += 1
         if seq != expected:
             span = f"entry {expected}" if seq == expected + 1 else f"entries {expected}-{seq - 1}"
-            out.problems.append(
-                AuditProblem("deleted", span, f"missing from the chain (the next is {seq})", expected)
-            )
+            gone = f"missing from the chain (the next is {seq})"
+            out.problems.append(AuditProblem("deleted", span, gone, expected))
         elif prev_hash != prev:
             out.problems.append(
                 AuditProblem("unlinked", f"entry {seq}", f"does not follow entry {seq - 1}", seq)
@@ -218,8 +217,9 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
             keyed = True
         if keyed:
             ok = hmac.compare_digest(mac, digest)
-        else:
-            ok = action != KEYED and entry_hash(prev_hash, seq, time, actor, action, detail) == digest
+        else:  # before the keyed part: the old unkeyed rule (the keyed opening needs its MAC)
+            old = entry_hash(prev_hash, seq, time, actor, action, detail)
+            ok = action != KEYED and old == digest
         if ok and keyed:
             out.keyed.append(Keyed(seq, actor, action, json.loads(detail)))
         elif not ok:

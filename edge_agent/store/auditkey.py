@@ -11,6 +11,7 @@ no longer verifies).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -40,10 +41,8 @@ def load_or_create(path: Path) -> bytes:
             f.write(secrets.token_bytes(KEY_BYTES))
             f.flush()
             os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process created the key meanwhile: use theirs
-        except FileExistsError:
-            pass
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile: theirs
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)

@@ -72,9 +72,7 @@ def remove_image(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def over_retention(
-    conn: sqlite3.Connection, limits: Retention, now: datetime
-) -> dict[str, str]:
+def over_retention(conn: sqlite3.Connection, limits: Retention, now: datetime) -> dict[str, str]:
     """The kept images beyond ``limits`` at ``now`` (too old, or past the newest
     ``max_cases``): their file names by case id, sorted."""
     doomed: dict[str, str] = {}

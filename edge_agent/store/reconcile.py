@@ -84,7 +84,8 @@ def _compare(
         detail = f"holds the content entered for {what} {other} (entry {seq})"
         return AuditProblem("swapped", subject, detail, seq)
     if entry is None:
-        return AuditProblem("not entered", subject, "has no audit entry: inserted outside the agent")
+        detail = "has no audit entry: inserted outside the agent"
+        return AuditProblem("not entered", subject, detail)
     return AuditProblem("edited", subject, f"differs from its audit entry {entry[0]}", entry[0])
 
 

@@ -28,7 +28,7 @@ class _Agent:
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 ok = self.path == "/v1/status" and self.headers["Authorization"] == "Bearer t"
                 data = json.dumps(agent.body).encode()
                 self.send_response(200 if ok else 401)
@@ -57,9 +57,7 @@ def _status(store: Store) -> dict[str, Any]:
     return {"model": model, "audit_head": store.signed_head()}
 
 
-def test_poll_keeps_the_head_and_refuses_one_that_went_back(
-    tmp_path: Path, agent: _Agent
-) -> None:
+def test_poll_keeps_the_head_and_refuses_one_that_went_back(tmp_path: Path, agent: _Agent) -> None:
     inv = Inventory(tmp_path / "fleet.db")
     spec = TransportSpec(kind="local", root=str(tmp_path), restart=("true",))
     inv.add(Device(host="j1", url=agent.url, token="t", transport=spec))

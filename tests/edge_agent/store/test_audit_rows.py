@@ -28,9 +28,11 @@ def device(tmp_path: Path) -> Device:
     with Store(path) as s:
         cases = tuple(
             s.record_screening(
-                user="tech", model_version=1, request={"eye": "left"},
+                user="tech",
+                model_version=1,
+                request={"eye": "left"},
                 result={"grade": i, "recommendation": "refer" if i else "rescreen"},
-            )  # fmt: skip
+            )
             for i in range(3)
         )
         for i, case in enumerate(cases):
@@ -65,7 +67,8 @@ def test_an_untouched_database_verifies(device: Device) -> None:
 
 def test_edited_screening_result_is_named(device: Device) -> None:
     c0 = device.cases[0]
-    _sql(device.path, "UPDATE screenings SET result = '{\"grade\":0}' WHERE case_id = ?", params=(c0,))
+    edit = "UPDATE screenings SET result = '{\"grade\":0}' WHERE case_id = ?"
+    _sql(device.path, edit, params=(c0,))
     assert _problems(device.path) == {("edited", f"case {c0}")}
 
 
@@ -156,7 +159,8 @@ def test_every_problem_is_listed_not_only_the_first(device: Device) -> None:
     c0, c1, _ = device.cases
     _sql(device.path, "UPDATE screenings SET user = 'x' WHERE case_id = ?", params=(c0,))
     _sql(device.path, "DELETE FROM screenings WHERE case_id = ?", params=(c1,))
-    _sql(device.path, "UPDATE reviews SET grade = 0 WHERE id = 2", "DELETE FROM reviews WHERE id = 3")
+    _sql(device.path, "UPDATE reviews SET grade = 0 WHERE id = 2")
+    _sql(device.path, "DELETE FROM reviews WHERE id = 3")
     assert _problems(device.path) == {
         ("edited", f"case {c0}"),
         ("deleted", f"case {c1}"),
@@ -186,7 +190,7 @@ def test_the_store_refuses_to_write_its_own_actions_for_others(device: Device) -
 
 
 def test_federated_reading_skips_a_forged_review(device: Device) -> None:
-    c0, c1, c2 = device.cases
+    c1 = device.cases[1]
     with Store(device.path) as s:
         honest = [label for _, label in s.reviewed_cases()]
     assert honest == [3, 0]  # case 0's correction, case 1; case 2 is a multilabel review
