@@ -215,6 +215,7 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
         mac = entry_mac(key, prev_hash, seq, time, actor, action, detail)
         if not keyed and action == KEYED and hmac.compare_digest(mac, digest):
             keyed = True
+            out.problems += _rekeyed(seq, json.loads(detail))
         if keyed:
             ok = hmac.compare_digest(mac, digest)
         else:  # before the keyed part: the old unkeyed rule (the keyed opening needs its MAC)
@@ -238,6 +239,19 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
     elif not keyed:
         out.problems.append(AuditProblem("truncated", "the chain", "is empty", None))
     return out
+
+
+def _rekeyed(seq: int, detail: dict[str, Any]) -> list[AuditProblem]:
+    """An old unkeyed chain keyed with a key that already existed: on a device the key is made
+    when its database first migrates, so the database was set back to the old schema (its
+    history rewritten by the unkeyed rule and keyed again), or an old backup was restored."""
+    if not detail.get("unkeyed_entries") or detail.get("new_key", True):
+        return []
+    why = (
+        "an old unkeyed chain was keyed with a device key that already existed: the database "
+        "was set back to an older schema (its history rewritten), or an old backup restored"
+    )
+    return [AuditProblem("rewritten", f"entry {seq}", why, seq)]
 
 
 def _altered(bad: list[tuple[int, bool]]) -> list[AuditProblem]:

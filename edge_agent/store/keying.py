@@ -24,16 +24,21 @@ ACTOR = "migration"
 
 
 def keyed_chain(
-    key: bytes, now: Callable[[], str], cases_dir: Path, schema: int
+    key: bytes, now: Callable[[], str], cases_dir: Path, schema: int, new_key: bool
 ) -> Callable[[sqlite3.Connection], None]:
-    """The migration step that starts the keyed chain in the database it is given."""
+    """The migration step that starts the keyed chain in the database it is given
+    (``new_key``: the key was made for it; see ``audit.walk`` on old chains keyed by a key
+    that already existed)."""
 
     def step(conn: sqlite3.Connection) -> None:
         time = now()
         seq, head = _audit.last(conn)
         tables = ("screenings", "reviews", "case_images")
         counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
-        detail = {"schema": schema, "unkeyed_entries": seq, "unkeyed_head": head, "rows": counts}
+        detail = {
+            "schema": schema, "unkeyed_entries": seq, "unkeyed_head": head, "rows": counts,
+            "new_key": new_key,
+        }  # fmt: skip
         _audit.append(conn, key, time, ACTOR, _d.KEYED, detail)
         for row in conn.execute(f"SELECT {_d.SCREENING_COLUMNS} FROM screenings ORDER BY rowid"):
             entry = _d.screening_entry(row[0], row[3], _d.screening_row_digest(row))

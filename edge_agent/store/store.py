@@ -78,8 +78,9 @@ class Store(Connections):
         self.audit_key = audit_key or self.path.parent / "keys" / "audit.key"
         if not self.path.parent.is_dir():
             raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
+        new_key = not self.audit_key.exists()
         self._key = _key.load_or_create(self.audit_key)
-        keyed = keyed_chain(self._key, self._time, self.cases_dir, SCHEMA_VERSION)
+        keyed = keyed_chain(self._key, self._time, self.cases_dir, SCHEMA_VERSION, new_key)
         migrate(self._conn(), self.path, keyed)
 
     def __enter__(self) -> Store:

@@ -259,11 +259,23 @@ def test_an_old_database_migrates_and_its_rows_are_entered(tmp_path: Path) -> No
     assert entries[2].detail["unkeyed_entries"] == 2
     assert entries[2].detail["unkeyed_head"] == entries[1].hash == entries[2].prev_hash
     assert entries[2].detail["rows"] == {"screenings": 1, "reviews": 1, "case_images": 0}
+    assert entries[2].detail["new_key"] is True
     raw = sqlite3.connect(path)
     raw.execute("UPDATE reviews SET grade = 4 WHERE id = 1")  # a pre-migration row edited
     raw.commit()
     raw.close()
     assert _problems(path) == {("edited", "review 1")}
+
+
+def test_an_old_chain_keyed_again_with_an_existing_key_is_reported(tmp_path: Path) -> None:
+    # what setting a keyed database back to schema 2 (history rewritten unkeyed) looks like:
+    # the device key exists already when the "old" chain is keyed
+    Store(tmp_path / "other.db").close()
+    path = tmp_path / "state.db"
+    _old_database(path)
+    with Store(path) as s:
+        assert s.audit_entries()[2].detail["new_key"] is False
+    assert _problems(path) == {("rewritten", "entry 3")}
 
 
 def test_an_old_entry_rewritten_after_the_migration_is_detected(tmp_path: Path) -> None:
