@@ -44,7 +44,8 @@ def _store(root: Path) -> Any:
     from edge_agent.install import DeviceRoot
     from edge_agent.store import Store
 
-    return Store(DeviceRoot(root).ensure().state_db)
+    device = DeviceRoot(root).ensure()
+    return Store(device.state_db, audit_key=device.audit_key)
 
 
 @app.command("version")
@@ -180,12 +181,43 @@ def users_add(
 
 
 @audit_app.command("verify")
-def audit_verify(root: Root) -> None:
-    """Check the audit log's hash chain; exit 1 and name the first bad entry if tampered."""
-    check = _store(root).verify_audit()
+def audit_verify(
+    root: Root,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="a chain head kept off the device: SEQ:HASH, a signed head's JSON, or a file "
+            "holding either (`fovea fleet anchor HOST`)"
+        ),
+    ] = None,
+) -> None:
+    """Check the audit chain and every screening, review and kept image against it; exit 1
+    and list every problem (edited, deleted, swapped, unentered rows, truncation, rewriting)."""
+    from edge_agent.store import Anchor
+
+    parsed = None
+    if anchor is not None:
+        text = anchor
+        if not anchor.lstrip().startswith("{") and Path(anchor).is_file():
+            text = Path(anchor).read_text()
+        try:
+            parsed = Anchor.parse(text)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    check = _store(root).verify_audit(parsed)
     if not check.ok:
-        raise _fail(f"audit log tampered at entry {check.first_bad_seq}: {check.reason}")
-    typer.echo(f"audit log intact: {check.entries} entries, head {check.head_hash[:16]}")
+        typer.secho(
+            f"audit log tampered: {len(check.problems)} problem(s) in {check.entries} entries",
+            fg=typer.colors.RED, err=True,
+        )  # fmt: skip
+        for problem in check.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
+    against = f", anchor entry {parsed.seq} present" if parsed is not None else ""
+    typer.echo(
+        f"audit log intact: {check.entries} entries, every clinical row matches its entry"
+        f"{against}; head {check.head_seq}:{check.head_hash}"
+    )
 
 
 @trust_app.command("apply")

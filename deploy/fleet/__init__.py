@@ -1,5 +1,6 @@
 """The fleet: an inventory of devices kept current by polling, and staged rollouts with canaries."""
 
+from deploy.fleet.anchors import AuditHead
 from deploy.fleet.change import AgentChange, BundleChange, Change, read_manifest
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect, wheel_version
 from deploy.fleet.inventory import (
@@ -15,6 +16,7 @@ from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
 
 __all__ = [
     "AgentChange",
+    "AuditHead",
     "BundleChange",
     "Change",
     "Connect",

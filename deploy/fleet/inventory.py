@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from deploy.fleet.anchors import AuditHead, regression
 from edge_agent.store import Migration, SqliteOptions, migrate, session
 
 _SCHEMA = """
@@ -44,7 +45,14 @@ CREATE TABLE IF NOT EXISTS rollout_hosts (
     PRIMARY KEY (rollout_id, host)
 );
 """
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+_AUDIT_HEADS = """
+CREATE TABLE audit_heads (
+    host TEXT PRIMARY KEY,
+    head TEXT NOT NULL,                -- the device's signed audit chain head (JSON)
+    received REAL NOT NULL
+);
+"""
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _AUDIT_HEADS)
 SCHEMA_VERSION = len(MIGRATIONS)  # kept in the meta table, as 'schema_version'
 _OPTIONS = SqliteOptions(busy_timeout_s=30)
 
@@ -202,6 +210,7 @@ class Inventory:
         with self._db() as db:
             if db.execute("DELETE FROM devices WHERE host = ?", (host,)).rowcount == 0:
                 raise InventoryError(f"{host} is not in {self.path}")
+            db.execute("DELETE FROM audit_heads WHERE host = ?", (host,))
 
     def get(self, host: str) -> Device:
         """The device named ``host``."""
@@ -227,6 +236,28 @@ class Inventory:
             raise InventoryError(
                 f"{self.path}: the record of {host} is unreadable: {exc}"
             ) from None
+
+    # audit anchors ---------------------------------------------------------------------------
+
+    def record_head(self, host: str, head: AuditHead) -> str | None:
+        """Keep ``head`` as ``host``'s audit anchor; when it goes backwards from the one kept
+        (see ``anchors.regression``) keep the old one and return why."""
+        with self._db() as db:
+            row = db.execute("SELECT head FROM audit_heads WHERE host = ?", (host,)).fetchone()
+            kept = None if row is None else AuditHead.model_validate_json(row[0])
+            problem = regression(kept, head)
+            if problem is None:
+                db.execute(
+                    "INSERT OR REPLACE INTO audit_heads VALUES (?, ?, ?)",
+                    (host, head.model_dump_json(), time.time()),
+                )
+        return problem
+
+    def audit_head(self, host: str) -> AuditHead | None:
+        """The audit anchor kept for ``host`` (None before a poll brought one)."""
+        with self._db() as db:
+            row = db.execute("SELECT head FROM audit_heads WHERE host = ?", (host,)).fetchone()
+        return None if row is None else AuditHead.model_validate_json(row[0])
 
     # rollouts --------------------------------------------------------------------------------
 

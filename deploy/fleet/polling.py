@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 from deploy.fleet import probe
+from deploy.fleet.anchors import AuditHead, head_of
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect
 from deploy.fleet.inventory import Device, Inventory
 from deploy.transport import TransportError
@@ -19,12 +20,22 @@ _HARDWARE = (
 
 async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
     """``device`` updated from its agent (and, with ``conn``, its agent version and hardware)."""
+    return (await _poll(device, conn))[0]
+
+
+async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead | None]:
+    """``poll_device``, and the audit chain head the agent reported."""
     update: dict[str, object] = {}
+    head = None
     try:
         body = await probe.status(device.url, device.token)
     except ConnectionError as exc:
         update.update(status="unreachable", error=str(exc))
     else:
+        try:
+            head = head_of(body)
+        except ValueError as exc:
+            update["error"] = str(exc)
         model = body.get("model", {})
         update.update(
             model_name=model.get("name"),
@@ -33,8 +44,8 @@ async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
             precision=model.get("precision"),
             status="ready" if model.get("ready") else "not ready",
             last_seen=time.time(),
-            error=None,
         )
+        update.setdefault("error", None)
     if conn is not None:
         transport = conn(device)
         ops = DeviceOps(device, transport)
@@ -49,18 +60,25 @@ async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
                 update["error"] = f"agent version: {exc}"
         finally:
             await transport.close()
-    return device.model_copy(update=update)
+    return device.model_copy(update=update), head
 
 
 async def poll(
     inventory: Inventory, hosts: Sequence[str] | None = None, conn: Connect | None = connect
 ) -> list[Device]:
-    """Poll the named devices (default: all) in parallel and store what they said."""
+    """Poll the named devices (default: all) in parallel and store what they said, each audit
+    chain head as the device's anchor (a head that went backwards is kept out, and named in the
+    device's ``error``)."""
     devices = inventory.devices(hosts)
-    fresh = await asyncio.gather(*(poll_device(d, conn) for d in devices))
-    for device in fresh:
+    polled = await asyncio.gather(*(_poll(d, conn) for d in devices))
+    fresh = []
+    for device, head in polled:
+        problem = None if head is None else inventory.record_head(device.host, head)
+        if problem is not None:
+            device = device.model_copy(update={"error": problem})
         inventory.save(device)
-    return list(fresh)
+        fresh.append(device)
+    return fresh
 
 
 __all__ = ["poll", "poll_device"]

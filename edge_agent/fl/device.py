@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from models import TaskSpec, TaskSpecError, missing_packages
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint, read_meta
 
 __all__ = ["deployed_checkpoint", "load_deployed", "load_reviewed"]
+
+log = logging.getLogger(__name__)
 
 
 def deployed_checkpoint(root: Path) -> Path:
@@ -65,7 +68,9 @@ def _check_manifest_task(root: Path, meta: CheckpointMeta) -> None:
 def load_reviewed(root: Path, meta: CheckpointMeta) -> LocalCases:
     """Every reviewed, gradable case of the device's store, resized to the model's input and
     labelled in the model's task: the review's class index, or for a ``multilabel`` task the
-    findings it named as an N x L 0/1 matrix. Raises :class:`Declined` naming the value when a
+    findings it named as an N x L 0/1 matrix. Only cases whose screening, review and image
+    match their audit entries are read (a grade forged in state.db is never trained on); the
+    others are logged with their case ids. Raises :class:`Declined` naming the value when a
     label is not one of the task's."""
     spec, task = meta.preprocess, meta.task
     db = DeviceRoot(Path(root)).state_db
@@ -74,12 +79,20 @@ def load_reviewed(root: Path, meta: CheckpointMeta) -> LocalCases:
     images: list[np.ndarray] = []
     labels: list[Any] = []
     multilabel = task.kind == "multilabel"
-    with Store(db) as store:
-        for image, label in store.reviewed_cases(findings=multilabel):
+    skipped: list[str] = []
+    device = DeviceRoot(Path(root))
+    with Store(db, audit_key=device.audit_key) as store:
+        for image, label in store.reviewed_cases(findings=multilabel, skipped=skipped):
             if image.shape != (spec.size, spec.size, spec.channels):
                 image = spec.to_square(image)
             images.append(image)
             labels.append(_findings(task, label, db) if multilabel else label)
+    if skipped:
+        log.warning(
+            "%d reviewed case(s) in %s do not verify against the audit chain and are not "
+            "trained on (run 'fovea-agent audit verify'): %s",
+            len(skipped), db, "; ".join(skipped),
+        )  # fmt: skip
     size = spec.size
     stacked = np.stack(images) if images else np.zeros((0, size, size, spec.channels), np.uint8)
     width = (task.num_classes,) if multilabel else ()

@@ -48,6 +48,12 @@ class DeviceRoot:
         return Keyring.in_dir(self.path / "keys")
 
     @property
+    def audit_key(self) -> Path:
+        """The device key (32 random bytes, mode 0600) that authenticates the audit chain of
+        ``state_db``; outside the database, so a copy or edit of the database lacks it."""
+        return self.path / "keys" / "audit.key"
+
+    @property
     def state_db(self) -> Path:
         """The agent's SQLite database."""
         return self.path / "state.db"

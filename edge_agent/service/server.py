@@ -83,8 +83,13 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     def status_extra() -> dict[str, Any]:
         updates = [u.model_dump(mode="json") for u in read_updates(root.updates_log)[-5:]]
-        return {"precision_choice": record, "updates": updates, "store": store.counts(),
-                "integrity": watch.status()}  # fmt: skip
+        return {
+            "precision_choice": record,
+            "updates": updates,
+            "store": store.counts(),
+            "integrity": watch.status(),
+            "audit_head": store.signed_head(),
+        }
 
     app = create_app(
         served,

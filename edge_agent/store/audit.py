@@ -1,21 +1,36 @@
-"""The append-only audit log: each entry carries the sha256 of the one before it."""
+"""The append-only audit log: a chain of entries, each naming the one before it, authenticated
+with the device key.
+
+An entry's ``hash`` is HMAC-SHA256 (device key, see ``auditkey``) over the previous entry's hash
+and its own fields, so nobody without the key can recompute a valid chain after editing,
+deleting or reordering entries. A database made by an older agent keeps its unkeyed sha256
+entries: they verify by that rule up to the ``audit.keyed`` entry its migration appended, and
+from that entry on every entry must carry a valid MAC (the ``audit.keyed`` entry's MAC covers the
+old head, so the old part cannot be rewritten either). The last entry's ``(seq, hash)`` is the
+chain head, which the fleet keeps off the device as an anchor (``sign_head``): an anchor exposes
+truncation below it and a chain rewritten with a replaced key.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.store.schema import AUDIT_TRIGGERS
+from edge_agent.store.auditkey import key_id
+from edge_agent.store.digests import KEYED
 
 GENESIS_HASH = "0" * 64
+_ENTRY = "fovea-audit-v2"
+_HEAD = "fovea-audit-head"
 
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One entry of the audit log."""
+    """One entry of the audit log (``hash``: its MAC, or for pre-migration entries its sha256)."""
 
     seq: int
     time: str
@@ -27,15 +42,62 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class AuditProblem:
+    """One thing verification found: its kind ("edited", "deleted", "truncated" ...), what it
+    concerns (``case ID``, ``review N``, ``entry N``) and how it shows."""
+
+    kind: str
+    subject: str
+    detail: str
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+@dataclass(frozen=True)
 class AuditCheck:
-    """The outcome of verifying the chain: ``ok``, the first bad entry and why."""
+    """The outcome of verifying the chain and the rows it vouches for: ``ok`` when nothing was
+    found, else every problem (``reason`` is the first; ``first_bad_seq`` the lowest entry)."""
 
     ok: bool
     first_bad_seq: int | None
     entries: int
     head_hash: str
-    """Hash of the last entry: record it elsewhere to detect later truncation (``anchor``)."""
+    """Hash of the last entry: kept elsewhere it detects later truncation (see ``Anchor``)."""
     reason: str
+    problems: tuple[AuditProblem, ...] = ()
+    head_seq: int = 0
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head kept off the device: entry ``seq`` must still be there with ``hash``;
+    ``time``, ``key_id`` and ``mac`` when it came from ``Store.signed_head``."""
+
+    seq: int
+    hash: str
+    time: str | None = None
+    key_id: str | None = None
+    mac: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """An anchor from ``SEQ:HASH`` or the JSON of a signed head; ValueError naming it."""
+        text = text.strip()
+        try:
+            if text.startswith("{"):
+                data = json.loads(text)
+                return cls(
+                    int(data["seq"]), str(data["hash"]), data.get("time"), data.get("key_id"),
+                    data.get("mac"),
+                )  # fmt: skip
+            seq, digest = text.split(":", 1)
+            return cls(int(seq), digest.strip())
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"anchor {text[:80]!r} is neither SEQ:HASH nor a signed head's JSON ({e})"
+            ) from None
 
 
 def entry_from_row(r: sqlite3.Row) -> AuditEntry:
@@ -55,63 +117,192 @@ def canonical_detail(detail: dict[str, Any]) -> str:
 
 
 def entry_hash(prev_hash: str, seq: int, time: str, actor: str, action: str, detail: str) -> str:
-    """sha256 over the previous hash and this entry's fields, unambiguously encoded."""
+    """The unkeyed sha256 of entries written before the migration to keyed entries."""
     payload = json.dumps([prev_hash, seq, time, actor, action, detail], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def entry_mac(
+    key: bytes, prev_hash: str, seq: int, time: str, actor: str, action: str, detail: str
+) -> str:
+    """HMAC-SHA256 with the device key over the previous hash and this entry's fields."""
+    payload = json.dumps([_ENTRY, prev_hash, seq, time, actor, action, detail], ensure_ascii=False)
+    return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def last(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The head: (seq, hash) of the last entry, (0, GENESIS_HASH) for an empty log."""
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+
 def append(
-    conn: sqlite3.Connection, time: str, actor: str, action: str, detail: dict[str, Any]
+    conn: sqlite3.Connection,
+    key: bytes,
+    time: str,
+    actor: str,
+    action: str,
+    detail: dict[str, Any],
 ) -> AuditEntry:
-    """Append one entry; call inside a write transaction so the chain cannot fork."""
+    """Append one keyed entry; call inside a write transaction so the chain cannot fork."""
     if not actor or not action:
         raise ValueError(f"an audit entry needs an actor and an action, got {actor!r}, {action!r}")
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
+    seq, prev = last(conn)
+    seq += 1
     text = canonical_detail(detail)
-    digest = entry_hash(prev, seq, time, actor, action, text)
+    digest = entry_mac(key, prev, seq, time, actor, action, text)
     conn.execute(
         "INSERT INTO audit (seq, time, actor, action, detail, prev_hash, hash) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (seq, time, actor, action, text, prev, digest),
     )
-    return AuditEntry(seq, time, actor, action, json.loads(text), prev, digest)
+    return AuditEntry(seq, time, actor, action, detail, prev, digest)
 
 
-def _bad(seq: int, entries: int, head: str, reason: str) -> AuditCheck:
-    return AuditCheck(False, seq, entries, head, reason)
+def head_mac(key: bytes, seq: int, digest: str, time: str) -> str:
+    """HMAC-SHA256 with the device key over a chain head."""
+    payload = json.dumps([_HEAD, seq, digest, time])
+    return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def verify(conn: sqlite3.Connection, anchor: tuple[int, str] | None = None) -> AuditCheck:
-    """Walk the whole chain in one read snapshot; report the first entry that does not hold."""
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    missing = sorted(set(AUDIT_TRIGGERS) - triggers)
-    prev, expected, count = GENESIS_HASH, 1, 0
-    anchor_seen = anchor is None
-    conn.execute("BEGIN")
-    try:
-        rows = conn.execute(
-            "SELECT seq, time, actor, action, detail, prev_hash, hash FROM audit ORDER BY seq"
+def sign_head(key: bytes, seq: int, digest: str, time: str) -> dict[str, Any]:
+    """The chain head as the fleet keeps it: seq, hash, time, the key's id and a MAC."""
+    mac = head_mac(key, seq, digest, time)
+    return {"seq": seq, "hash": digest, "time": time, "key_id": key_id(key), "mac": mac}
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """An authentic entry of the keyed part of the chain (what rows are checked against)."""
+
+    seq: int
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class ChainWalk:
+    """What walking the chain found: its head, stored hashes, authentic keyed entries, and the
+    chain's own problems (altered, missing, unlinked entries; no keyed part)."""
+
+    entries: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+    hashes: dict[int, str] = field(default_factory=dict)
+    keyed: list[Keyed] = field(default_factory=list)
+    problems: list[AuditProblem] = field(default_factory=list)
+
+
+def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
+    """Walk the whole chain (call inside a read transaction) and check every entry by its rule."""
+    out = ChainWalk()
+    prev, expected, keyed = GENESIS_HASH, 1, False
+    bad: list[tuple[int, bool]] = []
+    rows = conn.execute(
+        "SELECT seq, time, actor, action, detail, prev_hash, hash FROM audit ORDER BY seq"
+    )
+    for seq, time, actor, action, detail, prev_hash, digest in rows:
+        out.entries += 1
+        if seq != expected:
+            span = f"entry {expected}" if seq == expected + 1 else f"entries {expected}-{seq - 1}"
+            gone = f"missing from the chain (the next is {seq})"
+            out.problems.append(AuditProblem("deleted", span, gone, expected))
+        elif prev_hash != prev:
+            out.problems.append(
+                AuditProblem("unlinked", f"entry {seq}", f"does not follow entry {seq - 1}", seq)
+            )
+        mac = entry_mac(key, prev_hash, seq, time, actor, action, detail)
+        if not keyed and action == KEYED and hmac.compare_digest(mac, digest):
+            keyed = True
+            out.problems += _rekeyed(seq, json.loads(detail))
+        if keyed:
+            ok = hmac.compare_digest(mac, digest)
+        else:  # before the keyed part: the old unkeyed rule (the keyed opening needs its MAC)
+            old = entry_hash(prev_hash, seq, time, actor, action, detail)
+            ok = action != KEYED and old == digest
+        if ok and keyed:
+            out.keyed.append(Keyed(seq, actor, action, json.loads(detail)))
+        elif not ok:
+            bad.append((seq, keyed))
+        out.hashes[seq] = digest
+        prev, expected = digest, seq + 1
+    out.head_seq, out.head_hash = expected - 1, prev
+    out.problems += _altered(bad)
+    if not keyed and out.entries:
+        out.problems.append(
+            AuditProblem(
+                "rewritten", "the chain", "has no audit.keyed entry made with this device's key: "
+                "it was rewritten, or the key file was replaced", None,
+            )
+        )  # fmt: skip
+    elif not keyed:
+        out.problems.append(AuditProblem("truncated", "the chain", "is empty", None))
+    return out
+
+
+def _rekeyed(seq: int, detail: dict[str, Any]) -> list[AuditProblem]:
+    """An old unkeyed chain keyed with a key that already existed: on a device the key is made
+    when its database first migrates, so the database was set back to the old schema (its
+    history rewritten by the unkeyed rule and keyed again), or an old backup was restored."""
+    if not detail.get("unkeyed_entries") or detail.get("new_key", True):
+        return []
+    why = (
+        "an old unkeyed chain was keyed with a device key that already existed: the database "
+        "was set back to an older schema (its history rewritten), or an old backup restored"
+    )
+    return [AuditProblem("rewritten", f"entry {seq}", why, seq)]
+
+
+def _altered(bad: list[tuple[int, bool]]) -> list[AuditProblem]:
+    """Entries that fail their rule, consecutive ones as one range."""
+    runs: list[list[tuple[int, bool]]] = []
+    for item in bad:
+        if runs and item[0] == runs[-1][-1][0] + 1 and item[1] == runs[-1][-1][1]:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    out = []
+    for run in runs:
+        first, last_seq, keyed = run[0][0], run[-1][0], run[0][1]
+        span = f"entry {first}" if first == last_seq else f"entries {first}-{last_seq}"
+        how = (
+            "MAC does not verify with this device's key (edited, or rewritten without the key)"
+            if keyed
+            else "sha256 does not match (edited)"
         )
-        for seq, time, actor, action, detail, prev_hash, digest in rows:
-            count += 1
-            if seq != expected:
-                return _bad(expected, count, prev, f"entry {expected} is missing (next is {seq})")
-            if prev_hash != prev:
-                return _bad(seq, count, prev, f"entry {seq} does not link to entry {seq - 1}")
-            if entry_hash(prev_hash, seq, time, actor, action, detail) != digest:
-                return _bad(seq, count, prev, f"entry {seq} was altered (hash mismatch)")
-            if anchor is not None and seq == anchor[0]:
-                if digest != anchor[1]:
-                    return _bad(seq, count, prev, f"entry {seq} differs from the recorded anchor")
-                anchor_seen = True
-            prev, expected = digest, seq + 1
-    finally:
-        conn.execute("COMMIT")
-    if not anchor_seen and anchor is not None:
-        return _bad(anchor[0], count, prev, f"entry {anchor[0]} (the anchor) is gone: truncated")
-    if missing:
-        return AuditCheck(
-            False, None, count, prev, f"append-only triggers removed: {', '.join(missing)}"
+        out.append(AuditProblem("altered", span, how, first))
+    return out
+
+
+def check_anchor(chain: ChainWalk, anchor: Anchor, key: bytes) -> list[AuditProblem]:
+    """Whether the chain still holds the anchor's entry, unchanged."""
+    problems = []
+    subject = f"anchor (entry {anchor.seq})"
+    if anchor.mac is not None and anchor.time is not None:
+        expected = head_mac(key, anchor.seq, anchor.hash, anchor.time)
+        if not hmac.compare_digest(expected, anchor.mac):
+            problems.append(
+                AuditProblem(
+                    "rewritten", subject, "was not signed with this device's audit key: the key "
+                    "was replaced (and the chain rewritten with it), or it is another device's",
+                    anchor.seq,
+                )
+            )  # fmt: skip
+    stored = chain.hashes.get(anchor.seq)
+    if stored is None and anchor.seq > chain.head_seq:
+        problems.append(
+            AuditProblem(
+                "truncated", subject, f"the chain ends at entry {chain.head_seq}, below the "
+                f"anchor kept off the device", anchor.seq,
+            )
+        )  # fmt: skip
+    elif stored is None:
+        problems.append(AuditProblem("deleted", subject, "the anchored entry is gone", anchor.seq))
+    elif not hmac.compare_digest(stored, anchor.hash):
+        problems.append(
+            AuditProblem(
+                "rewritten", subject, "differs from the anchor kept off the device", anchor.seq
+            )
         )
-    return AuditCheck(True, None, count, prev, f"{count} entries, chain intact")
+    return problems

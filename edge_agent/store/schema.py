@@ -96,8 +96,9 @@ CREATE INDEX reviews_case ON reviews (case_id, id);
 of classes), ``labels`` the class names as a JSON list (a multilabel review's findings)."""
 
 MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _REVIEW_LABELS)
-"""The state database's schema steps; ``SCHEMA_VERSION`` is how many there are."""
-SCHEMA_VERSION = len(MIGRATIONS)
+"""The state database's schema steps before the last, which starts the keyed audit chain and
+needs the device key (``keying.keyed_chain``, given to ``migrate``)."""
+SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 OPTIONS = SqliteOptions(
     autocommit=True, check_same_thread=False, rows=True, foreign_keys=True, synchronous="FULL"
@@ -114,14 +115,15 @@ def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     return _sqlite.connect(path, replace(OPTIONS, busy_timeout_s=busy_timeout_s))
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Switch to WAL and create the schema in a new database, or check an existing one is one
-    we understand (StoreError when not)."""
+def migrate(conn: sqlite3.Connection, path: Path, keyed: Migration) -> None:
+    """Switch to WAL and create the schema in a new database, or bring an existing one up to
+    date (``keyed``: the step that starts the keyed audit chain); StoreError when it is newer
+    than this agent understands."""
     try:
         _sqlite.migrate(
             conn,
             path,
-            MIGRATIONS,
+            (*MIGRATIONS, keyed),
             journal_mode="WAL",
             what="state database",
             reader="agent",

@@ -7,19 +7,22 @@ import json
 import re
 import secrets
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_agent.store import audit as _audit
+from edge_agent.store import auditkey as _key
 from edge_agent.store import cases as _cases
+from edge_agent.store import digests as _d
+from edge_agent.store import reconcile as _reconcile
 from edge_agent.store import sqlite as _sqlite
+from edge_agent.store.connections import Connections, now
+from edge_agent.store.keying import keyed_chain
 from edge_agent.store.records import (
     Case,
     Retention,
@@ -29,15 +32,11 @@ from edge_agent.store.records import (
     review_from_row,
     update_from_row,
 )
-from edge_agent.store.schema import ROLES, StoreError, connect, migrate
+from edge_agent.store.schema import ROLES, SCHEMA_VERSION, StoreError, migrate
 from edge_agent.store.sqlite import SqliteError
 from models import NUM_GRADES
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _token_hash(token: str) -> str:
@@ -51,11 +50,16 @@ def _json(value: dict[str, Any], what: str) -> str:
         raise StoreError(f"{what} must be a JSON-serialisable dict without NaN ({e})") from e
 
 
-class Store:
+class Store(Connections):
     """SQLite state in WAL mode; safe to share between threads (one connection per thread).
 
-    Every change that matters (users, screenings, reviews, updates, backups) appends an audit
-    entry in the same transaction, so the log and the data cannot disagree.
+    Every change that matters (users, screenings, reviews, case images and their retention,
+    updates, backups) appends an audit entry in the same transaction, so the log and the data
+    cannot disagree. Screenings, reviews and images are entered by the sha256 of their content,
+    and entries carry a MAC made with the device key kept in ``audit_key`` (default
+    ``keys/audit.key`` beside the database, mode 0600): ``verify_audit`` names every row edited,
+    deleted, swapped or inserted behind the agent's back, and ``signed_head`` is the anchor the
+    fleet keeps off the device.
     """
 
     def __init__(
@@ -64,57 +68,20 @@ class Store:
         *,
         cases_dir: Path | None = None,
         retention: Retention | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = now,
         busy_timeout_s: float = 30.0,
+        audit_key: Path | None = None,
     ) -> None:
-        self.path = Path(path)
+        super().__init__(Path(path), clock, busy_timeout_s)
         self.cases_dir = cases_dir if cases_dir is not None else self.path.parent / "cases"
         self.retention = retention if retention is not None else Retention()
-        self._clock = clock
-        self._timeout = busy_timeout_s
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self.audit_key = audit_key or self.path.parent / "keys" / "audit.key"
         if not self.path.parent.is_dir():
             raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
-        migrate(self._conn(), self.path)
-
-    # -- connections -------------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"{self.path}: the store is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, self._timeout)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once so concurrent writers queue instead of fail."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def _time(self) -> str:
-        return self._clock().astimezone(UTC).isoformat(timespec="microseconds")
-
-    def close(self) -> None:
-        """Close every thread's connection; the store cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+        new_key = not self.audit_key.exists()
+        self._key = _key.load_or_create(self.audit_key)
+        keyed = keyed_chain(self._key, self._time, self.cases_dir, SCHEMA_VERSION, new_key)
+        migrate(self._conn(), self.path, keyed)
 
     def __enter__(self) -> Store:
         return self
@@ -139,7 +106,7 @@ class Store:
                 "INSERT INTO users (name, role, token_sha256, created) VALUES (?, ?, ?, ?)",
                 (name, role, _token_hash(token), now),
             )
-            _audit.append(conn, now, actor, "user.add", {"user": name, "role": role})
+            _audit.append(conn, self._key, now, actor, "user.add", {"user": name, "role": role})
         return token
 
     def rotate_token(self, name: str, *, actor: str = "system") -> str:
@@ -151,7 +118,7 @@ class Store:
             )
             if cur.rowcount != 1:
                 raise StoreError(f"no user {name!r}")
-            _audit.append(conn, self._time(), actor, "user.token", {"user": name})
+            _audit.append(conn, self._key, self._time(), actor, "user.token", {"user": name})
         return token
 
     def set_disabled(self, name: str, disabled: bool = True, *, actor: str = "system") -> None:
@@ -161,7 +128,7 @@ class Store:
             if cur.rowcount != 1:
                 raise StoreError(f"no user {name!r}")
             action = "user.disable" if disabled else "user.enable"
-            _audit.append(conn, self._time(), actor, action, {"user": name})
+            _audit.append(conn, self._key, self._time(), actor, action, {"user": name})
 
     def authenticate(self, token: str) -> User | None:
         """The enabled account holding ``token``, or None."""
@@ -208,8 +175,9 @@ class Store:
                 )
             except sqlite3.IntegrityError as e:
                 raise StoreError(f"case {case_id} already exists") from e
-            detail = {"case_id": case_id, "model_version": model_version}
-            _audit.append(conn, now, user, "screen", detail)
+            digest = _d.screening_digest(now, user, model_version, request_json, result_json)
+            detail = _d.screening_entry(case_id, model_version, digest)
+            _audit.append(conn, self._key, now, user, _d.SCREEN, detail)
         return case_id
 
     def get_case(self, case_id: str) -> Case | None:
@@ -270,11 +238,11 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (case_id, user, grade, stored, gradable, comment, now),
             )
-            detail: dict[str, Any] = {"case_id": case_id, "grade": grade, "gradable": gradable}
-            if labels is not None:
-                detail["labels"] = list(labels)
-            _audit.append(conn, now, user, "review", detail)
             review_id = int(cur.lastrowid or 0)
+            digest = _d.review_digest(case_id, user, grade, stored, gradable, comment, now)
+            found = None if labels is None else list(labels)
+            detail = _d.review_entry(review_id, case_id, grade, gradable, found, digest)
+            _audit.append(conn, self._key, now, user, _d.REVIEW, detail)
         return Review(review_id, case_id, user, grade, gradable, comment, now, labels)
 
     # -- updates, audit, backup --------------------------------------------------------------
@@ -300,7 +268,7 @@ class Store:
                 (now, from_version, to_version, slot, status, text),
             )
             summary = {"from": from_version, "to": to_version, "slot": slot, "status": status}
-            _audit.append(conn, now, actor, "update", summary)
+            _audit.append(conn, self._key, now, actor, "update", summary)
             update_id = int(cur.lastrowid or 0)
         return Update(update_id, now, from_version, to_version, slot, status, json.loads(text))
 
@@ -310,9 +278,12 @@ class Store:
         return [update_from_row(r) for r in rows]
 
     def audit(self, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
-        """Append an entry (who did what) to the audit log."""
+        """Append an entry (who did what) to the audit log; the actions that vouch for rows
+        (screen, review, case.image, retention, audit.keyed) are the store's own."""
+        if action in _d.CLINICAL_ACTIONS:
+            raise StoreError(f"audit action {action!r} is written by the store itself only")
         with self._write() as conn:
-            _audit.append(conn, self._time(), actor, action, detail or {})
+            _audit.append(conn, self._key, self._time(), actor, action, detail or {})
 
     def audit_entries(self, since_seq: int = 0, limit: int = 1000) -> list[_audit.AuditEntry]:
         """Audit entries after ``since_seq``, oldest first."""
@@ -321,9 +292,20 @@ class Store:
         )
         return [_audit.entry_from_row(r) for r in rows]
 
-    def verify_audit(self, anchor: tuple[int, str] | None = None) -> _audit.AuditCheck:
-        """Check the whole hash chain (and an optional externally kept ``(seq, hash)`` anchor)."""
-        return _audit.verify(self._conn(), anchor)
+    def verify_audit(
+        self, anchor: _audit.Anchor | tuple[int, str] | None = None
+    ) -> _audit.AuditCheck:
+        """Check the whole chain, every clinical row against its entry, and an ``anchor`` kept
+        off the device (a signed head, or ``(seq, hash)``); every problem found."""
+        if isinstance(anchor, tuple):
+            anchor = _audit.Anchor(*anchor)
+        return _reconcile.verify(self._conn(), self._key, self.cases_dir, anchor)
+
+    def signed_head(self) -> dict[str, Any]:
+        """The chain's head for anchoring off the device: ``seq``, ``hash`` (the last entry's
+        MAC), ``time``, ``key_id`` (names the device key) and ``mac`` (over the rest)."""
+        seq, digest = _audit.last(self._conn())
+        return _audit.sign_head(self._key, seq, digest, self._time())
 
     def backup(self, dest: Path | str, *, actor: str = "system") -> Path:
         """Write a consistent copy of the database to ``dest`` while others keep writing."""
@@ -344,13 +326,16 @@ class Store:
         """Keep a case's preprocessed image (uint8 S x S x 3), then apply the retention limit."""
         if self.get_case(case_id) is None:
             raise StoreError(f"no case {case_id!r}: record the screening before its image")
-        path = _cases.write_image(self.cases_dir, case_id, image)
+        path, digest = _cases.write_image(self.cases_dir, case_id, image)
         try:
             with self._write() as conn:
+                now = self._time()
                 conn.execute(
                     "INSERT OR REPLACE INTO case_images (case_id, file, saved) VALUES (?, ?, ?)",
-                    (case_id, path.name, self._time()),
+                    (case_id, path.name, now),
                 )
+                detail = {"case_id": case_id, "sha256": digest}
+                _audit.append(conn, self._key, now, "store", _d.IMAGE, detail)
         except BaseException:
             _cases.remove_image(path)
             raise
@@ -358,11 +343,17 @@ class Store:
         return path
 
     def prune_case_images(self) -> int:
-        """Remove the oldest images beyond the retention limits; how many were removed."""
+        """Remove the oldest images beyond the retention limits (an audited removal); how many
+        were removed."""
         with self._write() as conn:
             doomed = _cases.over_retention(conn, self.retention, self._clock())
-            conn.executemany("DELETE FROM case_images WHERE file = ?", [(f,) for f in doomed])
-        for name in doomed:
+            if doomed:
+                conn.executemany(
+                    "DELETE FROM case_images WHERE case_id = ?", [(c,) for c in doomed]
+                )
+                detail = {"images": sorted(doomed.keys())}
+                _audit.append(conn, self._key, self._time(), "retention", _d.RETENTION, detail)
+        for name in doomed.values():
             _cases.remove_image(self.cases_dir / name)
         return len(doomed)
 
@@ -375,11 +366,17 @@ class Store:
         )
         return None if row is None else _cases.read_image(self.cases_dir / row[0])
 
-    def reviewed_cases(self, *, findings: bool = False) -> Iterator[tuple[np.ndarray, Any]]:
+    def reviewed_cases(
+        self, *, findings: bool = False, skipped: list[str] | None = None
+    ) -> Iterator[tuple[np.ndarray, Any]]:
         """(image, label) for every kept image whose latest review is gradable, oldest first:
         the class index (DR: the grade), or with ``findings`` the list of findings a multilabel
-        review named (possibly none)."""
-        return _cases.reviewed(self._conn(), self.cases_dir, findings=findings)
+        review named (possibly none). Only cases whose screening, latest review and image match
+        their audit entries are given; the others are named in ``skipped``."""
+        trusted = _reconcile.trusted(self._conn(), self._key, self.cases_dir)
+        return _cases.reviewed(
+            self._conn(), self.cases_dir, trusted, findings=findings, skipped=skipped
+        )
 
     def counts(self) -> dict[str, int]:
         """How many users, screenings, reviews, kept images, updates and audit entries exist."""

@@ -178,6 +178,30 @@ def _roll(change_of: Callable[[Path], Change], artifact: Path, db: Path, plan: R
         raise typer.Exit(1)
 
 
+@fleet_app.command("anchor")
+def anchor_command(
+    host: Annotated[str, typer.Argument(help="the device's name in the fleet")],
+    db: Db = DEFAULT_DB,
+    out: Annotated[Path | None, typer.Option(help="write the anchor to this file")] = None,
+) -> None:
+    """Print (or write) HOST's audit anchor, the signed chain head the last poll kept, for
+    `fovea-agent audit verify --anchor FILE` on the device."""
+    inventory = _inventory(db)
+    try:
+        inventory.get(host)
+        head = inventory.audit_head(host)
+    except InventoryError as exc:
+        raise _fail(str(exc)) from None
+    if head is None:
+        raise _fail(f"no audit anchor for {host} yet: run `fovea fleet poll --hosts {host}`")
+    text = head.model_dump_json()
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {host}'s anchor (entry {head.seq}) to {out}")
+
+
 @fleet_app.command("rollout")
 def rollout_command(
     bundle: Annotated[Path, typer.Argument(help="a signed bundle (.tar)")],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +45,27 @@ def test_device_root_gives_the_deployed_model_and_reviewed_cases(
     reviewed = load_reviewed(tmp_path, meta)
     assert len(reviewed) == 12  # the ungradable review is not a training case
     np.testing.assert_array_equal(reviewed.grades, cases.grades)
+
+
+def test_a_forged_review_is_not_trained_on(
+    tmp_path: Path,
+    student: FundusNet,
+    case_factory: Callable[..., LocalCases],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cases = case_factory(6)
+    _device(tmp_path, student, cases)
+    _, meta = load_deployed(tmp_path)
+    raw = sqlite3.connect(tmp_path / "state.db")
+    forged = (int(cases.grades[2]) + 1) % 5
+    raw.execute("UPDATE reviews SET grade = ? WHERE id = 3", (forged,))  # the third case
+    raw.commit()
+    raw.close()
+    with caplog.at_level(logging.WARNING, logger="edge_agent.fl.device"):
+        reviewed = load_reviewed(tmp_path, meta)
+    assert len(reviewed) == 5
+    np.testing.assert_array_equal(reviewed.grades, np.delete(cases.grades, 2))
+    assert "1 reviewed case(s)" in caplog.text and "review 3 does not match" in caplog.text
 
 
 def test_a_device_without_bundle_or_store_declines(

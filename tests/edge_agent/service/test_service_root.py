@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,8 @@ def test_served_model_answers_like_the_bundle(
         status = httpx.get(f"{base}/v1/status", headers=auth).json()
         assert status["precision_choice"]["chosen"]["precision"] == status["model"]["precision"]
         assert status["store"]["reviews"] == 1
+        head = status["audit_head"]  # what the fleet poll keeps off the device as an anchor
+        assert head["seq"] == status["store"]["audit"] and len(head["mac"]) == 64
         metrics = httpx.get(f"{base}/metrics").text
         assert "fovea_batch_size_count" in metrics and "fovea_model_version 1.0" in metrics
     finally:
@@ -116,6 +119,9 @@ def test_served_model_answers_like_the_bundle(
         proc.wait(timeout=20)
     verify = runner.invoke(cli, ["audit", "verify", "--root", str(installed_root)])
     assert verify.exit_code == 0 and "intact" in verify.output
+    anchored = ["audit", "verify", "--root", str(installed_root), "--anchor", json.dumps(head)]
+    verify = runner.invoke(cli, anchored)
+    assert verify.exit_code == 0 and f"anchor entry {head['seq']} present" in verify.output
     backup = runner.invoke(
         cli, ["backup", str(tmp_path / "copy.db"), "--root", str(installed_root)]
     )

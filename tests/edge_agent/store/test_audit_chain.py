@@ -1,8 +1,10 @@
-"""The audit log: a sha256 chain, append-only by trigger, and tampering detected."""
+"""The audit log: a chain of entries keyed with the device key, append-only by trigger, and
+tampering with the chain itself detected (tampering with rows: test_audit_rows.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import sqlite3
@@ -35,19 +37,23 @@ def _tamper(path: Path, *statements: str) -> None:
 
 def test_chain_links_each_entry_to_the_previous(store: Store) -> None:
     entries = store.audit_entries()
-    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6, 7]
+    # a new database's chain opens keyed, by the migration that starts it
+    assert (entries[0].actor, entries[0].action) == ("migration", "audit.keyed")
     assert entries[0].prev_hash == GENESIS_HASH
     for before, after in itertools.pairwise(entries):
         assert after.prev_hash == before.hash
-    first = entries[0]
-    detail = json.dumps(first.detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    key = (store.path.parent / "keys" / "audit.key").read_bytes()
+    second = entries[1]
+    detail = json.dumps(second.detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     payload = json.dumps(
-        [first.prev_hash, 1, first.time, first.actor, first.action, detail], ensure_ascii=False
+        ["fovea-audit-v2", second.prev_hash, 2, second.time, second.actor, second.action, detail],
+        ensure_ascii=False,
     )
-    assert first.hash == hashlib.sha256(payload.encode()).hexdigest()
+    assert second.hash == hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
     check = store.verify_audit()
-    assert check.ok and check.first_bad_seq is None and check.entries == 6
-    assert check.head_hash == entries[-1].hash
+    assert check.ok and check.first_bad_seq is None and check.entries == 7
+    assert check.head_hash == entries[-1].hash and check.problems == ()
 
 
 @pytest.mark.parametrize(
@@ -98,7 +104,7 @@ def test_truncation_is_detected_against_an_anchor(store: Store) -> None:
     assert store.verify_audit(anchor).ok
     _tamper(store.path, "DELETE FROM audit WHERE seq >= 5")
     check = store.verify_audit(anchor)
-    assert not check.ok and check.first_bad_seq == 6 and "truncated" in check.reason
+    assert not check.ok and check.first_bad_seq == 7 and "truncated" in check.reason
 
 
 def test_dropped_triggers_alone_fail_verification(store: Store) -> None:
@@ -114,6 +120,7 @@ def test_actions_of_the_store_are_audited(tmp_path: Path) -> None:
         s.record_review(case, user="doc", grade=2)
         actions = [(e.actor, e.action, e.detail.get("case_id")) for e in s.audit_entries()]
     assert actions == [
+        ("migration", "audit.keyed", None),
         ("admin", "user.add", None),
         ("tech", "screen", case),
         ("doc", "review", case),

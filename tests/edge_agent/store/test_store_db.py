@@ -140,7 +140,7 @@ def test_update_history(store: Store) -> None:
         (2, "b", "failed"),
     ]
     assert history[1].detail == {"error": "golden"}
-    assert [e.action for e in store.audit_entries()] == ["update", "update"]
+    assert [e.action for e in store.audit_entries()] == ["audit.keyed", "update", "update"]
 
 
 def test_concurrent_writers_from_many_threads(store: Store) -> None:
@@ -161,7 +161,7 @@ def test_concurrent_writers_from_many_threads(store: Store) -> None:
     assert errors == []
     assert store.counts()["screenings"] == 160
     check = store.verify_audit()
-    assert check.ok and check.entries == 160, check.reason
+    assert check.ok and check.entries == 1 + 160, check.reason  # the keyed chain's opening
 
 
 def test_backup_is_consistent_while_another_thread_writes(store: Store, tmp_path: Path) -> None:
@@ -190,8 +190,9 @@ def test_backup_is_consistent_while_another_thread_writes(store: Store, tmp_path
             check = restored.verify_audit()
             counts = restored.counts()
         assert check.ok, check.reason
-        # every screening in the copy has its audit entry: the copy is one snapshot
-        assert counts["audit"] == counts["screenings"] + 1 + copies.index(copy)
+        # every screening in the copy has its audit entry: the copy is one snapshot (+ the
+        # chain's opening audit.keyed entry, this copy's own backup entry and earlier copies')
+        assert counts["audit"] == 1 + counts["screenings"] + 1 + copies.index(copy)
         assert counts["screenings"] >= 50
     assert not list(tmp_path.glob(".*.tmp"))
 
