@@ -16,6 +16,7 @@ from edge_agent.service.fastpath import (
     INFER_PATH,
     InferHandler,
     LimitMiddleware,
+    ScreenHandler,
     infer_body_limit,
 )
 from edge_agent.service.guard import (
@@ -48,6 +49,7 @@ class AgentApp(FastAPI):
     """
 
     infer_handler: InferHandler | None = None
+    screen_handler: ScreenHandler | None = None
     gate: RequestGate | None = None
     """Admission on the headers, for the connection protocol (edge_agent.service.protocol)."""
 
@@ -144,6 +146,7 @@ def create_app(
     app.infer_handler = InferHandler(predictor, tokens, metrics, infer_limit, parse_pool)
     app.state.pools = (screener.pool, parse_pool)
     upload_limit = 2 * config.max_image_bytes + SMALL_BODY  # both eyes and the form around them
+    app.screen_handler = ScreenHandler(screener, tokens, metrics, upload_limit)
     routes = [route for router in routers for route in router.routes]
     rules = route_rules(routes, {"infer": infer_limit, "screen": upload_limit})
     infer_path = re.compile(INFER_PATH.pattern + "$")

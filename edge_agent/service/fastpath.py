@@ -8,6 +8,7 @@ body, parsing a large JSON one) runs in a bounded pool, never on the event loop.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zlib
@@ -19,6 +20,7 @@ from edge_agent.service.codec import decode_request, encode_response
 from edge_agent.service.errors import ApiError
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import ModelInfo, Predictor, model_input
+from edge_agent.service.screen import Screening
 from edge_agent.service.workpool import WorkPool
 
 Scope = MutableMapping[str, Any]
@@ -28,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+SCREEN_PATH = re.compile(r"/v1/screen")
 _JSON = (b"content-type", b"application/json")
 _BINARY = (b"content-type", b"application/octet-stream")
 INLINE_JSON = 64 * 1024
@@ -96,10 +99,12 @@ async def send_bytes(
 
 
 def error_headers(error: ApiError) -> list[tuple[bytes, bytes]]:
-    """The headers of ``error``'s JSON reply (a bearer challenge with a 401)."""
+    """The headers of ``error``'s JSON reply (a bearer challenge with a 401, and the error's
+    own, such as Retry-After)."""
+    headers = [_JSON, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
     if error.status == 401:
-        return [_JSON, (b"www-authenticate", b"Bearer")]
-    return [_JSON]
+        headers.append((b"www-authenticate", b"Bearer"))
+    return headers
 
 
 async def send_error(send: Send, error: ApiError) -> None:
@@ -119,6 +124,8 @@ class InferHandler:
     Called as ASGI by :class:`~edge_agent.service.app.AgentApp`, or through :meth:`reply` by
     :mod:`edge_agent.service.protocol`, which answers on the connection itself.
     """
+
+    endpoint = "infer"
 
     def __init__(
         self,
@@ -214,6 +221,43 @@ def _int_header(value: bytes | None, name: str) -> int | None:
         raise ApiError(400, f"header {name} must be an integer, got {value[:40]!r}") from None
 
 
+class ScreenHandler:
+    """``POST /v1/screen`` answered on the connection by :mod:`edge_agent.service.protocol`:
+    the FastAPI route's Screening without routing, dependency injection or a response class."""
+
+    endpoint = "/v1/screen"
+
+    def __init__(
+        self, screening: Screening, tokens: TokenCache, metrics: AgentMetrics, max_bytes: int
+    ) -> None:
+        self.screening, self.tokens = screening, tokens
+        self.metrics, self.max_bytes = metrics, max_bytes
+
+    async def reply(
+        self, headers: Iterable[tuple[bytes, bytes]], _: re.Match[str], read: BodyReader
+    ) -> Reply:
+        """The response to one screening request; every failure becomes a JSON error reply."""
+        auth = length = content_type = None
+        for key, value in headers:
+            if key == b"authorization":
+                auth = value.decode("latin-1")
+            elif key == b"content-length":
+                length = value
+            elif key == b"content-type":
+                content_type = value.decode("latin-1")
+        try:
+            user = authorize(self.tokens, auth, "screen")
+            body = await read(_int_header(length, "Content-Length"))
+            answer = await self.screening.screen(body, content_type, user)
+        except ApiError as error:
+            return error.status, error_headers(error), error.body()
+        except Exception as exc:  # the agent's own fault, said plainly
+            failed = ApiError(500, f"screening failed: {type(exc).__name__}")
+            return 500, error_headers(failed), failed.body()
+        text = json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return 200, [_JSON], text.encode()
+
+
 class LimitMiddleware:
     """Caps the body of every request FastAPI answers (413 past ``max_bytes``, counted as the
     app reads it, never read ahead of the app) and observes its status and latency."""
@@ -268,10 +312,12 @@ class LimitMiddleware:
 
 __all__ = [
     "INFER_PATH",
+    "SCREEN_PATH",
     "BodyReader",
     "InferHandler",
     "LimitMiddleware",
     "Reply",
+    "ScreenHandler",
     "decompress",
     "error_headers",
     "infer_body_limit",

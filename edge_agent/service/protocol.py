@@ -15,9 +15,9 @@ lacks (its keep-alive timer restarts on every byte and it has no request deadlin
   whole request gives way to the new one (slow clients cannot lock out a health probe), or the
   new one is answered 503 when all are working; the limit defaults below the open-file limit,
   so ``accept`` never fails for want of a descriptor.
-- **Infer on the connection.** An infer request runs
-  :class:`~edge_agent.service.fastpath.InferHandler` directly instead of the ASGI app and its
-  reply goes out in one ``transport.write``.
+- **Infer and screening on the connection.** An infer or ``/v1/screen`` request runs
+  :class:`~edge_agent.service.fastpath.InferHandler` or ``ScreenHandler`` directly instead of
+  the ASGI app, and its reply goes out in one ``transport.write``.
 
 Every other request goes to the app unchanged. Where uvicorn's internals are not the ones this
 was written against, :func:`http_protocol` says so and uvicorn's own protocol runs (the
@@ -39,7 +39,13 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from edge_agent.service.errors import ApiError
-from edge_agent.service.fastpath import INFER_PATH, InferHandler, error_headers
+from edge_agent.service.fastpath import (
+    INFER_PATH,
+    SCREEN_PATH,
+    InferHandler,
+    ScreenHandler,
+    error_headers,
+)
 from edge_agent.service.guard import RequestGate
 
 _log = logging.getLogger(__name__)
@@ -94,8 +100,11 @@ async def _read_cycle_body(cycle: Any, limit: int, declared: int | None) -> byte
     return body
 
 
-async def answer_on_connection(handler: InferHandler, cycle: Any, match: re.Match[str]) -> None:
-    """Answer the infer request of uvicorn's ``cycle`` and finish the cycle as uvicorn would."""
+async def answer_on_connection(
+    handler: InferHandler | ScreenHandler, cycle: Any, match: re.Match[str]
+) -> None:
+    """Answer the request of uvicorn's ``cycle`` with ``handler`` (infer or screening) and
+    finish the cycle as uvicorn would."""
     start = time.perf_counter()
 
     def read(declared: int | None) -> Awaitable[bytes]:
@@ -111,7 +120,7 @@ async def answer_on_connection(handler: InferHandler, cycle: Any, match: re.Matc
         raise
     finally:
         cycle.on_response = lambda: None
-    handler.metrics.observe("infer", status, time.perf_counter() - start)
+    handler.metrics.observe(handler.endpoint, status, time.perf_counter() - start)
 
 
 def _write(
@@ -171,6 +180,7 @@ class AgentProtocol(HttpToolsProtocol):
         agent = _guarded_app(self.app)
         self.gate: RequestGate | None = getattr(agent, "gate", None)
         self.infer: InferHandler | None = getattr(agent, "infer_handler", None)
+        self.screen: ScreenHandler | None = getattr(agent, "screen_handler", None)
         self.phase, self.since, self.started, self.last_byte = _IDLE, time.monotonic(), 0.0, 0.0
         self.reserved = self.draining = 0
         self.watch: asyncio.TimerHandle | None = None
@@ -225,21 +235,21 @@ class AgentProtocol(HttpToolsProtocol):
             except ApiError as error:
                 self._refuse(cycle, error)
                 return
-        if self.infer is not None and scope["method"] == "POST":
-            match = INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                task = self.loop.create_task(answer_on_connection(self.infer, cycle, match))
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
-                return
+        if scope["method"] == "POST":
+            handlers = ((self.infer, INFER_PATH), (self.screen, SCREEN_PATH))
+            for handler, path in handlers:
+                match = path.fullmatch(scope["path"]) if handler is not None else None
+                if handler is not None and match is not None:
+                    task = self.loop.create_task(answer_on_connection(handler, cycle, match))
+                    task.add_done_callback(self.tasks.discard)
+                    self.tasks.add(task)
+                    return
         super()._start_asgi_task(cycle, app)
 
     def _refuse(self, cycle: RequestResponseCycle, error: ApiError) -> None:
         """Answer ``error`` without reading the body; the connection closes (lingering)."""
         cycle.keep_alive = False
-        headers = error_headers(error)
-        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-        _write(cycle, error.status, headers, error.body(), close=self._linger)
+        _write(cycle, error.status, error_headers(error), error.body(), close=self._linger)
 
     def _linger(self) -> None:
         """Close without a reset: stop sending, drop what still arrives, then close."""

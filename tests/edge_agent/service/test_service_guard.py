@@ -220,3 +220,53 @@ def test_compressed_and_large_json_bodies_are_parsed_off_the_event_loop(
         sock.close()
     assert status == 200, reply
     assert threads and threads[0].startswith("parse")
+
+
+def test_screening_on_the_connection_answers_as_the_app_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.client
+
+    from conftest import fundus_png
+    from fastapi.testclient import TestClient
+
+    from edge_agent.service.fastpath import ScreenHandler
+
+    answered: list[int] = []
+    real = ScreenHandler.reply
+
+    async def counted(self: ScreenHandler, *args: Any) -> Any:
+        reply = await real(self, *args)
+        answered.append(reply[0])
+        return reply
+
+    monkeypatch.setattr(ScreenHandler, "reply", counted)
+    agent, server = _serve(tmp_path)
+    image = fundus_png(seed=4)
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="left"; filename="l.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--b--\r\n"
+    )
+    bad = form.replace(b'name="left"', b'name="nose"')
+    headers = {**agent.headers(), "Content-Type": "multipart/form-data; boundary=b"}
+    with server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        replies = []
+        for body in (form, bad):
+            conn.request("POST", "/v1/screen", body, headers)
+            reply = conn.getresponse()
+            replies.append((reply.status, json.loads(reply.read())))
+        conn.close()
+    with TestClient(agent.app) as client:
+        through_app = [client.post("/v1/screen", content=b, headers=headers) for b in (form, bad)]
+    assert answered == [200, 400]  # both went through the connection's handler
+    (status, fast), (bad_status, fast_error) = replies
+    assert status == through_app[0].status_code == 200
+    assert bad_status == through_app[1].status_code == 400
+    assert fast_error == through_app[1].json() and "nose" in fast_error["error"]
+    slow = through_app[0].json()
+    assert fast["case_id"] != slow["case_id"]
+    for key in ("patient", "model", "referral_threshold"):
+        assert fast[key] == slow[key]
+    assert [e["eye"] for e in fast["eyes"]] == ["left"]
+    assert agent.store.get_case(fast["case_id"]) is not None
