@@ -270,3 +270,24 @@ def test_screening_on_the_connection_answers_as_the_app_does(
         assert fast[key] == slow[key]
     assert [e["eye"] for e in fast["eyes"]] == ["left"]
     assert agent.store.get_case(fast["case_id"]) is not None
+
+
+def test_a_chunked_body_is_held_to_its_limit(tmp_path: Path) -> None:
+    agent, server = _serve(tmp_path)  # infer bodies: 4 MiB at most
+    head = (
+        "POST /v2/models/fovea-student/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {agent.tokens['technician']}\r\n"
+        "Inference-Header-Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunk = b"%x\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n"
+    with server:
+        sock = _connect(server.port)
+        sock.sendall(head)
+        with contextlib.suppress(OSError):
+            for _ in range(6):
+                sock.sendall(chunk)
+            sock.sendall(b"0\r\n\r\n")
+        status, _, body, _ = _reply(sock)
+        sock.close()
+    assert status == 413 and "limit" in json.loads(body)["error"]
+    assert agent.app.gate.budget.used == 0
