@@ -193,7 +193,9 @@ class InferHandler:
                 f"unknown model {shown!r}; this agent serves {info.name!r} version {info.version}",
             )
         if not self.predictor.ready():
-            raise ApiError(503, f"model {info.name!r} is not ready yet")
+            refused = getattr(self.predictor, "refused", None)  # a slot that stopped verifying
+            why = f"is not served: {refused}" if refused else "is not ready yet"
+            raise ApiError(503, f"model {info.name!r} {why}")
         body = await read(_int_header(length, "Content-Length"))
         json_length = _int_header(header_length, "Inference-Header-Content-Length")
         if encoding or (len(body) if json_length is None else json_length) > INLINE_JSON:

@@ -226,7 +226,8 @@ def test_periodic_recheck_turns_readiness_off_and_answers_503(
         while client.get("/v2/health/ready").status_code == 200:
             assert time.monotonic() < deadline, "the re-check never turned readiness off"
             time.sleep(0.05)
-        assert client.post(infer, json=body, headers=auth).status_code == 503
+        r = client.post(infer, json=body, headers=auth)
+        assert r.status_code == 503 and MODEL in r.json()["error"]  # says why, not "not ready"
         files = {"image": ("eye.png", fundus(1), "image/png")}
         r = client.post("/v1/screen", files=files, headers=auth)
         assert r.status_code == 503 and MODEL in r.json()["error"]
