@@ -13,7 +13,7 @@ from pathlib import Path
 from edge_agent.store.schema import StoreError, connect
 
 
-def now() -> datetime:
+def utc_now() -> datetime:
     """The current time in UTC (the store's default clock)."""
     return datetime.now(UTC)
 

@@ -21,7 +21,7 @@ from edge_agent.store import cases as _cases
 from edge_agent.store import digests as _d
 from edge_agent.store import reconcile as _reconcile
 from edge_agent.store import sqlite as _sqlite
-from edge_agent.store.connections import Connections, now
+from edge_agent.store.connections import Connections, utc_now
 from edge_agent.store.keying import keyed_chain
 from edge_agent.store.records import (
     Case,
@@ -68,7 +68,7 @@ class Store(Connections):
         *,
         cases_dir: Path | None = None,
         retention: Retention | None = None,
-        clock: Callable[[], datetime] = now,
+        clock: Callable[[], datetime] = utc_now,
         busy_timeout_s: float = 30.0,
         audit_key: Path | None = None,
     ) -> None:
