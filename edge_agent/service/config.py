@@ -68,7 +68,11 @@ class AgentConfig(BaseModel):
         1, ge=1, le=64, description="threads that inflate and parse JSON or compressed bodies"
     )
     parse_queue: int = Field(
-        4, ge=0, le=1024, description="bodies that may wait for those threads; more get 503"
+        32,
+        ge=0,
+        le=1024,
+        description="bodies that may wait for those threads (their memory is in the budget "
+        "already); more get 503",
     )
     screen_workers: int = Field(
         2, ge=1, le=64, description="threads that decode, check and crop uploaded images"

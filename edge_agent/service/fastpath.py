@@ -139,7 +139,7 @@ class InferHandler:
         self.tokens = tokens
         self.metrics = metrics
         self.max_bytes = max_bytes
-        self.pool = pool or WorkPool(1, 4, name="parse")
+        self.pool = pool or WorkPool(1, 32, name="parse")
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
