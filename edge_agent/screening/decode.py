@@ -139,11 +139,12 @@ def _decode_pil(data: bytes, kind: str, limits: DecodeLimits, min_side: int | No
                 img.draft("RGB", (min_side, min_side))
             img.load()
             scale = round(declared[0] / img.width)
-            img = ImageOps.exif_transpose(img) or img
+            ImageOps.exif_transpose(img, in_place=True)  # (a copy of the pixels otherwise)
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 bits = 16 if img.mode != "F" else 8
                 return Decoded(_to_rgb(np.asarray(img), bits), declared, scale)
-            return Decoded(_to_rgb(np.asarray(img.convert("RGB")), 8), declared, scale)
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            return Decoded(_to_rgb(np.asarray(rgb), 8), declared, scale)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

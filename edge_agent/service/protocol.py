@@ -184,6 +184,8 @@ class AgentProtocol(HttpToolsProtocol):
         self.phase, self.since, self.started, self.last_byte = _IDLE, time.monotonic(), 0.0, 0.0
         self.reserved = self.draining = 0
         self.admitted: RequestResponseCycle | None = None
+        self.pieces: list[bytes] = []
+        self.collected = 0
         self.watch: asyncio.TimerHandle | None = None
         if self.gate is None:
             return
@@ -217,16 +219,31 @@ class AgentProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         self.last_byte = time.monotonic()
         cycle = self.cycle
-        fits = self.reserved and len(cycle.body) + len(body) <= self.reserved
-        if fits and cycle is self.admitted and not cycle.response_complete:
-            # the body has its memory reserved already: collect it without uvicorn's pause
-            # every 64 KiB and without waking the reader for each piece (the message's end
-            # wakes it once); past the reservation uvicorn's own handling takes over
-            cycle.body += body
-            return
+        if self.reserved and cycle is self.admitted and not cycle.response_complete:
+            # the body has its memory reserved already: keep its pieces without uvicorn's
+            # pause every 64 KiB, without waking the reader for each and without regrowing
+            # one buffer (joined once at the end); past the reservation, uvicorn's handling
+            if self.collected + len(body) <= self.reserved:
+                self.pieces.append(body)
+                self.collected += len(body)
+                return
+            self._gather(cycle)
         super().on_body(body)
 
+    def _gather(self, cycle: RequestResponseCycle) -> None:
+        """Hand the pieces kept by :meth:`on_body` to the cycle, in one buffer."""
+        if not self.pieces:
+            return
+        joined = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+        if cycle.body:
+            cycle.body += joined
+        else:
+            cycle.body = joined  # type: ignore[assignment]  # bytes: read, never extended
+        self.pieces = []
+
     def on_message_complete(self) -> None:
+        if self.cycle is self.admitted:
+            self._gather(self.cycle)
         super().on_message_complete()
         if self.phase == _BODY:  # (a request refused on its headers is answered already)
             self.phase = _BUSY
@@ -241,6 +258,7 @@ class AgentProtocol(HttpToolsProtocol):
         if self.gate is not None:
             try:
                 self.reserved, self.admitted = self.gate.admit(scope), cycle
+                self.pieces, self.collected = [], 0
             except ApiError as error:
                 self._refuse(cycle, error)
                 return

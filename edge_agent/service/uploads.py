@@ -110,7 +110,7 @@ def parse_form(body: bytes, content_type: str | None) -> list[Upload]:
         if b"filename" not in options:
             raise ApiError(400, f"form field {name!r} must be a file upload")
         kind = headers.get(b"content-type")
-        data = b"".join(part.chunks)
+        data = part.chunks[0] if len(part.chunks) == 1 else b"".join(part.chunks)
         uploads.append(Upload(name, kind.decode("latin-1") if kind else None, data))
     return check_uploads(uploads)
 
