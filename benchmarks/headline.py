@@ -94,6 +94,21 @@ def _agent(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _agent_abuse(r: dict[str, Any]) -> list[Row]:
+    worst = r.get("worst") or {}
+    if "health_p99_ms" not in worst:
+        return []
+    return [
+        [
+            "agent under four attacks beside a screening load (unauthenticated bodies, 1,100 "
+            "slow connections at 1,024 files, gzip bodies, 24 MP PNGs): worst health p99, load "
+            "success, peak / settled RSS over idle",
+            f"{worst['health_p99_ms']:.0f} ms (target < 100), {worst['normal_ok']:.1%}, "
+            f"+{worst['peak_over_idle_mib']:.0f} / +{r.get('settled_over_idle_mib', 0):.0f} MiB",
+        ]
+    ]
+
+
 def _screen_camera(r: dict[str, Any]) -> list[Row]:
     p50, agree = r.get("p50_ms") or {}, _get(r, "agreement", "agree") or {}
     if not p50.get("screen_one_client") or not p50.get("dct_decode_resize"):
@@ -293,6 +308,7 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "distill_acceptance": _distill,
     "agent_load": _agent,
     "screen_camera": _screen_camera,
+    "agent_abuse": _agent_abuse,
     "data_scale": _data_scale,
     "deploy_acceptance": _deploy,
     "federation_acceptance": _federation,

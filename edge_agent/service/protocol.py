@@ -28,6 +28,7 @@ httptools protocol is there wherever the agent is: ``uvicorn[standard]`` brings 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import http
 import inspect
 import logging
@@ -320,14 +321,21 @@ class AgentProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _make_room(self) -> None:
-        """Close the oldest connection still short of a whole request, or refuse this one."""
+        """Close the oldest connections still short of a whole request (a sixteenth of the
+        limit at once, so that a flood of new ones costs one scan per batch), or refuse this
+        one when every connection is working."""
+        assert self.gate is not None
         waiting = [
             other
             for other in self.connections
-            if other is not self and getattr(other, "phase", _BUSY) in (_IDLE, _HEADERS)
+            if other is not self
+            and getattr(other, "phase", _BUSY) in (_IDLE, _HEADERS)
+            and not other.transport.is_closing()
         ]
         if waiting:
-            min(waiting, key=lambda other: getattr(other, "since", 0.0)).transport.close()
+            count = max(1, self.gate.limits.max_connections // 16)
+            for other in heapq.nsmallest(count, waiting, key=lambda c: getattr(c, "since", 0.0)):
+                other.transport.close()
             return
         body = ApiError(503, "the agent has no room for another connection; retry").body()
         self.transport.write(_raw_reply(503, body, b"retry-after: 1\r\n"))

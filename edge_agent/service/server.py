@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from edge_agent.service.served import ServedModel, model_info
 from edge_agent.store import Retention, Store
 
 Log = Callable[[str], None]
+GIL_SWITCH_S = 0.001
 
 
 def inline_batches(config: AgentConfig) -> bool:
@@ -221,6 +223,9 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     from edge_agent.service.memory import tune_allocator
 
     tune_allocator()  # uploads' buffers go back to the system once answered
+    # the event loop waits at most this long for the GIL while an image thread runs Python
+    # (5 ms by default): health checks and refusals stay quick beside camera-size decodes
+    sys.setswitchinterval(GIL_SWITCH_S)
     raise_open_files_limit(log)  # before load_agent: the connection limit follows it
     agent = load_agent(root_path, config, log)
     scheme = "https" if config.tls else "http"
