@@ -18,6 +18,7 @@ from typing import Any
 from edge_agent.service.auth import TokenCache, authorize
 from edge_agent.service.codec import decode_request, encode_response
 from edge_agent.service.errors import ApiError
+from edge_agent.service.guard import headers_named, latin1
 from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.predictor import ModelInfo, Predictor, model_input
 from edge_agent.service.screen import Screening
@@ -172,18 +173,15 @@ class InferHandler:
     async def _handle(
         self, headers: Iterable[tuple[bytes, bytes]], match: re.Match[str], read: BodyReader
     ) -> tuple[bytes, int | None]:
-        auth = length = header_length = None
-        encoding = ""
-        for key, value in headers:
-            if key == b"authorization":
-                auth = value.decode("latin-1")
-            elif key == b"content-length":
-                length = value
-            elif key == b"inference-header-content-length":
-                header_length = value
-            elif key == b"content-encoding":
-                encoding = value.decode("latin-1").strip().lower()
-        authorize(self.tokens, auth, "infer")
+        auth, length, header_length, encoded = headers_named(
+            headers,
+            b"authorization",
+            b"content-length",
+            b"inference-header-content-length",
+            b"content-encoding",
+        )
+        encoding = (latin1(encoded) or "").strip().lower()
+        authorize(self.tokens, latin1(auth), "infer")
         info = self.predictor.info
         name, version = match.group(1), match.group(2)
         if name != info.name or (version is not None and version != str(info.version)):
@@ -239,18 +237,13 @@ class ScreenHandler:
         self, headers: Iterable[tuple[bytes, bytes]], _: re.Match[str], read: BodyReader
     ) -> Reply:
         """The response to one screening request; every failure becomes a JSON error reply."""
-        auth = length = content_type = None
-        for key, value in headers:
-            if key == b"authorization":
-                auth = value.decode("latin-1")
-            elif key == b"content-length":
-                length = value
-            elif key == b"content-type":
-                content_type = value.decode("latin-1")
+        auth, length, content_type = headers_named(
+            headers, b"authorization", b"content-length", b"content-type"
+        )
         try:
-            user = authorize(self.tokens, auth, "screen")
+            user = authorize(self.tokens, latin1(auth), "screen")
             body = await read(_int_header(length, "Content-Length"))
-            answer = await self.screening.screen(body, content_type, user)
+            answer = await self.screening.screen(body, latin1(content_type), user)
         except ApiError as error:
             return error.status, error_headers(error), error.body()
         except Exception as exc:  # the agent's own fault, said plainly

@@ -81,6 +81,21 @@ class RouteRule:
     max_body: int
 
 
+def headers_named(headers: Iterable[tuple[bytes, bytes]], *names: bytes) -> list[bytes | None]:
+    """The values of the (lower-case) ``names`` among a request's raw headers, in that order;
+    None where one is absent."""
+    found: dict[bytes, bytes | None] = dict.fromkeys(names)
+    for key, value in headers:
+        if key in found:
+            found[key] = value
+    return [found[name] for name in names]
+
+
+def latin1(value: bytes | None) -> str | None:
+    """A raw header value as text (HTTP headers are Latin-1), None kept."""
+    return None if value is None else value.decode("latin-1")
+
+
 def route_rules(routes: Iterable[Any], body_limits: Mapping[Action, int]) -> list[RouteRule]:
     """The rules of an app's FastAPI routes: each route's action from its :class:`Permission`
     dependency, its body limit from ``body_limits`` (others: :data:`SMALL_BODY`)."""
@@ -118,15 +133,10 @@ class RequestGate:
     def admit(self, scope: Mapping[str, Any]) -> int:
         """Bytes reserved for the request's body; ApiError (401, 403, 404, 411, 413, 503)."""
         method, path = scope["method"], scope["path"]
-        auth = length = None
-        chunked = False
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                auth = value.decode("latin-1")
-            elif key == b"content-length":
-                length = value
-            elif key == b"transfer-encoding":
-                chunked = True
+        auth, length, encoding = headers_named(
+            scope["headers"], b"authorization", b"content-length", b"transfer-encoding"
+        )
+        chunked = encoding is not None
         declared = _length(length)
         rule = self._match(method, path)
         if rule is None:
@@ -134,7 +144,7 @@ class RequestGate:
                 raise ApiError(404, f"no route for {method} {path[:200]}")
             return 0
         if rule.action is not None:
-            authorize(self.tokens, auth, rule.action)
+            authorize(self.tokens, latin1(auth), rule.action)
         if declared is not None and declared > rule.max_body:
             raise ApiError(
                 413,
@@ -184,5 +194,7 @@ __all__ = [
     "Permission",
     "RequestGate",
     "RouteRule",
+    "headers_named",
+    "latin1",
     "route_rules",
 ]

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SIZE, LiveServer, make_agent
+from conftest import SIZE, LiveServer, fundus_png, make_agent
+from fastapi.testclient import TestClient
 
 from edge_agent.service import AgentConfig
 from edge_agent.service.fastpath import InferHandler
@@ -226,9 +227,6 @@ def test_screening_on_the_connection_answers_as_the_app_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import http.client
-
-    from conftest import fundus_png
-    from fastapi.testclient import TestClient
 
     from edge_agent.service.fastpath import ScreenHandler
 
