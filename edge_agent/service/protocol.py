@@ -173,8 +173,8 @@ def _guarded_app(app: Any) -> Any:
 
 
 class AgentProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with admission, deadlines, a connection limit and
-    infer answered on the connection (module docstring)."""
+    """uvicorn's httptools protocol with admission, deadlines, a connection limit, and infer
+    and screening answered on the connection (module docstring)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
