@@ -166,18 +166,24 @@ def rss_sampler(pid: int, samples: list[tuple[float, int]]) -> Running:
 # ----------------------------------------------------------------------------- attacks
 
 
-def unauthenticated_bodies(port: int, _: str) -> Running:
-    head = _head("POST", "/v1/screen", 32 << 20, f"Content-Type: {FORM}\r\n")
-    chunk = b"x" * (1 << 20)
+def _repeated(port: int, head: bytes, body: bytes, *, threads: int, timeout: float = 30) -> Running:
+    """``threads`` clients sending the same request on new connections until stopped."""
 
     def work(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                _request(port, head, chunk, timeout=10)
+                _request(port, head, body, timeout=timeout)
             except OSError:
                 time.sleep(0.01)
 
-    return Running(work, 40)
+    return Running(work, threads)
+
+
+def unauthenticated_bodies(port: int, _: str) -> Running:
+    head = _head("POST", "/v1/screen", 32 << 20, f"Content-Type: {FORM}\r\n")
+    chunk = b"x" * (1 << 20)
+
+    return _repeated(port, head, chunk, threads=40, timeout=10)
 
 
 def slow_connections(port: int, _: str, count: int = 1100) -> Running:
@@ -219,14 +225,7 @@ def compressed_bodies(port: int, token: str) -> Running:
     )
     head = _head("POST", "/v2/models/fovea-student/infer", len(body), extra)
 
-    def work(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                _request(port, head, body)
-            except OSError:
-                time.sleep(0.01)
-
-    return Running(work, 32)
+    return _repeated(port, head, body, threads=32)
 
 
 def large_decodes(port: int, token: str) -> Running:
@@ -249,14 +248,7 @@ def large_decodes(port: int, token: str) -> Running:
         f"Authorization: Bearer {token}\r\nContent-Type: {FORM}\r\n",
     )
 
-    def work(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                _request(port, head, form, timeout=60)
-            except OSError:
-                time.sleep(0.01)
-
-    return Running(work, 8)
+    return _repeated(port, head, form, threads=8, timeout=60)
 
 
 ATTACKS = {

@@ -11,6 +11,7 @@ entry (inserted outside the agent).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,40 +104,48 @@ def check_rows(
     conn: sqlite3.Connection, book: Ledger, cases_dir: Path, *, hash_files: bool = True
 ) -> tuple[list[AuditProblem], Trusted]:
     """Every clinical row against ``book`` (inside the walk's read transaction)."""
-    problems: list[AuditProblem] = []
     trusted = Trusted()
     removed = book.removed
-    index = {sha: k for k, (_, sha) in book.screenings.items() if sha}
-    seen_cases: set[Any] = set()
-    for row in conn.execute(f"SELECT {_d.SCREENING_COLUMNS} FROM screenings"):
-        case_id = row[0]
-        seen_cases.add(case_id)
-        found = _compare("case", case_id, _d.screening_row_digest(row), book.screenings, index)
-        if found is not None:
-            problems.append(found)
-        else:
-            trusted.screenings.add(case_id)
-    problems += _gone("case", book.screenings, seen_cases, removed.get("screenings", set()))
-    problems += _reviews(conn, book, trusted, removed.get("reviews", set()))
+    screenings = conn.execute(f"SELECT {_d.SCREENING_COLUMNS} FROM screenings")
+    problems = _table(
+        "case",
+        ((row[0], _d.screening_row_digest(row)) for row in screenings),
+        book.screenings,
+        trusted.screenings,
+        removed.get("screenings", set()),
+    )
+    reviews = conn.execute(f"SELECT {_d.REVIEW_COLUMNS} FROM reviews ORDER BY id")
+    problems += _table(
+        "review",
+        ((int(row[0]), _d.review_row_digest(row)) for row in reviews),
+        book.reviews,
+        trusted.reviews,
+        removed.get("reviews", set()),
+    )
     problems += _images(conn, book, trusted, cases_dir, hash_files)
     return problems, trusted
 
 
-def _reviews(
-    conn: sqlite3.Connection, book: Ledger, trusted: Trusted, removed: set[str]
+def _table(
+    what: str,
+    rows: Iterable[tuple[Any, str | None]],
+    entered: dict[Any, Entered],
+    trusted: set[Any],
+    removed: set[str],
 ) -> list[AuditProblem]:
+    """One table's rows (key, content digest) against their entries: those that verify go into
+    ``trusted``; the problems are returned, rows whose entry has no row among them."""
     problems: list[AuditProblem] = []
-    index = {sha: k for k, (_, sha) in book.reviews.items() if sha}
+    index = {sha: k for k, (_, sha) in entered.items() if sha}
     seen: set[Any] = set()
-    for row in conn.execute(f"SELECT {_d.REVIEW_COLUMNS} FROM reviews ORDER BY id"):
-        review_id = int(row[0])
-        seen.add(review_id)
-        found = _compare("review", review_id, _d.review_row_digest(row), book.reviews, index)
+    for key, digest in rows:
+        seen.add(key)
+        found = _compare(what, key, digest, entered, index)
         if found is not None:
             problems.append(found)
         else:
-            trusted.reviews.add(review_id)
-    return problems + _gone("review", book.reviews, seen, removed)
+            trusted.add(key)
+    return problems + _gone(what, entered, seen, removed)
 
 
 def _images(
