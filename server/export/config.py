@@ -28,6 +28,14 @@ class TensorRTConfig(_Strict):
     """Explicit workspace limit: on a Jetson the GPU shares memory with the CPU."""
     precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp16", "int8"]
     dla_core: int | None = Field(None, ge=0)
+    dla_batches: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    """DLA needs static shapes: with ``dla_core``, one engine per batch size here."""
+
+    @model_validator(mode="after")
+    def _dla_batches_positive(self) -> TensorRTConfig:
+        if any(b < 1 for b in self.dla_batches):
+            raise ValueError(f"dla_batches must be >= 1, got {self.dla_batches}")
+        return self
 
 
 class ExportConfig(_Strict):

@@ -1,8 +1,9 @@
 """Engines for the export's own GPU, built by the shared builder (``edge_agent.runtime``).
 
 Engines are tied to the GPU and TensorRT build that made them, so they are written under
-``engines/<sm>-trt<version>/``. Without TensorRT, or without a GPU, each build reports why it
-was skipped; nothing is faked.
+``engines/<sm>-trt<version>/``, each with ``<engine>.layers.json`` (where its layers run). A DLA
+step gives one engine per batch size. Without TensorRT, or without a GPU, each build reports why
+it was skipped; nothing is faked.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 
 from edge_agent.runtime import (
     NOT_INSTALLED,
+    EngineBuildError,
     EngineRecipe,
-    build_engine,
     generation,
     tensorrt_available,
     version_tag,
 )
+from server.export.recipe import engine_file
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class EngineBuild:
     status: str
     path: Path | None = None
     verified: bool = False
+    profile: str | None = None
+    """``dla<core>-b<batch>`` for a DLA engine."""
+    layers: Path | None = None
+    """``<engine>.layers.json``: how many layers run on the DLA and the GPU."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping for JSON."""
@@ -37,6 +43,8 @@ class EngineBuild:
             "status": self.status,
             "path": str(self.path) if self.path else None,
             "verified": self.verified,
+            "profile": self.profile,
+            "layers": str(self.layers) if self.layers else None,
         }
 
 
@@ -51,28 +59,41 @@ def _gpu_sm() -> str | None:
     return f"sm{major}{minor}"
 
 
-def build_engines(export_dir: Path, recipe: EngineRecipe) -> list[EngineBuild]:
-    """Build each precision the recipe lists for this TensorRT; report skips and failures."""
-    precisions = sorted({s.precision for s in recipe.steps})
-    if not tensorrt_available():
-        return [EngineBuild(p, NOT_INSTALLED) for p in precisions]
-    sm = _gpu_sm()
-    if sm is None:
-        return [EngineBuild(p, "skipped: no CUDA GPU") for p in precisions]
-    import tensorrt as trt
+def build_engines(export_dir: Path, recipe: EngineRecipe, trt: Any = None) -> list[EngineBuild]:
+    """Build each engine the recipe lists for this TensorRT; report skips and failures.
 
-    gen = generation(trt.__version__)
+    ``trt``: the ``tensorrt`` module (default: imported when installed and a GPU exists).
+    """
+    precisions = sorted({s.precision for s in recipe.steps})
+    if trt is None:
+        if not tensorrt_available():
+            return [EngineBuild(p, NOT_INSTALLED) for p in precisions]
+        sm = _gpu_sm()
+        if sm is None:
+            return [EngineBuild(p, "skipped: no CUDA GPU") for p in precisions]
+        import tensorrt
+
+        trt = tensorrt
+    else:
+        sm = _gpu_sm() or "gpu"
+    try:
+        gen = generation(trt.__version__)
+    except EngineBuildError as e:
+        return [EngineBuild(p, f"failed: {e}") for p in precisions]
     out = export_dir / "engines" / f"{sm}-trt{version_tag(trt.__version__)}"
-    out.mkdir(parents=True, exist_ok=True)
     timing_cache = export_dir / recipe.timing_cache
     builds = []
     for step in (s for s in recipe.steps if s.trt == gen):
-        try:
-            plan = build_engine(trt, recipe.build_spec(step, export_dir, timing_cache))
-        except (RuntimeError, OSError) as e:
-            builds.append(EngineBuild(step.precision, f"failed: {e}"))
-            continue
-        path = out / f"model.{step.precision}.plan"
-        path.write_bytes(plan)
-        builds.append(EngineBuild(step.precision, "built", path, verified=False))
+        for spec in recipe.build_specs(step, export_dir, timing_cache):
+            path = out / engine_file(step.precision, spec.profile)
+            try:
+                spec.ensure(trt, path)
+            except (RuntimeError, OSError) as e:
+                builds.append(EngineBuild(step.precision, f"failed: {e}", profile=spec.profile))
+                continue
+            builds.append(
+                EngineBuild(
+                    step.precision, "built", path, False, spec.profile, spec.layers_file(path)
+                )
+            )
     return builds
