@@ -45,12 +45,18 @@ def calibrated_scales(ort_cache: Path) -> dict[str, float]:
 
 
 def trt_header(version: str = DEFAULT_TRT_VERSION) -> str:
-    """``TRT-8502-EntropyCalibration2`` for 8.5.2: major, minor, then the patch on 2 digits."""
+    """The cache's first line, ``TRT-<NV_TENSORRT_VERSION>-EntropyCalibration2``.
+
+    TensorRT writes its version number there: major*1000 + minor*100 + patch before 10
+    (8.5.2 -> ``TRT-8502``), major*10000 + minor*100 + patch from 10 on (10.3.0 ->
+    ``TRT-100300``; ``NV_TENSORRT_VERSION_INT`` in TensorRT 10's ``NvInferRuntimeBase.h``).
+    """
     try:
         major, minor, patch = (int(p) for p in version.split(".")[:3])
     except ValueError:
         raise ValueError(f"TensorRT version must be MAJOR.MINOR.PATCH, got {version!r}") from None
-    return f"TRT-{major}{minor}{patch:02d}-EntropyCalibration2"
+    number = major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+    return f"TRT-{number}-EntropyCalibration2"
 
 
 def scale_hex(scale: float) -> str:

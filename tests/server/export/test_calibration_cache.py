@@ -13,7 +13,10 @@ from server.export.calibration_cache import read_cache, scale_hex, trt_header, w
 
 def test_header_for_jetpack_51() -> None:
     assert trt_header("8.5.2") == "TRT-8502-EntropyCalibration2"
-    assert trt_header("10.3.0") == "TRT-10300-EntropyCalibration2"
+    assert trt_header("8.6.1.6") == "TRT-8601-EntropyCalibration2"
+    # from 10 on the version number is major*10000 + minor*100 + patch
+    assert trt_header("10.3.0") == "TRT-100300-EntropyCalibration2"
+    assert trt_header("10.14.1") == "TRT-101401-EntropyCalibration2"
     with pytest.raises(ValueError, match=r"MAJOR\.MINOR\.PATCH"):
         trt_header("8.5")
 
