@@ -16,6 +16,20 @@ TOLERANCE: Mapping[str, float] = {"fp32": 1e-3, "fp16": 5e-2, "int8": 1.0, "int8
 """Largest absolute logit error allowed per precision (as the exporter checked it)."""
 TENSORRT_TOLERANCE: Mapping[str, float] = {"fp32": 2e-2, "fp16": 5e-2, "int8": 1.0}
 """TensorRT may pick TF32 kernels for fp32 on Ampere and newer, hence the looser fp32 bound."""
+GPU_TOLERANCE = TENSORRT_TOLERANCE
+"""The same TF32-aware bound for ONNX Runtime on the GPU: its CUDA provider enables TF32 by
+default (``use_tf32``, microsoft/onnxruntime#19357, #19426) and its TensorRT provider builds
+TensorRT engines, which may use TF32."""
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+"""ONNX Runtime execution providers whose fp32 kernels may run in TF32."""
+
+
+def default_tolerance(backend: Backend) -> Mapping[str, float]:
+    """Per-precision tolerance for ``backend``: :data:`TOLERANCE` on the CPU,
+    :data:`GPU_TOLERANCE` for TensorRT or when ONNX Runtime runs on a CUDA/TensorRT provider."""
+    if backend.name == "tensorrt" or GPU_PROVIDERS & set(backend.providers):
+        return GPU_TOLERANCE
+    return TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -54,14 +68,14 @@ def golden_check(
     """Compare ``backend`` with the expected outputs in ``slot_dir/golden.npz`` (the images
     and one array per output of the backend's task, by the output's name).
 
-    ``tolerance``: one number, or per precision (default :data:`TOLERANCE`, or
-    :data:`TENSORRT_TOLERANCE` for the TensorRT backend).
+    ``tolerance``: one number, or per precision (default: :func:`default_tolerance`, by
+    backend and the providers it actually uses).
     """
     path = Path(slot_dir) / GOLDEN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the bundle must carry its golden samples")
     if tolerance is None:
-        tolerance = TENSORRT_TOLERANCE if backend.name == "tensorrt" else TOLERANCE
+        tolerance = default_tolerance(backend)
     tol = tolerance if isinstance(tolerance, float | int) else tolerance.get(backend.precision, 1.0)
     names = backend.output_names
     with np.load(path) as g:

@@ -19,10 +19,42 @@ PREFERENCE: tuple[str, ...] = (
 )
 
 
+DEFAULT_MAX_BATCH = 32
+"""The TensorRT provider's largest batch (its optimisation profile's max)."""
+DEFAULT_TRT_WORKSPACE = 1 << 30
+"""The TensorRT provider's workspace limit in bytes: on a Jetson the GPU shares the CPU's memory."""
+
+
+def _trt_profile(input_shape: tuple[int, ...], max_batch: int) -> dict[str, str]:
+    """Explicit min/opt/max shapes ("images:1x3x224x224"): without them the provider rebuilds
+    its engine whenever a batch widens the range (minutes on a Xavier)."""
+    dims = "x".join(str(d) for d in input_shape)
+    opt = min(8, max_batch)
+    return {
+        "trt_profile_min_shapes": f"{INPUT_NAME}:1x{dims}",
+        "trt_profile_opt_shapes": f"{INPUT_NAME}:{opt}x{dims}",
+        "trt_profile_max_shapes": f"{INPUT_NAME}:{max_batch}x{dims}",
+    }
+
+
 def provider_chain(
-    precision: str, cache_dir: Path | None, wanted: Sequence[str] | None = None
+    precision: str,
+    cache_dir: Path | None,
+    wanted: Sequence[str] | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_bytes: int = DEFAULT_TRT_WORKSPACE,
 ) -> list[tuple[str, dict[str, str]]]:
-    """The providers to ask for, best first, each with its options; only those installed."""
+    """The providers to ask for, best first, each with its options; only those installed.
+
+    ``input_shape`` (channels, height, width) and ``max_batch`` give the TensorRT provider an
+    explicit profile; ``workspace_bytes`` caps its workspace.
+    """
+    if max_batch < 1 or workspace_bytes < 1:
+        raise ValueError(
+            f"max_batch and workspace_bytes must be >= 1 ({max_batch}, {workspace_bytes})"
+        )
     available = set(ort.get_available_providers())
     chain: list[tuple[str, dict[str, str]]] = []
     for name in wanted if wanted is not None else PREFERENCE:
@@ -38,10 +70,13 @@ def provider_chain(
                 "trt_engine_cache_path": str(cache_dir),
                 "trt_timing_cache_enable": "True",
                 "trt_timing_cache_path": str(cache_dir),
+                "trt_max_workspace_size": str(workspace_bytes),
                 "trt_fp16_enable": str(precision == "fp16"),
                 # Q/DQ models need the INT8 flag on TensorRT 8; ranges come from the graph
                 "trt_int8_enable": str(precision == "int8"),
             }
+            if input_shape is not None:
+                options.update(_trt_profile(input_shape, max_batch))
         chain.append((name, options))
     if not chain:
         raise BackendError(
@@ -65,8 +100,11 @@ class OrtBackend(Backend):
         cache_dir: Path | None = None,
         threads: int = 0,
         providers: Sequence[str] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        trt_workspace_bytes: int = DEFAULT_TRT_WORKSPACE,
     ) -> None:
-        """``cache_dir``: the TensorRT provider's engine cache; ``threads``: intra-op (0: ORT's)."""
+        """``cache_dir``: the TensorRT provider's engine cache; ``threads``: intra-op (0: ORT's);
+        ``max_batch`` and ``trt_workspace_bytes``: the TensorRT provider's profile and workspace."""
         super().__init__(model_path, precision, image_size, task)
         if not self.model_path.is_file():
             raise BackendError(f"model file {self.model_path} does not exist")
@@ -78,7 +116,16 @@ class OrtBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        chain = provider_chain(precision, cache_dir, providers)
+        shape = (task.input.channels, image_size, image_size)
+        chain = provider_chain(
+            precision,
+            cache_dir,
+            providers,
+            input_shape=shape,
+            max_batch=max_batch,
+            workspace_bytes=trt_workspace_bytes,
+        )
+        self._trt_max_batch = max_batch
         try:
             self._session = ort.InferenceSession(
                 str(self.model_path),
@@ -125,6 +172,11 @@ class OrtBackend(Backend):
     def providers(self) -> list[str]:
         """The providers the session actually uses, best first."""
         return list(self._session.get_providers())
+
+    @property
+    def max_batch(self) -> int | None:
+        """The TensorRT provider's profile maximum when it runs the model, else no limit."""
+        return self._trt_max_batch if "TensorrtExecutionProvider" in self.providers else None
 
     def describe(self) -> dict[str, Any]:
         """As :meth:`Backend.describe`, plus the thread setting and ONNX Runtime version."""
