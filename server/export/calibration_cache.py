@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 QMAX = 127
 DEFAULT_TRT_VERSION = "8.5.2"
@@ -31,7 +34,8 @@ def calibrated_scales(ort_cache: Path) -> dict[str, float]:
     """Symmetric scale (max |range| / 127) of every tensor ONNX Runtime calibrated.
 
     TensorRT's implicit INT8 needs a range for each activation, not only for the inputs of the
-    layers a Q/DQ model quantizes, so the cache is written from the full calibration.
+    layers a Q/DQ model quantizes, so the cache is written from the full calibration; a tensor
+    that was always 0 keeps scale 0 (TensorRT's own caches list such tensors as ``: 0``).
     """
     from onnxruntime.quantization.calibrate import load_tensors_data
 
@@ -39,8 +43,7 @@ def calibrated_scales(ort_cache: Path) -> dict[str, float]:
     for name, data in load_tensors_data(ort_cache).data.items():
         lo, hi = data.range_value
         amax = max(abs(float(np.asarray(lo).max())), abs(float(np.asarray(hi).max())))
-        if amax > 0:
-            scales[name] = amax / QMAX
+        scales[name] = amax / QMAX
     return scales
 
 
@@ -90,3 +93,56 @@ def read_cache(path: Path) -> tuple[str, dict[str, float]]:
         name, _, hexval = row.rpartition(": ")
         scales[name] = float(struct.unpack(">f", bytes.fromhex(hexval))[0])
     return header, scales
+
+
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16}
+
+
+def activation_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every tensor TensorRT's implicit INT8 may quantize, so needs a range for: the float
+    graph inputs and the float outputs of every node (not weights, not Constant outputs)."""
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    infos = chain(graph.input, graph.value_info, graph.output)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in infos}
+    weights = {i.name for i in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in weights]
+    for node in graph.node:
+        if node.op_type != "Constant":
+            names += [o for o in node.output if o]
+    # a tensor whose type shape inference could not tell is counted: better a visible gap
+    return list(dict.fromkeys(n for n in names if types.get(n, TensorProto.FLOAT) in _FLOAT_TYPES))
+
+
+@dataclass(frozen=True)
+class CacheCoverage:
+    """Which of the activations of an ONNX file a calibration cache gives a range for."""
+
+    needed: list[str]
+    covered: list[str]
+    missing: list[str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every activation has a range (else TensorRT runs the rest in FP16/FP32)."""
+        return not self.missing
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts and the missing names, for ``export.json``."""
+        return {
+            "needed": len(self.needed),
+            "covered": len(self.covered),
+            "complete": self.complete,
+            "missing": self.missing,
+        }
+
+
+def cache_coverage(model: Path, cache: Path) -> CacheCoverage:
+    """How much of ``model``'s activations (:func:`activation_tensors`, named exactly as in
+    that file) the TensorRT calibration cache at ``cache`` covers."""
+    needed = activation_tensors(onnx.load(str(model)))
+    _, scales = read_cache(cache)
+    return CacheCoverage(
+        needed=needed,
+        covered=[n for n in needed if n in scales],
+        missing=[n for n in needed if n not in scales],
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
 from models import DR_GRADING, PreprocessSpec, TaskSpec
 from models.datasets import FundusArrays
@@ -30,6 +32,8 @@ from server.export.onnx_export import INPUT_NAME
 from server.export.scoring import predict_onnx, run_outputs, score, session
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+"""The op types the Q/DQ model quantizes. Calibration records every float activation, whatever
+its op (see :func:`calibrate_ranges`): TensorRT's implicit INT8 needs a range for each."""
 METHODS = {
     "MinMax": CalibrationMethod.MinMax,
     "Entropy": CalibrationMethod.Entropy,
@@ -44,8 +48,9 @@ class CalibrationError(ValueError):
 
 CALIBRATION_PIXELS = 16 * 128 * 128
 """Pixels per calibration step: 16 images at 128 px, fewer at clinical sizes. ONNX Runtime's
-calibrators keep every Conv input and output of a step in memory (about 100 MB per 384-px image
-for a MobileNetV3-Large), so calibration runs one step at a time and merges the ranges."""
+calibrators keep every calibrated tensor of a step in memory (every activation: a few hundred MB
+per 384-px image for a MobileNetV3-Large), so calibration runs one step at a time and merges the
+ranges."""
 
 
 def calibration_batch(x: np.ndarray, pixels: int = CALIBRATION_PIXELS) -> int:
@@ -110,6 +115,25 @@ def quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
+def calibrate_ranges(src: Path, calib: np.ndarray, method: str, cache: Path) -> Path:
+    """ONNX Runtime's ranges of every float activation of ``src`` (graph inputs and the outputs
+    of every op, not only :data:`QUANTIZED_OPS`), one calibration step at a time, written as
+    ONNX Runtime's JSON calibration cache at ``cache`` (which ``quantize_static`` then reads)."""
+    reader = CalibrationReader(calib)
+    with quiet(), tempfile.TemporaryDirectory(prefix="fovea-calib-") as tmp:
+        calibrator = create_calibrator(
+            src,
+            None,  # no op types: every float tensor (ONNX Runtime's default)
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=METHODS[method],
+        )
+        for start in range(len(reader)):
+            reader.set_range(start_index=start, end_index=start + 1)
+            calibrator.collect_data(reader)
+        save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
 def quantize_qdq(
     src: Path,
     dst: Path,
@@ -119,24 +143,26 @@ def quantize_qdq(
     exclude: list[str] | None = None,
     cache: Path | None = None,
 ) -> Path:
-    """Symmetric INT8 Q/DQ: zero-points 0, per-channel QInt8 weights, int8 activations."""
-    with quiet():
-        _quantize_qdq(src, dst, calib, method, exclude, cache)
+    """Symmetric INT8 Q/DQ: zero-points 0, per-channel QInt8 weights, int8 activations.
+
+    ``cache``: ONNX Runtime's ranges (JSON), calibrated by :func:`calibrate_ranges` when missing.
+    """
+    with tempfile.TemporaryDirectory(prefix="fovea-q-") as tmp:
+        ranges = cache if cache is not None else Path(tmp) / "ranges.json"
+        if not ranges.is_file():
+            calibrate_ranges(src, calib, method, ranges)
+        with quiet():
+            _quantize_qdq(src, dst, method, exclude, ranges)
     return dst
 
 
 def _quantize_qdq(
-    src: Path,
-    dst: Path,
-    calib: np.ndarray,
-    method: str,
-    exclude: list[str] | None,
-    cache: Path | None,
+    src: Path, dst: Path, method: str, exclude: list[str] | None, ranges: Path
 ) -> None:
     quantize_static(
         str(src),
         str(dst),
-        CalibrationReader(calib) if cache is None or not cache.is_file() else None,
+        None,  # the ranges come from the cache
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QInt8,
@@ -144,13 +170,8 @@ def _quantize_qdq(
         op_types_to_quantize=list(QUANTIZED_OPS),
         nodes_to_exclude=exclude or [],
         calibrate_method=METHODS[method],
-        # one calibration step at a time (see CALIBRATION_PIXELS); ranges and histograms merge
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "CalibStridedMinMax": 1,
-        },
-        calibration_cache_path=cache,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        calibration_cache_path=ranges,
     )
 
 

@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_agent.runtime import CALIBRATION_CACHE
 from models import PreprocessSpec
 from models.datasets import FundusArrays
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint
 from server.distill import load_config
-from server.export.calibration_cache import activation_scales, calibrated_scales, write_ranges
+from server.export.calibration_cache import activation_scales, calibrated_scales
 from server.export.compact import compact_names
 from server.export.config import ExportConfig
 from server.export.dynamic import quantize_dynamic_int8
 from server.export.fp16 import convert_fp16
 from server.export.int8 import SelectionSet, check_calibration, quantize_int8
+from server.export.int8_cache import qat_cache, write_cache
 from server.export.latency import onnx_speed
 from server.export.lint import LintIssue, lint_for_tensorrt85
 from server.export.onnx_export import ExportError, export_onnx
@@ -212,12 +212,8 @@ def _calibrated_int8(
     )
     scales = calibrated_scales(int8.ranges) if int8.ranges else {}
     scales.update(activation_scales(onnx.load(str(int8.path))))
-    write_ranges(
-        scales,
-        tmp / "int8_ranges.json",
-        tmp / CALIBRATION_CACHE,
-    )
     return int8.path, {
+        "calibration_cache": write_cache(scales, fp32, tmp, log),
         "method": int8.method,
         "by_method": int8.by_method,
         "selection_split": "val",
@@ -243,12 +239,13 @@ def _reduced_precisions(
         extra["fp16"] = {"clamped": fp16.clamped, "warnings": fp16.warnings}
     if "int8" in config.precisions and config.int8_source == "qat":
         files["int8"] = _qat_int8(run_dir, tmp, log)
-        write_ranges(
-            activation_scales(onnx.load(str(files["int8"]))),
-            tmp / "int8_ranges.json",
-            tmp / CALIBRATION_CACHE,
-        )
-        extra["int8"] = {"method": "qat", "source": str(run_dir / QAT_FILE)}
+        extra["int8"] = {
+            "method": "qat",
+            "source": str(run_dir / QAT_FILE),
+            "calibration_cache": qat_cache(
+                fp32, files["int8"], inp.calib, config.calibration_methods[0], work, log
+            ),
+        }
     elif "int8" in config.precisions:
         files["int8"], extra["int8"] = _calibrated_int8(inp, fp32, tmp, work, config, log)
     if "int8dyn" in config.precisions:

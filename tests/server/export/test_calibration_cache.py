@@ -6,9 +6,19 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from server.export.calibration_cache import read_cache, scale_hex, trt_header, write_ranges
+from server.export.calibration_cache import (
+    activation_tensors,
+    cache_coverage,
+    read_cache,
+    scale_hex,
+    trt_header,
+    write_ranges,
+)
 
 
 def test_header_for_jetpack_51() -> None:
@@ -35,3 +45,44 @@ def test_written_cache_round_trips(tmp_path: Path) -> None:
     assert back == pytest.approx(scales)
     ranges = json.loads((tmp_path / "r.json").read_text())["tensors"]
     assert ranges["images"]["range"] == pytest.approx(2.0)
+
+
+def _small_graph(path: Path) -> Path:
+    """images -> Conv -> Add(constant) -> MaxPool -> Shape (int64) -> out; a weight initializer."""
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["conv"]),
+        helper.make_node(
+            "Constant", [], ["one"], value=numpy_helper.from_array(np.ones(1, np.float32))
+        ),
+        helper.make_node("Add", ["conv", "one"], ["add"]),
+        helper.make_node("MaxPool", ["add"], ["pool"], kernel_shape=[2, 2]),
+        helper.make_node("Shape", ["pool"], ["shape"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("pool", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, None),
+        ],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_coverage_names_the_activations_a_cache_misses(tmp_path: Path) -> None:
+    model = _small_graph(tmp_path / "m.onnx")
+    # float inputs and node outputs; not the weight, the Constant or the int64 shape
+    assert activation_tensors(onnx.load(str(model))) == ["images", "conv", "add", "pool"]
+    write_ranges({"images": 0.1, "conv": 0.2}, tmp_path / "r.json", tmp_path / "c.cache")
+    coverage = cache_coverage(model, tmp_path / "c.cache")
+    assert coverage.covered == ["images", "conv"] and coverage.missing == ["add", "pool"]
+    assert coverage.as_dict() == {
+        "needed": 4,
+        "covered": 2,
+        "complete": False,
+        "missing": ["add", "pool"],
+    }

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from server.export import ExportConfig, ExportInputError, export
-from server.export.calibration_cache import read_cache
+from server.export.calibration_cache import cache_coverage, read_cache
 from server.export.compact import compact_names
 from server.export.int8 import CalibrationError
 
@@ -103,6 +103,42 @@ def test_calibration_cache_matches_the_ranges(exported: Path) -> None:
     assert "images" in scales and set(scales) == set(ranges)
     for name, scale in scales.items():
         assert scale * 127 == pytest.approx(ranges[name]["range"], rel=1e-6)
+
+
+def test_calibration_cache_covers_every_activation_of_the_fp32_graph(exported: Path) -> None:
+    # TensorRT calibrates model.fp32.onnx: a tensor without a range runs in FP16/FP32
+    coverage = cache_coverage(exported / "model.fp32.onnx", exported / "calibration.cache")
+    graph = onnx.load(str(exported / "model.fp32.onnx")).graph
+    assert len(coverage.needed) > sum(n.op_type in ("Conv", "Gemm") for n in graph.node)
+    assert coverage.complete, coverage.missing
+    report = json.loads((exported / "export.json").read_text())
+    assert report["int8"]["calibration_cache"] == coverage.as_dict()
+
+
+def test_qat_export_covers_the_fp32_graph_though_qat_names_differ(
+    tiny_run: Path, small_config: Callable[..., ExportConfig], tmp_path: Path
+) -> None:
+    """The QAT model is exported on its own (BN folded): its tensor names are not the fp32
+    graph's, so its scales alone covered a fraction of what TensorRT calibrates."""
+    from models.nets import load_checkpoint
+    from server.export.int8 import quantize_qdq
+    from server.export.onnx_export import export_onnx
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    model, meta = load_checkpoint(run / "student.json")
+    src = export_onnx(model, meta.preprocess.size, tmp_path / "qat-src.onnx")
+    compact_names(src)  # other names, as a separately exported graph has
+    calib = np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype(np.float32)
+    quantize_qdq(src, run / "model.qat.onnx", calib, "MinMax")
+    config = small_config(precisions=["fp32", "int8"], int8_source="qat")
+    out = export(run, tmp_path / "export", config).out
+    report = json.loads((out / "export.json").read_text())["int8"]
+    cache = report["calibration_cache"]
+    assert report["method"] == "qat" and cache["complete"] and cache["missing"] == []
+    assert cache["qat_scales"] > 0 and cache["qat_scales_used"] < cache["qat_scales"]
+    coverage = cache_coverage(out / "model.fp32.onnx", out / "calibration.cache")
+    assert coverage.complete and cache["needed"] == len(coverage.needed)
 
 
 def test_export_replaces_an_older_export(

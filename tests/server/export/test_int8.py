@@ -9,17 +9,24 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from onnxruntime.quantization import QuantFormat, quantize_static
-from onnxruntime.quantization.calibrate import MinMaxCalibrater
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import (
+    MinMaxCalibrater,
+    create_calibrator,
+    load_tensors_data,
+    save_tensors_data,
+)
 
 from models.datasets.arrays import FundusArrays
 from models.nets import load_checkpoint
 from server.distill.config import load_config
+from server.export.calibration_cache import activation_tensors
 from server.export.int8 import (
     QUANTIZED_OPS,
     CalibrationError,
     CalibrationReader,
     SelectionSet,
+    calibrate_ranges,
     calibration_batch,
     check_calibration,
     quantizable_nodes,
@@ -152,16 +159,46 @@ def test_calibration_holds_one_step_and_keeps_the_ranges(
     streamed, whole = tmp_path / "streamed.json", tmp_path / "whole.json"
     quantize_qdq(src, tmp_path / "s.onnx", x, "MinMax", cache=streamed)
     assert held == [16] * 8
+    with quiet():  # ONNX Runtime's own way: all at once
+        calibrator = create_calibrator(src, None, str(tmp_path / "aug.onnx"))
+        calibrator.collect_data(CalibrationReader(x, batch_size=len(x)))
+        save_tensors_data(calibrator.compute_data(), whole)
+    assert held[-1] == 128
+    got, want = (json.loads(p.read_text()) for p in (streamed, whole))
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_calibration_ranges_every_activation_not_only_conv_gemm_matmul(
+    fp32_and_data: tuple[Path, np.ndarray, SelectionSet], tmp_path: Path
+) -> None:
+    """TensorRT's implicit INT8 needs a range for Add, pooling, activations... too; ONNX
+    Runtime's calibrator recorded only the inputs and outputs of the quantized op types."""
+    src, calib, _ = fp32_and_data
+    ranges = calibrate_ranges(src, calib, "MinMax", tmp_path / "ranges.json")
+    names = set(load_tensors_data(ranges).data)
+    needed = activation_tensors(onnx.load(str(src)))
+    assert set(needed) <= names, sorted(set(needed) - names)
+    proto = onnx.load(str(src))
+    other = [n for n in proto.graph.node if n.op_type not in (*QUANTIZED_OPS, "Constant")]
+    assert other and all(o in names for n in other for o in n.output if o)
+    # the Q/DQ model is the one ONNX Runtime makes calibrating Conv/Gemm/MatMul alone
+    ours = quantize_qdq(src, tmp_path / "ours.onnx", calib, "MinMax", cache=ranges)
     with quiet():
         quantize_static(
             str(src),
-            str(tmp_path / "w.onnx"),
-            CalibrationReader(x, batch_size=len(x)),
+            str(tmp_path / "ort.onnx"),
+            CalibrationReader(calib),
             quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            extra_options={"ActivationSymmetric": True},
-            calibration_cache_path=whole,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
-    assert held[-1] == 128  # ONNX Runtime's own way: all at once
-    got, want = (json.loads(p.read_text()) for p in (streamed, whole))
-    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+    a, b = (onnx.load(str(p)).graph for p in (ours, tmp_path / "ort.onnx"))
+    assert [(n.op_type, list(n.input)) for n in a.node] == [
+        (n.op_type, list(n.input)) for n in b.node
+    ]
+    assert {i.name: numpy_helper.to_array(i).tolist() for i in a.initializer} == {
+        i.name: numpy_helper.to_array(i).tolist() for i in b.initializer
+    }
