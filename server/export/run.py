@@ -313,8 +313,10 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
     fp32, lint = _export_fp32(inp, tmp, config, log)
     files, extra = _reduced_precisions(inp, run_dir, fp32, tmp, config, log)
     precisions = _measure(inp, files, tmp, config, log)
-    recipe = engine_recipe(inp.spec.size, config.tensorrt)
-    (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    recipe = engine_recipe(inp.spec.size, config.tensorrt, inp.spec.channels)
+    # without DLA the file stays what agents before dla_batches read (their schema forbids extras)
+    unset = {"dla_batches"} if recipe.dla_batches is None else None
+    (tmp / "recipe.json").write_text(recipe.model_dump_json(indent=2, exclude=unset))
     engines = build_engines(tmp, recipe)
     _copy_weights(inp.ckpt, tmp)
     meta = inp.meta

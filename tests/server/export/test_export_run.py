@@ -141,6 +141,12 @@ def test_qat_export_covers_the_fp32_graph_though_qat_names_differ(
     assert coverage.complete and cache["needed"] == len(coverage.needed)
 
 
+def test_recipe_without_dla_keeps_the_fields_older_agents_read(exported: Path) -> None:
+    recipe = json.loads((exported / "recipe.json").read_text())
+    assert "dla_batches" not in recipe and recipe["dla_core"] is None
+    assert recipe["channels"] == 3
+
+
 def test_export_replaces_an_older_export(
     tiny_run: Path, small_config: Callable[..., ExportConfig], tmp_path: Path
 ) -> None:
