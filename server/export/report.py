@@ -68,11 +68,21 @@ def print_export_summary(report: dict[str, Any], out: str, console: Console) -> 
             + ", ".join(f"{m} {a:.2f}%" for m, a in int8["by_method"].items())
             + f"); layers kept in float: {kept}"
         )
+    cache = (int8 or {}).get("calibration_cache")
+    if cache:
+        gap = "" if cache["complete"] else f", [red]{len(cache['missing'])} without a range[/red]"
+        console.print(
+            f"INT8 calibration cache: {cache['covered']} of {cache['needed']} activations of "
+            f"model.fp32.onnx{gap}"
+        )
     for p in report["precisions"].values():
         if p["speed_note"]:
             console.print(f"[yellow]note:[/yellow] {p['speed_note']}")
     for engine in report["engines"]:
-        console.print(f"TensorRT {engine['precision']}: {engine['status']}")
+        profile = f" ({engine['profile']})" if engine.get("profile") else ""
+        console.print(f"TensorRT {engine['precision']}{profile}: {engine['status']}")
+        if engine.get("warning"):
+            console.print(f"[yellow]  {engine['warning']}[/yellow]")
     lint = report["lint"]
     errors = [i for i in lint if i["severity"] == "error"]
     console.print(

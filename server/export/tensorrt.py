@@ -8,6 +8,7 @@ it was skipped; nothing is faked.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class EngineBuild:
     """``dla<core>-b<batch>`` for a DLA engine."""
     layers: Path | None = None
     """``<engine>.layers.json``: how many layers run on the DLA and the GPU."""
+    warning: str | None = None
+    """The layer placement's warning: a DLA engine whose layers fell back to the GPU."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping for JSON."""
@@ -45,6 +48,7 @@ class EngineBuild:
             "verified": self.verified,
             "profile": self.profile,
             "layers": str(self.layers) if self.layers else None,
+            "warning": self.warning,
         }
 
 
@@ -91,9 +95,9 @@ def build_engines(export_dir: Path, recipe: EngineRecipe, trt: Any = None) -> li
             except (RuntimeError, OSError) as e:
                 builds.append(EngineBuild(step.precision, f"failed: {e}", profile=spec.profile))
                 continue
+            layers = spec.layers_file(path)
+            warning = json.loads(layers.read_text()).get("warning") if layers.is_file() else None
             builds.append(
-                EngineBuild(
-                    step.precision, "built", path, False, spec.profile, spec.layers_file(path)
-                )
+                EngineBuild(step.precision, "built", path, False, spec.profile, layers, warning)
             )
     return builds

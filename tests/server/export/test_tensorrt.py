@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from edge_agent.runtime import CALIBRATION_CACHE, NOT_INSTALLED, TIMING_CACHE, tensorrt_available
 from server.export import ExportConfig, export
 from server.export.config import TensorRTConfig
 from server.export.recipe import engine_recipe
+from server.export.report import print_export_summary
 from server.export.tensorrt import build_engines
 
 
@@ -108,6 +111,29 @@ def test_export_builds_write_engines_and_their_layer_placement(tmp_path: Path) -
             None if b.profile is None else 0
         )
     assert builds[1].path is not None and builds[1].path.name == "model.fp16.dla0-b1.plan"
+    assert builds[0].warning is None and "fell back from DLA core 0" in str(builds[1].warning)
+    report = {
+        "heldout": {"split": "test", "images": 0},
+        "precisions": {},
+        "int8": {
+            "method": "MinMax",
+            "by_method": {"MinMax": 90.0},
+            "excluded": [],
+            "calibration_cache": {
+                "needed": 9,
+                "covered": 6,
+                "complete": False,
+                "missing": ["a"] * 3,
+            },
+        },
+        "engines": [b.as_dict() for b in builds],
+        "lint": [],
+    }
+    console = Console(file=io.StringIO(), width=200)
+    print_export_summary(report, "out", console)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "6 of 9 activations of model.fp32.onnx, 3 without a range" in shown
+    assert "TensorRT fp16 (dla0-b8): built" in shown and "fell back from DLA core 0" in shown
     old = build_engines(tmp_path, engine_recipe(32, cfg), trt=fake_trt(version="8.4.1"))
     assert all("JetPack 5.1.x" in b.status for b in old)
 
