@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 PYTEST_ARGS ?=
 
+WORKER_PY38 := $(addprefix edge_agent/runtime/,trt_build.py trt_run.py cuda_buffers.py worker.py)
+
 .PHONY: install demo test test-fast test-timm lint format bench clean
 
 install: $(STAMP)
@@ -55,7 +57,9 @@ lint: $(STAMP)
 	# package boundaries (contracts in pyproject.toml) and how the code reads (tools/code_stats.py)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m tools.code_stats --check
-	# the TensorRT builder must load under JetPack 5's Python 3.8 (ruff parses it as 3.8 above)
+	# the inference worker's modules must load under JetPack 5's Python 3.8 (ruff parses them as
+	# 3.8 above; vermin finds library calls newer than 3.8; the test, imports and annotations)
+	$(VENV)/bin/vermin --target=3.8- --no-tips --violations --quiet $(WORKER_PY38)
 	$(PY) -m pytest -q -p no:cacheprovider tests/edge_agent/runtime/test_trt_build_py38.py
 
 format: $(STAMP)

@@ -65,8 +65,9 @@ def _cli(*args: str | Path) -> str:
     return done.stdout
 
 
-def prepare_agent(export: Path, root: Path) -> Agent:
-    """Sign ``export`` as a bundle, install it into a fresh ``root``, add a technician."""
+def prepare_agent(export: Path, root: Path, config: str = "") -> Agent:
+    """Sign ``export`` as a bundle, install it into a fresh ``root`` (``config``: more lines
+    of its agent.yaml), add a technician."""
     from deploy.bundle import build_bundle
     from deploy.keys import generate_keypair
     from edge_agent.install import DeviceRoot
@@ -78,7 +79,7 @@ def prepare_agent(export: Path, root: Path) -> Agent:
     shutil.copy(keys / "bench.pub", device.keys.trusted / "bench.pub")
     # 16 clients screen at once: room for them all, or the image pool's admission (2 workers
     # + 8 queued by default) answers the rest 503, which measures the guard, not the agent
-    (root / "agent.yaml").write_text("threads: 1\nlog_level: warning\nscreen_queue: 16\n")
+    (root / "agent.yaml").write_text(f"threads: 1\nlog_level: warning\nscreen_queue: 16\n{config}")
     bundle = build_bundle(export, root.parent / "bundle.tar", 1, keys / "bench.key")
     _cli("install", bundle, "--root", root)
     token = _cli("users", "add", "bench", "--root", root, "--role", "technician").strip()

@@ -8,6 +8,7 @@ from edge_agent.runtime.backend import (
     PRECISIONS,
     Backend,
     BackendError,
+    BackendUnavailable,
     Outputs,
     backend_names,
     create_backend,
@@ -54,6 +55,7 @@ from edge_agent.runtime.trt_engine import (
     tensorrt_available,
 )
 from edge_agent.runtime.trt_recipe import EngineStep
+from edge_agent.runtime.worker_client import WorkerBackend, WorkerSettings, probe_worker
 
 __all__ = [
     "CALIBRATION_CACHE",
@@ -63,6 +65,7 @@ __all__ = [
     "TIMING_CACHE",
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "BatcherClosed",
     "BatcherSettings",
     "BuildSpec",
@@ -80,6 +83,8 @@ __all__ = [
     "Selection",
     "SelectionSettings",
     "TrtBackend",
+    "WorkerBackend",
+    "WorkerSettings",
     "backend_names",
     "batch_sizes",
     "build_engine",
@@ -95,6 +100,7 @@ __all__ = [
     "open_checked",
     "open_chosen",
     "open_selected",
+    "probe_worker",
     "register_backend",
     "selection_path",
     "selection_settings",

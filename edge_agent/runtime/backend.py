@@ -19,6 +19,13 @@ class BackendError(RuntimeError):
     """A backend could not be created or could not run; the message names the model and why."""
 
 
+class BackendUnavailable(BackendError):
+    """The backend cannot run a batch for now (its worker is starting or restarting): a 503
+    with ``Retry-After``, not a failure of the request."""
+
+    retry_after_s = 1
+
+
 class Outputs:
     """A model's named outputs for N images (batch first), in the task's order: the class
     logits, then the quality logit when the task has a quality head.
@@ -128,6 +135,16 @@ class Backend(ABC):
     @property
     def max_batch(self) -> int | None:
         """The largest batch one call accepts (None: no limit)."""
+        return None
+
+    @property
+    def kind(self) -> str:
+        """What runs the model ("onnxruntime", "tensorrt"), also when a worker hosts it."""
+        return self.name
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the backend cannot run a batch right now (e.g. its worker restarts), or None."""
         return None
 
     def describe(self) -> dict[str, Any]:

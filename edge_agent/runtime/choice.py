@@ -21,6 +21,7 @@ from edge_agent.runtime.precision import (
     choose_precision,
     open_candidate,
 )
+from edge_agent.runtime.worker_client import WorkerSettings
 
 Log = Callable[[str], None]
 
@@ -48,6 +49,16 @@ class ChoiceConfig(Protocol):
         """ONNX Runtime intra-op threads (None: its default)."""
         ...
 
+    @property
+    def worker_python(self) -> Path | None:
+        """The Python that runs the inference worker (None: backends run in process)."""
+        ...
+
+    @property
+    def worker_backends(self) -> tuple[str, ...]:
+        """The backends the worker hosts."""
+        ...
+
 
 def bundle_info(manifest: Manifest, slot_dir: Path) -> BundleInfo:
     """What precision choice needs from an installed bundle's manifest."""
@@ -73,11 +84,14 @@ def selection_settings(engines: Path, config: ChoiceConfig) -> SelectionSettings
     backends: tuple[str, ...] = (
         ("tensorrt", "onnxruntime") if config.backend == "auto" else (config.backend,)
     )
+    python = getattr(config, "worker_python", None)  # settings made before the worker: none
+    hosted = tuple(getattr(config, "worker_backends", ("tensorrt",)))
     return SelectionSettings(
         batch=config.max_batch,
         backends=backends,
         threads=config.threads or 0,
         cache_dir=engines,
+        worker=WorkerSettings(str(python), hosted) if python else None,
     )
 
 
@@ -138,11 +152,11 @@ def open_chosen(
     if config.precision != "auto":
         backend = "onnxruntime" if config.backend == "auto" else config.backend
         record = {**record, "forced": {"backend": backend, "precision": config.precision}}
-        return open_candidate(backend, config.precision, slot_dir, info, settings), record
+        return open_candidate(backend, config.precision, slot_dir, info, settings, log), record
     failures: list[str] = []
     for m in _passed_fastest_first(record):
         try:
-            opened = open_candidate(m["backend"], m["precision"], slot_dir, info, settings)
+            opened = open_candidate(m["backend"], m["precision"], slot_dir, info, settings, log)
             return opened, {**record, "serving": {k: m.get(k) for k in _SERVING}}
         except Exception as exc:  # a build/load failure falls back to the next fastest
             failures.append(f"{m['backend']} {m['precision']}: {exc}")

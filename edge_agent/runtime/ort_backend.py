@@ -37,6 +37,37 @@ def _trt_profile(input_shape: tuple[int, ...], max_batch: int) -> dict[str, str]
     }
 
 
+def provider_options(
+    name: str,
+    precision: str,
+    cache_dir: Path | None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_bytes: int = DEFAULT_TRT_WORKSPACE,
+) -> dict[str, str] | None:
+    """The options of provider ``name`` (None: do not use it: the TensorRT provider without an
+    engine cache would build its engines again at every start, minutes each)."""
+    if name != "TensorrtExecutionProvider":
+        return {}
+    if cache_dir is None:
+        return None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    options = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_dir),
+        "trt_max_workspace_size": str(workspace_bytes),
+        "trt_fp16_enable": str(precision == "fp16"),
+        # Q/DQ models need the INT8 flag on TensorRT 8; ranges come from the graph
+        "trt_int8_enable": str(precision == "int8"),
+    }
+    if input_shape is not None:
+        options.update(_trt_profile(input_shape, max_batch))
+    return options
+
+
 def provider_chain(
     precision: str,
     cache_dir: Path | None,
@@ -60,24 +91,12 @@ def provider_chain(
     for name in wanted if wanted is not None else PREFERENCE:
         if name not in available:
             continue
-        options: dict[str, str] = {}
-        if name == "TensorrtExecutionProvider":
-            if cache_dir is None:
-                continue  # never build TensorRT engines that cannot be cached: minutes each start
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            options = {
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(cache_dir),
-                "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": str(cache_dir),
-                "trt_max_workspace_size": str(workspace_bytes),
-                "trt_fp16_enable": str(precision == "fp16"),
-                # Q/DQ models need the INT8 flag on TensorRT 8; ranges come from the graph
-                "trt_int8_enable": str(precision == "int8"),
-            }
-            if input_shape is not None:
-                options.update(_trt_profile(input_shape, max_batch))
-        chain.append((name, options))
+        options = provider_options(
+            name, precision, cache_dir, input_shape=input_shape, max_batch=max_batch,
+            workspace_bytes=workspace_bytes,
+        )  # fmt: skip
+        if options is not None:
+            chain.append((name, options))
     if not chain:
         raise BackendError(
             f"none of the ONNX Runtime providers {list(wanted or PREFERENCE)} is installed "

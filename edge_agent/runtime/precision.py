@@ -16,9 +16,10 @@ import numpy as np
 from edge_agent.runtime.backend import PRECISIONS, Backend, BackendError, create_backend
 from edge_agent.runtime.golden import golden_check, infer_batched
 from edge_agent.runtime.trt_engine import NOT_INSTALLED, tensorrt_available
-from models import DR_GRADING, PreprocessSpec, TaskSpec, task_metrics
+from edge_agent.runtime.validation import accuracy_points, validation_sample
+from edge_agent.runtime.worker_client import WorkerSettings
+from models import DR_GRADING, PreprocessSpec, TaskSpec
 
-VALIDATION_FILE = "validation.npz"
 SCHEMA_VERSION = 1
 Log = Callable[[str], None]
 
@@ -87,6 +88,8 @@ class SelectionSettings:
     backends: tuple[str, ...] = ("tensorrt", "onnxruntime")
     threads: int = 0
     cache_dir: Path | None = None
+    worker: WorkerSettings | None = None
+    """Where the inference worker runs, and the backends it hosts (None: all in process)."""
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.runs < 1 or self.min_seconds < 0 or self.threads < 0:
@@ -167,10 +170,20 @@ class Selection:
 
 
 def open_candidate(
-    backend: str, precision: str, slot_dir: Path, info: BundleInfo, settings: SelectionSettings
+    backend: str,
+    precision: str,
+    slot_dir: Path,
+    info: BundleInfo,
+    settings: SelectionSettings,
+    log: Log = lambda s: None,
 ) -> Backend:
-    """Load one candidate from the slot (TensorRT: from the engine cache, or built)."""
+    """Load one candidate from the slot (TensorRT: from the engine cache, or built), in the
+    inference worker when it hosts that backend."""
     size, task = info.preprocess.size, info.task
+    if settings.worker is not None and backend in settings.worker.backends:
+        from edge_agent.runtime.hosted import open_hosted
+
+        return open_hosted(backend, precision, slot_dir, info, settings, log)
     if backend == "tensorrt":
         if info.recipe is None:
             raise BackendError("skipped: the bundle carries no engine recipe")
@@ -213,42 +226,6 @@ def _candidates(info: BundleInfo, settings: SelectionSettings) -> list[tuple[str
     return out
 
 
-def _validation(slot_dir: Path, info: BundleInfo) -> tuple[np.ndarray, np.ndarray]:
-    """The labelled sample, normalised to the task's channels, and its labels (-1: unknown;
-    ``multilabel``: N x L of 0/1). Labels are ``labels`` (any task) or ``grade`` (DR)."""
-    path, task = slot_dir / VALIDATION_FILE, info.task
-    with np.load(path) as v:
-        key = "labels" if "labels" in v.files else "grade"
-        if key not in v.files or "images" not in v.files:
-            raise ValueError(f"{path} needs arrays images and labels (or grade); has {v.files}")
-        images, labels = v["images"], v[key]
-        gradable = v["gradable"].astype(bool) if "gradable" in v.files else None
-    try:
-        task.check_labels(labels)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {key}: {exc}") from None
-    keep = np.ones(len(labels), bool) if gradable is None else gradable
-    if task.kind == "multilabel":
-        labels, images = labels[keep], images[keep]
-        keep = np.ones(len(labels), bool)
-    else:
-        keep &= labels >= 0
-        labels = np.where(keep, labels, -1)
-    if not keep.any():
-        raise ValueError(f"{path} holds no gradable, labelled image to measure accuracy on")
-    return info.preprocess.normalise(images), labels
-
-
-def _accuracy(info: BundleInfo, class_logits: np.ndarray, labels: np.ndarray) -> float:
-    """The task's accuracy in points: class accuracy (single-label kinds); for ``multilabel``
-    the mean AUC over labels, or the referral AUC when a label is never (or always) seen."""
-    m = task_metrics(info.task, class_logits, labels, info.referral_threshold, resamples=0)
-    for key in ("accuracy", "mean_auc", "referral_auc"):
-        if key in m and np.isfinite(m[key].value):
-            return 100.0 * m[key].value
-    raise ValueError(f"validation.npz cannot measure task {info.task.name}: {sorted(m)} are NaN")
-
-
 def _time(backend: Backend, x: np.ndarray, settings: SelectionSettings) -> tuple[float, float]:
     backend.infer(x)  # warm-up: first runs allocate and pick kernels
     times: list[float] = []
@@ -275,31 +252,59 @@ def _measure(
         msg = str(e)
         m.status = msg if msg.startswith("skipped:") else f"failed: {msg}"
         return None
-    with backend:
-        m.providers = backend.providers
-        golden = golden_check(backend, slot_dir)
-        m.golden_max_abs_error = golden.max_abs_error
-        if not golden.passed:
-            m.status = f"golden check failed: {golden.describe()}"
-            return None
-        x, labels = data
-        out = infer_batched(backend, x, settings.batch)
-        m.accuracy = _accuracy(info, out[info.task.outputs.classes], labels)
-        reps = -(-settings.batch // len(x))
-        batch_x = np.ascontiguousarray(np.concatenate([x] * reps)[: settings.batch])
-        latency = {}
-        for size in batch_sizes(settings.batch):
-            throughput, latency[size] = _time(backend, batch_x[:size], settings)
-            m.throughput_by_batch[size] = round(throughput, 1)
-        m.best_batch = max(m.throughput_by_batch, key=lambda b: (m.throughput_by_batch[b], -b))
-        m.throughput_img_s = m.throughput_by_batch[m.best_batch]
-        m.latency_ms_batch = latency[m.best_batch]
+    except Exception as e:  # a backend library's own error must not abort the whole choice
+        m.status = f"failed: {type(e).__name__}: {e}"
+        return None
+    try:
+        with backend:
+            return _measure_open(m, backend, slot_dir, info, settings, data)
+    except Exception as e:  # likewise while running: this candidate fails, the others go on
+        m.status = f"failed: {type(e).__name__}: {e}"
+        return None
+
+
+def _measure_open(
+    m: Measurement,
+    backend: Backend,
+    slot_dir: Path,
+    info: BundleInfo,
+    settings: SelectionSettings,
+    data: tuple[np.ndarray, np.ndarray],
+) -> float | None:
+    """Golden check, accuracy and speed of an opened candidate (fills ``m``)."""
+    m.providers = backend.providers
+    golden = golden_check(backend, slot_dir)
+    m.golden_max_abs_error = golden.max_abs_error
+    if not golden.passed:
+        m.status = f"golden check failed: {golden.describe()}"
+        return None
+    x, labels = data
+    out = infer_batched(backend, x, settings.batch)
+    m.accuracy = accuracy_points(info, out[info.task.outputs.classes], labels)
+    reps = -(-settings.batch // len(x))
+    batch_x = np.ascontiguousarray(np.concatenate([x] * reps)[: settings.batch])
+    latency = {}
+    for size in batch_sizes(settings.batch):
+        throughput, latency[size] = _time(backend, batch_x[:size], settings)
+        m.throughput_by_batch[size] = round(throughput, 1)
+    m.best_batch = max(m.throughput_by_batch, key=lambda b: (m.throughput_by_batch[b], -b))
+    m.throughput_img_s = m.throughput_by_batch[m.best_batch]
+    m.latency_ms_batch = latency[m.best_batch]
     return m.accuracy
 
 
 def batch_sizes(largest: int) -> list[int]:
     """The batch sizes a candidate is timed at: powers of two below ``largest``, and it."""
     return sorted({*(1 << k for k in range(largest.bit_length()) if 1 << k < largest), largest})
+
+
+def _tensorrt_skip(settings: SelectionSettings) -> str | None:
+    """Why TensorRT cannot be measured here ("skipped: ..."), or None."""
+    if settings.worker is not None and "tensorrt" in settings.worker.backends:
+        from edge_agent.runtime.hosted import tensorrt_skip
+
+        return tensorrt_skip(settings.worker)
+    return None if tensorrt_available() else NOT_INSTALLED
 
 
 def _device() -> dict[str, Any]:
@@ -330,12 +335,12 @@ def choose_precision(
     """
     settings = settings or SelectionSettings()
     slot_dir = Path(slot_dir)
-    data = _validation(slot_dir, info)
+    data = validation_sample(slot_dir, info)
     measurements = [Measurement(b, p) for b, p in _candidates(info, settings)]
-    if "tensorrt" in settings.backends and not tensorrt_available():
-        for m in measurements:
-            if m.backend == "tensorrt":
-                m.status = NOT_INSTALLED
+    skip = _tensorrt_skip(settings) if "tensorrt" in settings.backends else None
+    for m in measurements:
+        if m.backend == "tensorrt" and skip is not None:
+            m.status = skip
     reference = None
     if "onnxruntime" not in settings.backends:
         ref = Measurement("onnxruntime", "fp32")
@@ -386,7 +391,7 @@ def open_selected(
     failures = []
     for m in selection.ranked():
         try:
-            return open_candidate(m.backend, m.precision, Path(slot_dir), info, settings), m
+            return open_candidate(m.backend, m.precision, Path(slot_dir), info, settings, log), m
         except BackendError as e:
             failures.append(f"{m.backend} {m.precision}: {e}")
             log(f"{m.backend} {m.precision} failed to load ({e}); trying the next fastest")

@@ -24,6 +24,15 @@ class AgentConfig(BaseModel):
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8", "int8dyn"] = "auto"
     threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads")
+    worker_python: Path | None = Field(
+        None,
+        description="run TensorRT in an inference worker under this Python (JetPack 5: its own "
+        "Python 3.8 venv, where JetPack's tensorrt imports); None: in the agent's process",
+    )
+    worker_backends: tuple[Literal["tensorrt", "onnxruntime"], ...] = Field(
+        ("tensorrt",),
+        description="what the worker hosts: add onnxruntime to use JetPack's onnxruntime-gpu",
+    )
     max_batch: int = Field(16, ge=1, le=1024, description="dynamic batching: rows per run")
     max_wait_ms: float = Field(
         0.0,

@@ -192,8 +192,9 @@ class InferHandler:
             )
         if not self.predictor.ready():
             refused = getattr(self.predictor, "refused", None)  # a slot that stopped verifying
-            why = f"is not served: {refused}" if refused else "is not ready yet"
-            raise ApiError(503, f"model {info.name!r} {why}")
+            if refused:
+                raise ApiError(503, f"model {info.name!r} is not served: {refused}")
+            raise ApiError(503, f"model {info.name!r} is not ready yet", {"Retry-After": "1"})
         body = await read(_int_header(length, "Content-Length"))
         json_length = _int_header(header_length, "Inference-Header-Content-Length")
         if encoding or (len(body) if json_length is None else json_length) > INLINE_JSON:

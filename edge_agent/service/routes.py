@@ -44,8 +44,9 @@ def kserve_router(predictor: Predictor, can_infer: Requirement) -> APIRouter:
     @router.get("/v2/health/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
         """200 when the model can answer, 503 while it cannot."""
-        ok = predictor.ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        readiness = getattr(predictor, "readiness", None)  # the served model says why not
+        body = readiness() if readiness is not None else {"ready": predictor.ready()}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/v2")
     async def server_metadata(_: CanInfer) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.runtime import INPUT_NAME, Backend, DynamicBatcher
+from edge_agent.runtime import INPUT_NAME, Backend, BackendUnavailable, DynamicBatcher
 from edge_agent.service.errors import ApiError
 from edge_agent.service.predictor import ModelInfo, TensorInfo
 from models import TaskSpec
@@ -28,8 +28,8 @@ def model_info(
             TensorInfo(out, "FP32", (-1, *shape)) for out, shape in task.output_shapes().items()
         ),
         parameters=task_parameters(task),
-        platform="tensorrt_plan" if backend.name == "tensorrt" else "onnxruntime_onnx",
-        backend=backend.name,
+        platform="tensorrt_plan" if backend.kind == "tensorrt" else "onnxruntime_onnx",
+        backend=backend.kind,
         precision=backend.precision,
         max_request_rows=max_request_rows,
         extra=dict(extra or {}),
@@ -66,9 +66,18 @@ class ServedModel:
         return self._info
 
     def ready(self) -> bool:
-        """The backend was loaded and verified before serving began, and has not been refused
-        since (see :meth:`refuse`)."""
-        return self.refused is None
+        """The backend was loaded and verified before serving began, has not been refused
+        since (see :meth:`refuse`), and can run now (its inference worker is not restarting)."""
+        return self.refused is None and self.batcher.backend.unavailable is None
+
+    def readiness(self) -> dict[str, object]:
+        """``/v2/health/ready``'s body: ready, or the state it is in and why."""
+        if self.refused is not None:
+            return {"ready": False, "state": "refused", "progress": self.refused}
+        waiting = self.batcher.backend.unavailable
+        if waiting is not None:
+            return {"ready": False, "state": "starting", "progress": waiting}
+        return {"ready": True}
 
     def refuse(self, reason: str) -> None:
         """Stop answering: readiness turns false and every inference is a 503 with ``reason``."""
@@ -78,7 +87,11 @@ class ServedModel:
         """Run ``images`` as part of a dynamic batch (503 once refused)."""
         if self.refused is not None:
             raise ApiError(503, f"model {self._info.name!r} is not served: {self.refused}")
-        return (await self.batcher.submit(images)).as_dict()
+        try:
+            return (await self.batcher.submit(images)).as_dict()
+        except BackendUnavailable as exc:  # the worker restarts: try again shortly
+            retry = {"Retry-After": str(exc.retry_after_s)}
+            raise ApiError(503, f"model {self._info.name!r} is not ready: {exc}", retry) from None
 
     async def close(self) -> None:
         """Finish what was submitted, then stop the batcher and release the backend."""

@@ -24,6 +24,7 @@ from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.protocol import http_protocol
 from edge_agent.service.screen import ScreeningSettings
 from edge_agent.service.served import ServedModel, model_info
+from edge_agent.service.starting import StartingApp
 from edge_agent.store import Retention, Store
 
 Log = Callable[[str], None]
@@ -227,25 +228,39 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     # (5 ms by default): health checks and refusals stay quick beside camera-size decodes
     sys.setswitchinterval(GIL_SWITCH_S)
     raise_open_files_limit(log)  # before load_agent: the connection limit follows it
-    agent = load_agent(root_path, config, log)
     scheme = "https" if config.tls else "http"
-    info = agent.served.info
-    log(
-        f"serving {info.name} v{info.version} ({info.backend} {info.precision}) "
-        f"on {scheme}://{config.host}:{config.port}"
+    server: uvicorn.Server | None = None
+
+    def load(note: Log) -> LoadedAgent:
+        agent = load_agent(root_path, config, note)
+        info = agent.served.info
+        log(f"serving {info.name} v{info.version} ({info.backend} {info.precision})")
+        return agent
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    # listening from the start: live, and not ready with progress while the model loads
+    starting = StartingApp(load, stop, log)
+    log(f"listening on {scheme}://{config.host}:{config.port}; loading the model")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            starting,
+            host=config.host,
+            port=config.port,
+            ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+            ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+            log_level=config.log_level,
+            access_log=False,
+            proxy_headers=False,
+            http=http_protocol(),  # admission, deadlines, infer (edge_agent.service.protocol)
+            server_header=False,  # nothing to gain from naming the server, a header less per reply
+        )
     )
-    uvicorn.run(
-        agent.app,
-        host=config.host,
-        port=config.port,
-        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
-        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
-        log_level=config.log_level,
-        access_log=False,
-        proxy_headers=False,
-        http=http_protocol(),  # admission, deadlines, infer (edge_agent.service.protocol)
-        server_header=False,  # nothing to gain from naming the server, a header less per reply
-    )
+    server.run()
+    if starting.error is not None:
+        raise starting.error
 
 
 __all__ = ["LoadedAgent", "inline_batches", "load_agent", "serve"]
