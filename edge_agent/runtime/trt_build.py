@@ -368,16 +368,19 @@ def layers_path(engine: Path) -> Path:
 
 
 def ensure_engine(trt: Any, spec: BuildSpec, path: Path) -> Path:
-    """``path``, built from ``spec`` first when missing or empty, with ``<engine>.layers.json``.
+    """``path``, built from ``spec`` first when missing or empty, with ``<engine>.layers.json``
+    (written for an engine cached without one too).
 
     Both files are written atomically (the engine last), so a crash never leaves an engine that
     looks complete; raises EngineBuildError when the build fails.
     """
-    if path.is_file() and path.stat().st_size > 0:
+    built = path.is_file() and path.stat().st_size > 0
+    if built and layers_path(path).is_file():
         return path
-    plan = build_engine(trt, spec)
+    plan = path.read_bytes() if built else build_engine(trt, spec)
     placement = layer_placement(trt, plan, spec.dla_core)
     placement["precision"] = spec.precision
     _write_atomically(layers_path(path), json.dumps(placement, indent=2).encode())
-    _write_atomically(path, plan)
+    if not built:
+        _write_atomically(path, plan)
     return path

@@ -40,6 +40,10 @@ def test_ensure_engine_builds_once_and_writes_the_layers_next_to_it(tmp_path: Pa
     again = fake_trt(plan=b"OTHER")
     ensure_engine(again, spec, path)
     assert "build" not in names(again) and path.read_bytes() == b"PLAN"
+    layers_path(path).unlink()  # an engine cached before layer placement existed
+    ensure_engine(again, spec, path)
+    assert "build" not in names(again) and layers_path(path).is_file()
+    assert ("deserialize_cuda_engine", (b"PLAN",)) in again.calls
     path.write_bytes(b"")  # an empty file is not an engine
     ensure_engine(again, spec, path)
     assert path.read_bytes() == b"OTHER"
