@@ -255,6 +255,17 @@ def _parse(trt: Any, network: Any, logger: Any, onnx: Path) -> None:
         raise EngineBuildError(f"{onnx}: TensorRT's ONNX parser refused it: {errors}")
 
 
+def _refuse_qdq_with_calibrator(trt: Any, network: Any, spec: BuildSpec) -> None:
+    """A Q/DQ (explicitly quantized) network must not be given a calibration table."""
+    quantize = trt.LayerType.QUANTIZE
+    if any(network.get_layer(i).type == quantize for i in range(network.num_layers)):
+        raise EngineBuildError(
+            f"{spec.onnx} is Q/DQ (explicitly quantized) but the spec gives it the calibration "
+            f"cache {spec.calibration_cache}: build a Q/DQ model without one, or calibrate the "
+            "fp32 model"
+        )
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -285,6 +296,7 @@ def build_engine(trt: Any, spec: BuildSpec) -> bytes:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     calibration = spec.calibrator_cache()
     if calibration is not None:
+        _refuse_qdq_with_calibrator(trt, network, spec)
         config.int8_calibrator = cache_calibrator(trt, calibration)
         config.set_calibration_profile(profile)
     if spec.dla_core is not None:

@@ -46,6 +46,7 @@ def fake_trt(
     plan: Any = b"P",
     layers: dict[str, Any] | None = None,
     version: str = "8.5.2.2",
+    layer_types: tuple[str, ...] = ("CONVOLUTION", "ACTIVATION"),
 ) -> SimpleNamespace:
     """A ``tensorrt`` stand-in whose ``calls`` list records what the builder asked for; its
     runtime's engine inspector answers ``layers`` (JSON) for every engine."""
@@ -83,7 +84,10 @@ def fake_trt(
     object.__setattr__(config, "create_timing_cache", create_timing_cache)
     object.__setattr__(config, "get_timing_cache", lambda: timing["cache"])
     profile = _Recorder(calls)
-    network = _Recorder(calls)
+    network = SimpleNamespace(
+        num_layers=len(layer_types),
+        get_layer=lambda i: SimpleNamespace(type=layer_types[i]),
+    )
 
     class Builder:
         def __init__(self, logger: Any) -> None:
@@ -138,6 +142,7 @@ def fake_trt(
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK"),
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         DeviceType=SimpleNamespace(DLA="DLA"),
+        LayerType=SimpleNamespace(QUANTIZE="QUANTIZE"),
         IInt8EntropyCalibrator2=object,
     )
 

@@ -100,6 +100,19 @@ def test_85_int8_sets_builder_flags_profile_and_calibrator(tmp_path: Path) -> No
     assert "create_timing_cache" not in names(trt)  # no timing cache asked for
 
 
+def test_a_qdq_network_is_never_given_a_calibration_table(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.cache"
+    cache.write_text("TRT-8502-EntropyCalibration2\n")
+    qdq = fake_trt(layer_types=("QUANTIZE", "DEQUANTIZE", "CONVOLUTION"))
+    spec = _spec(tmp_path, precision="int8", flags=("INT8",), calibration_cache=cache)
+    with pytest.raises(EngineBuildError, match=r"Q/DQ .* calibration cache"):
+        build_engine(qdq, spec)
+    explicit = fake_trt(layer_types=("QUANTIZE", "DEQUANTIZE", "CONVOLUTION"))
+    build_engine(explicit, _spec(tmp_path, precision="int8", flags=("INT8", "FP16")))
+    assert args(explicit, "set_flag") == [("INT8",), ("FP16",)]
+    assert "int8_calibrator=" not in names(explicit)
+
+
 def test_10_is_strongly_typed_without_builder_flags_or_calibrator(tmp_path: Path) -> None:
     trt = fake_trt()
     spec = _spec(
