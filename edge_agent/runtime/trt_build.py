@@ -68,8 +68,8 @@ def check_version(version: str) -> str:
         return "8.5" if major == 8 else "10+"
     if major == 9:
         raise EngineBuildError(
-            f"TensorRT {version}: the 9.x releases were limited (LLM) releases and are not "
-            "supported; use TensorRT 8.5/8.6 or 10 and later"
+            f"TensorRT {version}: the 9.x releases are not supported by this Fovea version; "
+            "use TensorRT 8.5/8.6 or 10 and later"
         )
     raise EngineBuildError(
         f"TensorRT {version} is not supported by this Fovea version (it knows 8.5, 8.6, 10 "
@@ -125,6 +125,11 @@ class BuildSpec:
             raise EngineBuildError(
                 f"{self.onnx}: fp32 cannot run on DLA (it computes in FP16 or INT8); build fp32 "
                 "for the GPU (dla_core None)"
+            )
+        if self.dla_core is not None and not low == opt == high:
+            raise EngineBuildError(
+                f"{self.onnx}: DLA needs a static batch (min = opt = max), not {self.batches}; "
+                "with a dynamic profile every layer falls back to the GPU"
             )
 
     @property

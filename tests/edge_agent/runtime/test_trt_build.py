@@ -64,7 +64,7 @@ def test_tensorrt_12_and_later_and_9_are_refused() -> None:
     assert check_version("8.5.2") == "8.5" and check_version("10.3.0") == "10+"
     with pytest.raises(EngineBuildError, match="not supported by this Fovea version"):
         check_version("12.0.1")
-    with pytest.raises(EngineBuildError, match=r"9\.x"):
+    with pytest.raises(EngineBuildError, match=r"9\.2\.0: the 9\.x releases are not supported"):
         check_version("9.2.0")
 
 
@@ -142,16 +142,19 @@ def test_timing_cache_is_read_then_rewritten(tmp_path: Path) -> None:
 
 def test_dla_core_targets_the_dla_with_gpu_fallback(tmp_path: Path) -> None:
     trt = fake_trt()
-    build_engine(trt, _spec(tmp_path, dla_core=1, precision="fp16", flags=("FP16",)))
+    spec = _spec(tmp_path, dla_core=1, precision="fp16", flags=("FP16",), batches=(4, 4, 4))
+    build_engine(trt, spec)
     assert ("default_device_type=", ("DLA",)) in trt.calls and ("DLA_core=", (1,)) in trt.calls
     assert ("GPU_FALLBACK",) in args(trt, "set_flag")
     # the engine inspector names every layer only with DETAILED profiling verbosity
     assert ("profiling_verbosity=", ("DETAILED",)) in trt.calls
 
 
-def test_fp32_is_refused_on_dla(tmp_path: Path) -> None:
+def test_fp32_and_dynamic_profiles_are_refused_on_dla(tmp_path: Path) -> None:
     with pytest.raises(EngineBuildError, match="fp32 cannot run on DLA"):
-        _spec(tmp_path, dla_core=0)
+        _spec(tmp_path, dla_core=0, batches=(1, 1, 1))
+    with pytest.raises(EngineBuildError, match=r"DLA needs a static batch .* \(1, 4, 8\)"):
+        _spec(tmp_path, dla_core=0, precision="fp16", flags=("FP16",))
 
 
 def test_spec_round_trips_through_plain_json(tmp_path: Path) -> None:
