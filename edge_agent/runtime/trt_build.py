@@ -19,7 +19,7 @@ import importlib.util
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -195,19 +195,8 @@ class BuildSpec:
         return self.calibration_cache if self.generation == "8.5" else None
 
 
-_SPEC_FIELDS = (
-    "onnx",
-    "generation",
-    "input_name",
-    "input_shape",
-    "batches",
-    "workspace_mb",
-    "precision",
-    "flags",
-    "calibration_cache",
-    "timing_cache",
-    "dla_core",
-)
+_SPEC_FIELDS = tuple(f.name for f in fields(BuildSpec))
+"""In order: the first six have no default."""
 
 
 def _three(values: Any) -> tuple[int, int, int]:
