@@ -19,7 +19,7 @@ import importlib.util
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,8 @@ def check_version(version: str) -> str:
         return "8.5" if major == 8 else "10+"
     if major == 9:
         raise EngineBuildError(
-            f"TensorRT {version}: the 9.x releases were limited (LLM) releases and are not "
-            "supported; use TensorRT 8.5/8.6 or 10 and later"
+            f"TensorRT {version}: the 9.x releases are not supported by this Fovea version; "
+            "use TensorRT 8.5/8.6 or 10 and later"
         )
     raise EngineBuildError(
         f"TensorRT {version} is not supported by this Fovea version (it knows 8.5, 8.6, 10 "
@@ -125,6 +125,11 @@ class BuildSpec:
             raise EngineBuildError(
                 f"{self.onnx}: fp32 cannot run on DLA (it computes in FP16 or INT8); build fp32 "
                 "for the GPU (dla_core None)"
+            )
+        if self.dla_core is not None and not low == opt == high:
+            raise EngineBuildError(
+                f"{self.onnx}: DLA needs a static batch (min = opt = max), not {self.batches}; "
+                "with a dynamic profile every layer falls back to the GPU"
             )
 
     @property
@@ -190,19 +195,8 @@ class BuildSpec:
         return self.calibration_cache if self.generation == "8.5" else None
 
 
-_SPEC_FIELDS = (
-    "onnx",
-    "generation",
-    "input_name",
-    "input_shape",
-    "batches",
-    "workspace_mb",
-    "precision",
-    "flags",
-    "calibration_cache",
-    "timing_cache",
-    "dla_core",
-)
+_SPEC_FIELDS = tuple(f.name for f in fields(BuildSpec))
+"""In order: the first six have no default."""
 
 
 def _three(values: Any) -> tuple[int, int, int]:
@@ -255,6 +249,17 @@ def _parse(trt: Any, network: Any, logger: Any, onnx: Path) -> None:
         raise EngineBuildError(f"{onnx}: TensorRT's ONNX parser refused it: {errors}")
 
 
+def _refuse_qdq_with_calibrator(trt: Any, network: Any, spec: BuildSpec) -> None:
+    """A Q/DQ (explicitly quantized) network must not be given a calibration table."""
+    quantize = trt.LayerType.QUANTIZE
+    if any(network.get_layer(i).type == quantize for i in range(network.num_layers)):
+        raise EngineBuildError(
+            f"{spec.onnx} is Q/DQ (explicitly quantized) but the spec gives it the calibration "
+            f"cache {spec.calibration_cache}: build a Q/DQ model without one, or calibrate the "
+            "fp32 model"
+        )
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -285,6 +290,7 @@ def build_engine(trt: Any, spec: BuildSpec) -> bytes:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     calibration = spec.calibrator_cache()
     if calibration is not None:
+        _refuse_qdq_with_calibrator(trt, network, spec)
         config.int8_calibrator = cache_calibrator(trt, calibration)
         config.set_calibration_profile(profile)
     if spec.dla_core is not None:
@@ -368,16 +374,19 @@ def layers_path(engine: Path) -> Path:
 
 
 def ensure_engine(trt: Any, spec: BuildSpec, path: Path) -> Path:
-    """``path``, built from ``spec`` first when missing or empty, with ``<engine>.layers.json``.
+    """``path``, built from ``spec`` first when missing or empty, with ``<engine>.layers.json``
+    (written for an engine cached without one too).
 
     Both files are written atomically (the engine last), so a crash never leaves an engine that
     looks complete; raises EngineBuildError when the build fails.
     """
-    if path.is_file() and path.stat().st_size > 0:
+    built = path.is_file() and path.stat().st_size > 0
+    if built and layers_path(path).is_file():
         return path
-    plan = build_engine(trt, spec)
+    plan = path.read_bytes() if built else build_engine(trt, spec)
     placement = layer_placement(trt, plan, spec.dla_core)
     placement["precision"] = spec.precision
     _write_atomically(layers_path(path), json.dumps(placement, indent=2).encode())
-    _write_atomically(path, plan)
+    if not built:
+        _write_atomically(path, plan)
     return path

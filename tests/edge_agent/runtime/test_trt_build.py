@@ -21,146 +21,10 @@ from edge_agent.runtime import (
 from edge_agent.runtime.trt_build import (
     cache_calibrator,
     check_version,
-    ensure_engine,
     layer_placement,
-    layers_path,
     network_flags,
 )
-
-
-class _Recorder:
-    """Any attribute is a method that records its call and returns ``self`` (or a fixed value)."""
-
-    def __init__(self, calls: list[tuple[str, tuple[Any, ...]]], **returns: Any) -> None:
-        self._calls, self._returns = calls, returns
-
-    def __getattr__(self, name: str) -> Any:
-        def method(*args: Any) -> Any:
-            self._calls.append((name, args))
-            return self._returns.get(name, self)
-
-        return method
-
-
-class _Config(_Recorder):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_"):
-            object.__setattr__(self, name, value)
-        else:
-            self._calls.append((f"{name}=", (value,)))
-
-
-class _Timing:
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
-
-    def serialize(self) -> bytes:
-        return self.blob + b"+tuned"
-
-
-GPU_LAYERS = {"Layers": [{"Name": "conv1 + relu1", "LayerType": "CaskConvolution"}]}
-
-
-def fake_trt(
-    *,
-    network_flag_names: tuple[str, ...] = ("EXPLICIT_BATCH", "STRONGLY_TYPED"),
-    plan: Any = b"P",
-    layers: dict[str, Any] | None = None,
-    version: str = "8.5.2.2",
-) -> SimpleNamespace:
-    """A ``tensorrt`` stand-in whose ``calls`` list records what the builder asked for; its
-    runtime's engine inspector answers ``layers`` (JSON) for every engine."""
-    calls: list[tuple[str, tuple[Any, ...]]] = []
-    info = json.dumps(GPU_LAYERS if layers is None else layers)
-
-    class Inspector:
-        def get_engine_information(self, fmt: str) -> str:
-            calls.append(("get_engine_information", (fmt,)))
-            return info
-
-    class Engine:
-        def create_engine_inspector(self) -> Inspector:
-            return Inspector()
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def __setattr__(self, name: str, value: Any) -> None:
-            calls.append((f"runtime.{name}=", (value,)))
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            calls.append(("deserialize_cuda_engine", (data,)))
-            return Engine()
-
-    timing: dict[str, _Timing] = {}
-
-    def create_timing_cache(blob: bytes) -> _Timing:
-        calls.append(("create_timing_cache", (blob,)))
-        timing["cache"] = _Timing(blob)
-        return timing["cache"]
-
-    config = _Config(calls)
-    object.__setattr__(config, "create_timing_cache", create_timing_cache)
-    object.__setattr__(config, "get_timing_cache", lambda: timing["cache"])
-    profile = _Recorder(calls)
-    network = _Recorder(calls)
-
-    class Builder:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def create_network(self, flags: int) -> Any:
-            calls.append(("create_network", (flags,)))
-            return network
-
-        def create_builder_config(self) -> Any:
-            return config
-
-        def create_optimization_profile(self) -> Any:
-            return profile
-
-        def build_serialized_network(self, net: Any, cfg: Any) -> Any:
-            calls.append(("build", ()))
-            return plan
-
-    class OnnxParser:
-        def __init__(self, net: Any, logger: Any) -> None:
-            self.num_errors = 0
-
-        def parse(self, data: bytes) -> bool:
-            if data.startswith(b"bad"):
-                self.num_errors = 1
-                return False
-            return True
-
-        def get_error(self, i: int) -> str:
-            return "Unsupported op Foo"
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            pass
-
-    flag_values = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
-    return SimpleNamespace(
-        __version__=version,
-        calls=calls,
-        Runtime=Runtime,
-        LayerInformationFormat=SimpleNamespace(JSON="JSON", ONELINE="ONELINE"),
-        ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"),
-        Logger=Logger,
-        Builder=Builder,
-        OnnxParser=OnnxParser,
-        NetworkDefinitionCreationFlag=SimpleNamespace(
-            **{n: flag_values[n] for n in network_flag_names}
-        ),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK"),
-        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        DeviceType=SimpleNamespace(DLA="DLA"),
-        IInt8EntropyCalibrator2=object,
-    )
+from tests.edge_agent.runtime.fake_tensorrt import DLA_LAYERS, args, fake_trt, names
 
 
 def _spec(tmp_path: Path, **overrides: Any) -> BuildSpec:
@@ -177,14 +41,6 @@ def _spec(tmp_path: Path, **overrides: Any) -> BuildSpec:
         **overrides,
     }
     return BuildSpec(**fields)
-
-
-def _names(trt: SimpleNamespace) -> list[str]:
-    return [name for name, _ in trt.calls]
-
-
-def _args(trt: SimpleNamespace, name: str) -> list[tuple[Any, ...]]:
-    return [args for n, args in trt.calls if n == name]
 
 
 def test_generation_and_version_tag_parse_real_version_strings() -> None:
@@ -208,7 +64,7 @@ def test_tensorrt_12_and_later_and_9_are_refused() -> None:
     assert check_version("8.5.2") == "8.5" and check_version("10.3.0") == "10+"
     with pytest.raises(EngineBuildError, match="not supported by this Fovea version"):
         check_version("12.0.1")
-    with pytest.raises(EngineBuildError, match=r"9\.x"):
+    with pytest.raises(EngineBuildError, match=r"9\.2\.0: the 9\.x releases are not supported"):
         check_version("9.2.0")
 
 
@@ -234,14 +90,27 @@ def test_85_int8_sets_builder_flags_profile_and_calibrator(tmp_path: Path) -> No
     trt = fake_trt()
     spec = _spec(tmp_path, precision="int8", flags=("INT8", "FP16", "X"), calibration_cache=cache)
     assert build_engine(trt, spec) == b"P"
-    assert _args(trt, "create_network") == [(1 << 0,)]
-    assert _args(trt, "set_memory_pool_limit") == [("WORKSPACE", 64 << 20)]
-    assert _args(trt, "set_shape") == [("images", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))]
-    assert _args(trt, "set_flag") == [("INT8",), ("FP16",)]  # unknown flags are not passed on
-    (calibrator,) = _args(trt, "int8_calibrator=")[0]
+    assert args(trt, "create_network") == [(1 << 0,)]
+    assert args(trt, "set_memory_pool_limit") == [("WORKSPACE", 64 << 20)]
+    assert args(trt, "set_shape") == [("images", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))]
+    assert args(trt, "set_flag") == [("INT8",), ("FP16",)]  # unknown flags are not passed on
+    (calibrator,) = args(trt, "int8_calibrator=")[0]
     assert calibrator.read_calibration_cache() == cache.read_bytes()
-    assert "set_calibration_profile" in _names(trt)
-    assert "create_timing_cache" not in _names(trt)  # no timing cache asked for
+    assert "set_calibration_profile" in names(trt)
+    assert "create_timing_cache" not in names(trt)  # no timing cache asked for
+
+
+def test_a_qdq_network_is_never_given_a_calibration_table(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.cache"
+    cache.write_text("TRT-8502-EntropyCalibration2\n")
+    qdq = fake_trt(layer_types=("QUANTIZE", "DEQUANTIZE", "CONVOLUTION"))
+    spec = _spec(tmp_path, precision="int8", flags=("INT8",), calibration_cache=cache)
+    with pytest.raises(EngineBuildError, match=r"Q/DQ .* calibration cache"):
+        build_engine(qdq, spec)
+    explicit = fake_trt(layer_types=("QUANTIZE", "DEQUANTIZE", "CONVOLUTION"))
+    build_engine(explicit, _spec(tmp_path, precision="int8", flags=("INT8", "FP16")))
+    assert args(explicit, "set_flag") == [("INT8",), ("FP16",)]
+    assert "int8_calibrator=" not in names(explicit)
 
 
 def test_10_is_strongly_typed_without_builder_flags_or_calibrator(tmp_path: Path) -> None:
@@ -254,35 +123,38 @@ def test_10_is_strongly_typed_without_builder_flags_or_calibrator(tmp_path: Path
         calibration_cache=tmp_path / "calibration.cache",  # a Q/DQ model must not get one
     )
     build_engine(trt, spec)
-    assert _args(trt, "create_network") == [(1 << 1,)]
-    assert "set_flag" not in _names(trt)
-    assert "int8_calibrator=" not in _names(trt) and "set_calibration_profile" not in _names(trt)
+    assert args(trt, "create_network") == [(1 << 1,)]
+    assert "set_flag" not in names(trt)
+    assert "int8_calibrator=" not in names(trt) and "set_calibration_profile" not in names(trt)
 
 
 def test_timing_cache_is_read_then_rewritten(tmp_path: Path) -> None:
     timing = tmp_path / "cache" / "timing.cache"
     trt = fake_trt()
     build_engine(trt, _spec(tmp_path, timing_cache=timing))
-    assert _args(trt, "create_timing_cache") == [(b"",)]
+    assert args(trt, "create_timing_cache") == [(b"",)]
     assert timing.read_bytes() == b"+tuned"
     trt = fake_trt()
     build_engine(trt, _spec(tmp_path, timing_cache=timing))
-    assert _args(trt, "create_timing_cache") == [(b"+tuned",)]
+    assert args(trt, "create_timing_cache") == [(b"+tuned",)]
     assert not list(timing.parent.glob(".*.tmp"))
 
 
 def test_dla_core_targets_the_dla_with_gpu_fallback(tmp_path: Path) -> None:
     trt = fake_trt()
-    build_engine(trt, _spec(tmp_path, dla_core=1, precision="fp16", flags=("FP16",)))
+    spec = _spec(tmp_path, dla_core=1, precision="fp16", flags=("FP16",), batches=(4, 4, 4))
+    build_engine(trt, spec)
     assert ("default_device_type=", ("DLA",)) in trt.calls and ("DLA_core=", (1,)) in trt.calls
-    assert ("GPU_FALLBACK",) in _args(trt, "set_flag")
+    assert ("GPU_FALLBACK",) in args(trt, "set_flag")
     # the engine inspector names every layer only with DETAILED profiling verbosity
     assert ("profiling_verbosity=", ("DETAILED",)) in trt.calls
 
 
-def test_fp32_is_refused_on_dla(tmp_path: Path) -> None:
+def test_fp32_and_dynamic_profiles_are_refused_on_dla(tmp_path: Path) -> None:
     with pytest.raises(EngineBuildError, match="fp32 cannot run on DLA"):
-        _spec(tmp_path, dla_core=0)
+        _spec(tmp_path, dla_core=0, batches=(1, 1, 1))
+    with pytest.raises(EngineBuildError, match=r"DLA needs a static batch .* \(1, 4, 8\)"):
+        _spec(tmp_path, dla_core=0, precision="fp16", flags=("FP16",))
 
 
 def test_spec_round_trips_through_plain_json(tmp_path: Path) -> None:
@@ -305,22 +177,11 @@ def test_spec_round_trips_through_plain_json(tmp_path: Path) -> None:
         BuildSpec.from_json({k: v for k, v in data.items() if k != "onnx"})
 
 
-DLA_LAYERS = {
-    "Layers": [
-        {"Name": "images to nvm", "LayerType": "Reformat"},
-        {"Name": "{ForeignNode[/stem/Conv.../blocks/Add]}", "LayerType": "DLA"},
-        {"Name": "images copy finish", "LayerType": "Reformat"},
-        {"Name": "/head/Gemm", "LayerType": "CaskGemm"},
-        {"Name": "grade_logits from nvm", "LayerType": "Reformat"},
-    ]
-}
-
-
 def test_layer_placement_counts_dla_and_gpu_layers_and_warns_on_fallback() -> None:
     trt = fake_trt(layers=DLA_LAYERS)
     placed = layer_placement(trt, b"engine", dla_core=1)
     assert ("runtime.DLA_core=", (1,)) in trt.calls  # a DLA engine loads onto its core
-    assert _args(trt, "get_engine_information") == [("JSON",)]
+    assert args(trt, "get_engine_information") == [("JSON",)]
     assert (placed["dla"], placed["gpu"], placed["transfers"]) == (1, 1, 3)
     assert placed["gpu_layers"] == ["/head/Gemm"]
     assert "1 layer(s) fell back from DLA core 1 to the GPU" in placed["warning"]
@@ -329,26 +190,6 @@ def test_layer_placement_counts_dla_and_gpu_layers_and_warns_on_fallback() -> No
         everything_on_gpu["dla"] == 0 and "whole engine fell back" in everything_on_gpu["warning"]
     )
     assert layer_placement(fake_trt(), b"engine")["warning"] is None  # a GPU build
-
-
-def test_ensure_engine_builds_once_and_writes_the_layers_next_to_it(tmp_path: Path) -> None:
-    path = tmp_path / "engines" / "model.fp16.plan"
-    trt = fake_trt(plan=b"PLAN")
-    spec = _spec(tmp_path, precision="fp16", flags=("FP16",))
-    assert ensure_engine(trt, spec, path) == path and path.read_bytes() == b"PLAN"
-    layers = json.loads(layers_path(path).read_text())
-    assert layers_path(path).name == "model.fp16.plan.layers.json"
-    assert layers["gpu"] == 1 and layers["precision"] == "fp16"
-    again = fake_trt(plan=b"OTHER")
-    ensure_engine(again, spec, path)
-    assert "build" not in _names(again) and path.read_bytes() == b"PLAN"
-    path.write_bytes(b"")  # an empty file is not an engine
-    ensure_engine(again, spec, path)
-    assert path.read_bytes() == b"OTHER"
-    assert not list(path.parent.glob(".*.tmp"))
-    with pytest.raises(EngineBuildError):
-        ensure_engine(fake_trt(plan=None), spec, tmp_path / "failed.plan")
-    assert not (tmp_path / "failed.plan").exists()
 
 
 def test_failures_name_the_onnx_file(tmp_path: Path) -> None:
@@ -387,55 +228,3 @@ def test_exported_recipe_becomes_build_specs(tiny_export: Path, tmp_path: Path) 
     spec10 = recipe.build_spec(step10, tiny_export, None)
     assert spec10.onnx == tiny_export / "model.int8.onnx"
     assert spec10.builder_flags() == () and spec10.calibrator_cache() is None
-
-
-def _dla_recipe(**over: Any) -> EngineRecipe:
-    from server.export.config import TensorRTConfig
-    from server.export.recipe import engine_recipe
-
-    cfg = TensorRTConfig(precisions=["fp32", "fp16", "int8"], dla_core=0, **over)
-    return engine_recipe(32, cfg)
-
-
-def test_dla_steps_build_one_static_profile_per_batch(tmp_path: Path) -> None:
-    recipe = _dla_recipe()
-    int8 = recipe.step("int8", "8.5")
-    assert int8 is not None
-    specs = recipe.build_specs(int8, tmp_path, None)
-    assert [s.batches for s in specs] == [(1, 1, 1), (8, 8, 8)]  # DLA: min = opt = max
-    assert {s.dla_core for s in specs} == {0}
-    # DLA INT8 on 8.5 takes the calibrator's ranges on the fp32 graph
-    assert all(s.onnx.name == "model.fp32.onnx" and s.calibrator_cache() for s in specs)
-    fp32 = recipe.step("fp32", "8.5")
-    assert fp32 is not None
-    (gpu,) = recipe.build_specs(fp32, tmp_path, None)  # fp32 cannot run on DLA
-    assert gpu.dla_core is None and gpu.batches == (1, 8, 32)
-    assert _dla_recipe(dla_batches=[4]).dla_batch_sizes() == [4]
-    # schema_version 1 recipes written before dla_batches still load
-    old = recipe.model_dump(exclude={"dla_batches"})
-    assert EngineRecipe(**old).dla_batch_sizes() == [1, 8]
-
-
-def test_cached_engines_key_each_dla_batch(tmp_path: Path) -> None:
-    from edge_agent.runtime.cuda_buffers import GpuInfo
-    from edge_agent.runtime.trt_engine import cached_engine, cached_engines, engine_cache_key
-
-    gpu = GpuInfo("Xavier", 7, 2)
-    key = engine_cache_key("ab" * 32, gpu, "8.5.2.2", "fp16")
-    assert engine_cache_key("ab" * 32, gpu, "8.5.2.2", "fp16", "dla0-b8") == f"{key}-dla0-b8"
-    recipe = _dla_recipe()
-    (tmp_path / "model.fp32.onnx").write_bytes(b"onnx")
-    trt = fake_trt(layers=DLA_LAYERS)
-    engines = cached_engines(tmp_path, recipe, "fp16", tmp_path / "cache", key, None, trt)
-    assert [p.name for _, p in engines] == [f"{key}-dla0-b1.plan", f"{key}-dla0-b8.plan"]
-    assert all(layers_path(p).is_file() for _, p in engines)
-    assert _names(trt).count("build") == 2
-    again = fake_trt()
-    path = cached_engine(tmp_path, recipe, "fp16", tmp_path / "cache", key, None, again)
-    assert path == engines[0][1] and "build" not in _names(again)
-    (gpu_engine,) = cached_engines(tmp_path, recipe, "fp32", tmp_path / "cache", key, None, trt)
-    assert gpu_engine[1].name == f"{key}.plan"  # the dynamic case keeps its key
-    with pytest.raises(EngineBuildError, match=r"JetPack 5\.1\.x"):
-        cached_engine(
-            tmp_path, recipe, "fp32", tmp_path / "c2", key, None, fake_trt(version="8.4.1")
-        )

@@ -95,7 +95,7 @@ def test_dla_trtexec_builds_one_static_engine_per_batch(tmp_path: Path) -> None:
 
 
 def test_export_builds_write_engines_and_their_layer_placement(tmp_path: Path) -> None:
-    from tests.edge_agent.runtime.test_trt_build import DLA_LAYERS, fake_trt
+    from tests.edge_agent.runtime.fake_tensorrt import DLA_LAYERS, fake_trt
 
     cfg = TensorRTConfig(precisions=["fp32", "fp16"], dla_core=0)
     (tmp_path / "model.fp32.onnx").write_bytes(b"onnx")
