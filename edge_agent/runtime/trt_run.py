@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.runtime.cuda_buffers import DeviceBuffer, Stream
+from edge_agent.runtime.cuda_buffers import DeviceBuffer, Stream, cuda_context
 
 RUN_API = ("execute_async_v3", "set_input_shape", "set_tensor_address")
 """The execution-context calls every engine run uses (TensorRT 8.5 and later)."""
@@ -50,21 +50,22 @@ class EngineRunner:
         self._stream: Stream | None = None
         self._lock = threading.Lock()
         self.input_name = input_name
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        if dla_core is not None:
-            self._runtime.DLA_core = int(dla_core)
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise EngineRunError(
-                "TensorRT could not deserialise the engine: built by another GPU or TensorRT?"
-            )
-        self._context = self._engine.create_execution_context()
-        check_run_api(trt, self._engine, self._context)
-        try:
-            self._allocate(trt)
-        except BaseException:
-            self.close()  # buffers already allocated must not leak
-            raise
+        with cuda_context():
+            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            if dla_core is not None:
+                self._runtime.DLA_core = int(dla_core)
+            self._engine = self._runtime.deserialize_cuda_engine(plan)
+            if self._engine is None:
+                raise EngineRunError(
+                    "TensorRT could not deserialise the engine: built by another GPU or TensorRT?"
+                )
+            self._context = self._engine.create_execution_context()
+            check_run_api(trt, self._engine, self._context)
+            try:
+                self._allocate(trt)
+            except BaseException:
+                self.close()  # buffers already allocated must not leak
+                raise
 
     def _allocate(self, trt: Any) -> None:
         engine = self._engine
@@ -91,21 +92,21 @@ class EngineRunner:
             raise EngineRunError(f"batch {n} outside the engine's 1..{self.max_batch}")
         rows = max(n, self.min_batch)  # a static engine runs its whole batch
         assert self._stream is not None
-        with self._lock:
+        stream = self._stream
+        with self._lock, cuda_context():
             inp = self._buffers[self.input_name]
             inp.host[:n] = images  # numpy casts to the engine's input type
             if rows > n:
                 inp.host[n:rows] = 0
-            handle = self._stream.handle
-            inp.to_device(rows * inp.nbytes // self.max_batch, handle)
+            inp.to_device(rows * inp.nbytes // self.max_batch, stream)
             if not self._context.set_input_shape(self.input_name, (rows, *images.shape[1:])):
                 raise EngineRunError(f"TensorRT refused input shape {(rows, *images.shape[1:])}")
-            if not self._context.execute_async_v3(int(handle)):
+            if not self._context.execute_async_v3(stream.address):
                 raise EngineRunError("TensorRT execution failed")
             for name in self.output_names:
                 buf = self._buffers[name]
-                buf.to_host(rows * buf.nbytes // self.max_batch, handle)
-            self._stream.synchronize()
+                buf.to_host(rows * buf.nbytes // self.max_batch, stream)
+            stream.synchronize()
             return {
                 name: self._buffers[name].host[:n].astype(np.float32, copy=True)
                 for name in self.output_names
@@ -113,12 +114,13 @@ class EngineRunner:
 
     def close(self) -> None:
         """Free the device buffers and the stream (idempotent)."""
-        for buf in self._buffers.values():
-            buf.free()
-        self._buffers = {}
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        with cuda_context():
+            for buf in self._buffers.values():
+                buf.free()
+            self._buffers = {}
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
 
 
 class EngineSet:

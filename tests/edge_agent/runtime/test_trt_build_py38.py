@@ -21,7 +21,7 @@ SOURCE = Path(trt_build.__file__)
 PY38_MODULES = ("trt_build", "trt_run", "cuda_buffers", "worker")
 """What the inference worker loads under JetPack's Python: ``make lint`` checks them as 3.8."""
 SOURCES = [SOURCE.with_name(f"{name}.py") for name in PY38_MODULES]
-ALLOWED_THIRD_PARTY = {"numpy", "tensorrt", "onnxruntime", "cuda"}
+ALLOWED_THIRD_PARTY = {"numpy", "tensorrt", "onnxruntime", "cuda", "pycuda"}
 """Imported inside the function that needs them (numpy: anywhere)."""
 SIBLINGS = {f"edge_agent.runtime.{name}" for name in PY38_MODULES}
 """The worker's own modules, which import each other by these names."""

@@ -5,6 +5,7 @@ own exceptions never escaping the TensorRT backend or precision choice."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from pathlib import Path
@@ -55,7 +56,7 @@ class FakeBuffer:
 
 
 class FakeStream:
-    handle = 7
+    address = 7
 
     def synchronize(self) -> None:
         return None
@@ -141,6 +142,7 @@ def _fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeBuffer.freed.clear()
     monkeypatch.setattr(trt_run, "DeviceBuffer", FakeBuffer)
     monkeypatch.setattr(trt_run, "Stream", FakeStream)
+    monkeypatch.setattr(trt_run, "cuda_context", contextlib.nullcontext)
 
 
 def _x(n: int) -> np.ndarray:

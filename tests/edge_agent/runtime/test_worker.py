@@ -4,6 +4,7 @@ killed or hung it is restarted, and meanwhile the backend says it is unavailable
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -256,6 +257,7 @@ def test_the_worker_builds_missing_engines_with_progress_then_runs_them(
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(trt_run, "DeviceBuffer", FakeBuffer)
     monkeypatch.setattr(trt_run, "Stream", FakeStream)
+    monkeypatch.setattr(trt_run, "cuda_context", contextlib.nullcontext)
     built: list[int] = []
 
     def ensure(trt_module: Any, spec: trt_build.BuildSpec, path: Path) -> Path:
