@@ -172,14 +172,28 @@ class DeviceOps:
         self._restarted_at = time.monotonic()
         await self._run("restart", list(self.spec.restart), timeout=120)
 
-    async def wait_ready(self, timeout: float) -> None:
+    async def wait_ready(
+        self,
+        timeout: float,
+        build_timeout: float | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
         """Wait until ``/v2/health/ready`` answers 200 (from an agent started after the last
-        restart, since supervisors may restart asynchronously); DeviceError when not in time."""
+        restart, since supervisors may restart asynchronously); DeviceError when not in time.
+
+        While the agent answers 503 "starting" (engines building) it is waited on up to
+        ``build_timeout`` seconds, its progress passed to ``on_progress``.
+        """
         t0 = time.perf_counter()
         try:
             while True:
-                left = timeout - (time.perf_counter() - t0)
-                await probe.wait_ready(self.device.url, max(left, 0.001))
+                spent = time.perf_counter() - t0
+                await probe.wait_ready(
+                    self.device.url,
+                    max(timeout - spent, 0.001),
+                    build_timeout=None if build_timeout is None else max(build_timeout - spent, 0),
+                    on_progress=on_progress,
+                )
                 if self._restarted_at is None or await self._fresh():
                     return
                 await asyncio.sleep(0.2)
