@@ -133,8 +133,9 @@ def build_offline_installer(plan: FlashPlan, out_dir: Path) -> OfflineInstaller:
     files: dict[str, bytes] = {f"wheels/{w.name}": w.read_bytes() for w in plan.wheel_files()}
     files["bundle/" + plan.bundle.name] = plan.bundle.read_bytes()
     files["keys/" + plan.trusted_key.name] = plan.trusted_key.read_bytes()
-    for req in WORKER_REQUIREMENTS.values():  # the wheel does not carry deploy/jetson/
-        files[f"jetson/{req.name}"] = req.read_bytes()
+    for req in WORKER_REQUIREMENTS.values():  # the agent's wheel has no deploy/jetson/
+        if req.is_file():
+            files[f"jetson/{req.name}"] = req.read_bytes()
     if plan.worker_requirements is not None:
         files[f"jetson/{WORKER_OVERRIDE}"] = plan.worker_requirements.read_bytes()
     venv = f"{DEFAULT_PREFIX}/venv"

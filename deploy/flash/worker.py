@@ -42,7 +42,14 @@ def requirements_for(plan: FlashPlan, release: str | None, host: str = "") -> Pa
     if plan.worker_requirements is not None:
         return plan.worker_requirements
     if release in WORKER_REQUIREMENTS:
-        return WORKER_REQUIREMENTS[release]
+        pins = WORKER_REQUIREMENTS[release]
+        if not pins.is_file():
+            raise ValueError(
+                f"{host}: the worker's pins {pins} are not installed with this fovea-edge "
+                "(deploy/jetson/ is missing); run fovea from a source checkout or pass "
+                "--worker-requirements FILE"
+            )
+        return pins
     known = ", ".join(f"{r} ({p.name})" for r, p in WORKER_REQUIREMENTS.items())
     raise ValueError(
         f"{host}: no worker requirements for L4T release {release or '(unknown)'} (known: "

@@ -101,15 +101,21 @@ class DeviceOps:
         finally:
             self.steps[step] = round(time.perf_counter() - t0, 3)
 
+    def _agent(self, *args: str) -> list[str]:
+        """``fovea-agent ARGS`` on the device, as the service user when one is set."""
+        user = ["runuser", "-u", self.spec.run_as, "--"] if self.spec.run_as else []
+        return [*user, self.spec.agent, *args]
+
     async def install_bundle(self, bundle: Path) -> None:
-        """Copy ``bundle`` to the device and ``fovea-agent install`` it (not yet served)."""
+        """Copy ``bundle`` to the device and ``fovea-agent install`` it (not yet served); the
+        install measures precision, as the service user where one is set."""
         remote = self._remote(INCOMING, bundle.name)
         await self._put("copy", bundle, remote)
-        await self._run("install", [self.spec.agent, "install", remote, "--root", self.spec.root])
+        await self._run("install", self._agent("install", remote, "--root", self.spec.root))
 
     async def rollback_bundle(self) -> None:
         """``fovea-agent rollback``: switch back to the previous slot."""
-        await self._run("rollback", [self.spec.agent, "rollback", "--root", self.spec.root])
+        await self._run("rollback", self._agent("rollback", "--root", self.spec.root))
 
     async def agent_version(self) -> str:
         """The fovea-edge version installed on the device (``fovea-agent version``)."""
