@@ -221,7 +221,7 @@ class HostFlash:
 
     async def _worker(self) -> tuple[bool, str]:
         if not self._wants_worker:
-            return False, "in-process (not a Jetson)"
+            return False, "in-process " + ("(worker off)" if self.jetson else "(not a Jetson)")
         env = await install_worker(self.tr, self.plan, self.t, self.s.release)
         self.s.worker_python = env.python
         return env.changed, env.detail

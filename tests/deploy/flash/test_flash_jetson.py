@@ -13,8 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import yaml
 from test_flash_ssh import _ssh_target
 
 from deploy.flash import FlashTarget, bundle_manifest, flash, plan_lines
-from deploy.flash.steps import HostFlash
+from deploy.flash.steps import _READY_SCRIPT, HostFlash
 from deploy.flash.supervisor import ensure_service_user
 from deploy.flash.worker import WORKER_STAMP, config_with_worker, l4t_release
 from deploy.transport import LocalTransport, RunResult
@@ -267,3 +270,37 @@ def test_agent_config_keeps_other_settings() -> None:
     with pytest.raises(ValueError, match="not a mapping"):
         config_with_worker("- a\n", "/w/bin/python", "a.yaml")
     assert l4t_release(R35) == "R35" and l4t_release("garbage") is None
+
+
+def test_ready_step_waits_while_the_agent_says_starting(tmp_path: Path) -> None:
+    started = time.monotonic()
+    until = {"ready_at": started + 1.5}
+
+    class Agent(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ready = time.monotonic() >= until["ready_at"]
+            body = {"ready": True} if ready else {
+                "ready": False, "state": "starting", "progress": "fp16 engine 1/2"
+            }  # fmt: skip
+            data = json.dumps(body).encode()
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/health/ready"
+    try:
+        check = [sys.executable, "-c", _READY_SCRIPT, url]
+        done = subprocess.run([*check, "0.5", "30"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and time.monotonic() - started >= 1.4  # past the 0.5 s
+        until["ready_at"] = time.monotonic() + 60  # engines that never finish
+        done = subprocess.run([*check, "0.3", "1"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and done.stdout.strip() == "starting: fp16 engine 1/2"
+    finally:
+        server.shutdown()
+        server.server_close()
