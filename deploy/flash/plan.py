@@ -9,12 +9,24 @@ from typing import Literal
 from deploy.transport import Transport
 
 SupervisorKind = Literal["auto", "systemd", "process"]
+WorkerMode = Literal["auto", "yes", "no"]
 HostStatus = Literal["flashed", "unchanged", "failed"]
 
 DEFAULT_ROOT = "/var/lib/fovea"
 DEFAULT_PREFIX = "/opt/fovea"
 DEFAULT_PORT = 8000
 FLEET_ACCOUNT = "fleet"
+TEGRA_RELEASE = "/etc/nv_tegra_release"
+"""The file that marks a Jetson (its first line names the L4T release, e.g. ``# R35 ...``)."""
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""JetPack's own Python (3.8 on JetPack 5, 3.10 on JetPack 6): the one its apt tensorrt is for."""
+_JETSON = Path(__file__).resolve().parents[1] / "jetson"
+WORKER_REQUIREMENTS = {
+    "R35": _JETSON / "worker-requirements-jp5.txt",
+    "R36": _JETSON / "worker-requirements-jp6.txt",
+}
+"""The TensorRT worker's pinned requirements per L4T release (JetPack 5 = R35: Python 3.8,
+CUDA 11.4; JetPack 6 = R36: Python 3.10, CUDA 12.2)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,14 @@ class FlashPlan:
     when ``agent_venv`` names a virtual environment that already holds fovea-edge on the device
     (then no venv is created and nothing is pip-installed). ``trusted_key`` is the bundle
     signer's public key installed into the device's ``keys/trusted/``.
+
+    The TensorRT worker (``worker``: ``auto`` = only on a Jetson, i.e. where ``tegra_release``
+    exists; ``yes``; ``no``) gets its own venv made by ``system_python -m venv
+    --system-site-packages`` (so JetPack's apt ``tensorrt`` is visible) and filled from the
+    wheelhouse with ``worker_requirements`` (None: the pins of the device's L4T release, see
+    :data:`WORKER_REQUIREMENTS`); the agent config then names its Python as
+    ``worker_python``. ``build_timeout`` is how long the ready step waits while the agent
+    answers "starting" (worker starting, engines building).
     """
 
     bundle: Path
@@ -42,8 +62,13 @@ class FlashPlan:
     fleet_account: str = FLEET_ACCOUNT
     rotate_token: bool = False
     ready_timeout: float = 120.0
+    build_timeout: float = 1800.0
     step_timeout: float = 900.0
     parallel: int = 8
+    worker: WorkerMode = "auto"
+    system_python: str = SYSTEM_PYTHON
+    worker_requirements: Path | None = None
+    tegra_release: str = TEGRA_RELEASE
 
     def __post_init__(self) -> None:
         if not self.bundle.is_file():
@@ -58,8 +83,13 @@ class FlashPlan:
             raise ValueError(f"wheelhouse {self.wheelhouse} is not a directory")
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
-        if self.ready_timeout <= 0:
-            raise ValueError(f"ready_timeout must be > 0, got {self.ready_timeout}")
+        if self.ready_timeout <= 0 or self.build_timeout < self.ready_timeout:
+            raise ValueError(
+                f"ready_timeout must be > 0 and build_timeout >= ready_timeout, got "
+                f"{self.ready_timeout} and {self.build_timeout}"
+            )
+        if self.worker_requirements is not None and not self.worker_requirements.is_file():
+            raise ValueError(f"worker requirements {self.worker_requirements} do not exist")
 
     def wheel_files(self) -> list[Path]:
         """Every wheel to copy: fovea-edge's and the wheelhouse's."""
@@ -102,6 +132,11 @@ class FlashTarget:
     def venv(self) -> str:
         """The device venv made by the flash."""
         return f"{self.prefix}/venv"
+
+    @property
+    def worker_venv(self) -> str:
+        """The TensorRT worker's venv (JetPack's Python) made by the flash on a Jetson."""
+        return f"{self.prefix}/worker-venv"
 
 
 @dataclass(frozen=True)
@@ -155,11 +190,18 @@ def plan_lines(plan: FlashPlan, targets: list[FlashTarget]) -> list[str]:
             f"  copy wheels and bundle to {t.prefix} (resumable; identical files skipped)",
             f"  venv {venv}"
             + ("" if plan.agent_venv else f" ({plan.device_python} -m venv; pip --no-index)"),
+            f"  worker ({plan.worker}; on a Jetson): {plan.system_python} -m venv "
+            f"--system-site-packages {t.worker_venv}; pip --no-index -r "
+            f"{plan.worker_requirements or 'the release pins'}; import tensorrt",
             f"  trust {plan.trusted_key.name} in {t.root}/keys/trusted/",
-            f"  fovea-agent install {plan.bundle.name} --root {t.root} (skipped if installed)",
+            f"  config {t.root}/agent.yaml: worker_python (when the worker is installed)",
+            f"  service user {plan.service_user!r} in video (and render) (systemd only)",
+            f"  fovea-agent install {plan.bundle.name} --root {t.root} (skipped if installed; "
+            "as the service user under systemd)",
             f"  supervisor {plan.supervisor}: unit {plan.unit_name}.service (systemd) or "
             f"a process keeper; agent on {plan.listen_host}:{t.port}",
             f"  account {plan.fleet_account!r} (admin) and its token",
-            f"  wait for http://127.0.0.1:{t.port}/v2/health/ready ({plan.ready_timeout:g} s)",
+            f"  wait for http://127.0.0.1:{t.port}/v2/health/ready ({plan.ready_timeout:g} s; "
+            f"up to {plan.build_timeout:g} s while it says 'starting')",
         ]
     return lines

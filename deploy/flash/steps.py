@@ -12,12 +12,19 @@ from pathlib import Path
 
 from deploy.flash.plan import FlashPlan, FlashTarget, HostResult, StepResult
 from deploy.flash.remote import read_text, sh
-from deploy.flash.supervisor import ServiceSpec, Supervisor, detect_supervisor
+from deploy.flash.supervisor import (
+    ServiceSpec,
+    Supervisor,
+    detect_supervisor,
+    ensure_service_user,
+)
+from deploy.flash.worker import install_worker, l4t_release, write_config
 from deploy.transport import SshTransport, TransportError, file_sha256
 from edge_agent.bundle import Manifest
 
 STEPS: tuple[str, ...] = (
-    "probe", "copy", "venv", "trust", "install", "account", "service", "ready",
+    "probe", "copy", "venv", "worker", "trust", "config", "user", "install", "account",
+    "service", "ready",
 )  # fmt: skip
 """The step names, in order (progress shows them)."""
 WHEEL_STAMP = ".fovea-wheel.sha256"
@@ -26,15 +33,25 @@ with the same wheel skips pip). The wheel itself stays in ``PREFIX/wheels/``, wh
 upgrades find it as the way back."""
 
 _READY_SCRIPT = """\
-import sys, time, urllib.request
-url, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
-last = "no answer"
+import json, sys, time, urllib.error, urllib.request
+url, wait, build = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+t0 = time.monotonic()
+end, last = t0 + wait, "no answer"
 while time.monotonic() < end:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             if r.status == 200:
                 sys.exit(0)
             last = f"HTTP {r.status}"
+    except urllib.error.HTTPError as e:
+        last = f"HTTP {e.code}"
+        try:
+            body = json.loads(e.read())
+        except ValueError:
+            body = None
+        if e.code == 503 and isinstance(body, dict) and body.get("state") == "starting":
+            last = f"starting: {body.get('progress', '')}"
+            end = min(t0 + build, max(end, time.monotonic() + wait))
     except Exception as e:
         last = str(e)
     time.sleep(0.2)
@@ -61,6 +78,9 @@ class _State:
     token: str | None = None
     supervisor: Supervisor | None = None
     installed: tuple[str, int] | None = None
+    release: str | None = None
+    worker_python: str | None = None
+    as_service: tuple[str, ...] = ()
 
 
 class HostFlash:
@@ -89,7 +109,8 @@ class HostFlash:
         steps: list[StepResult] = []
         actions: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {
             "probe": self._probe, "copy": self._copy, "venv": self._venv,
-            "trust": self._trust, "install": self._install, "account": self._account,
+            "worker": self._worker, "trust": self._trust, "config": self._config,
+            "user": self._user, "install": self._install, "account": self._account,
             "service": self._service, "ready": self._ready,
         }  # fmt: skip
         error: str | None = None
@@ -129,27 +150,34 @@ class HostFlash:
         return "127.0.0.1" if self.plan.listen_host in ("0.0.0.0", "::") else self.plan.listen_host
 
     async def _probe(self) -> tuple[bool, str]:
-        py = shlex.quote(self.plan.device_python)
+        py, tegra = shlex.quote(self.plan.device_python), shlex.quote(self.plan.tegra_release)
         res = await sh(
             self.tr,
-            f"uname -m; test -f /etc/nv_tegra_release && echo jetson || echo generic; "
+            f"uname -m; test -f {tegra} && echo jetson || echo generic; "
             f"{py} -c 'import sys; print(sys.version_info[0], sys.version_info[1])' "
-            f"2>/dev/null || echo none",
+            f"2>/dev/null || echo none; head -n 1 {tegra} 2>/dev/null || true",
         )
         lines = res.check().stdout.split("\n")
-        arch, kind, pyver = [*lines, "", "", ""][:3]
+        arch, kind, pyver, release = [*lines, "", "", "", ""][:4]
         self.jetson = kind.strip() == "jetson"
+        self.s.release = l4t_release(release) if self.jetson else None
         if self.plan.agent_venv is None and pyver.strip() != "3 11":
             raise ValueError(
                 f"{self.plan.device_python} on the device is {pyver.strip() or 'missing'}, "
                 f"not Python 3.11; install python3.11 there or pass --device-python PATH"
             )
-        return False, f"{arch.strip()} {kind.strip()}"
+        where = f" {self.s.release or release.strip()[:60]}" if self.jetson else ""
+        return False, f"{arch.strip()} {kind.strip()}{where}"
+
+    @property
+    def _wants_worker(self) -> bool:
+        return self.plan.worker == "yes" or (self.plan.worker == "auto" and self.jetson)
 
     async def _copy(self) -> tuple[bool, str]:
         p = self.t.prefix
         await self.tr.run(["mkdir", "-p", f"{p}/wheels", f"{p}/bundles", f"{p}/run"])
-        wheels = self.plan.wheel_files() if self.plan.agent_venv is None else []
+        need = self.plan.agent_venv is None or self._wants_worker
+        wheels = self.plan.wheel_files() if need else []
         for wheel in wheels:
             await self.tr.put(wheel, f"{p}/wheels/{wheel.name}")
         await self.tr.put(self.plan.bundle, self._remote_bundle)
@@ -191,6 +219,33 @@ class HostFlash:
         await sh(self.tr, f"echo {want} > {shlex.quote(stamp)}")
         return True, f"{self.venv}{' (system site-packages)' if self.jetson else ''}"
 
+    async def _worker(self) -> tuple[bool, str]:
+        if not self._wants_worker:
+            return False, "in-process " + ("(worker off)" if self.jetson else "(not a Jetson)")
+        env = await install_worker(self.tr, self.plan, self.t, self.s.release)
+        self.s.worker_python = env.python
+        return env.changed, env.detail
+
+    async def _config(self) -> tuple[bool, str]:
+        return await write_config(self.tr, self.t.root, self.s.worker_python)
+
+    async def _user(self) -> tuple[bool, str]:
+        """Under systemd: the service user (in video/render) owns the root, and the agent's
+        commands (precision measured at install) run as that user."""
+        sup = await detect_supervisor(self.tr, self._spec(), self.plan.supervisor)
+        self.s.supervisor = sup
+        if sup.kind != "systemd":
+            return False, f"{sup.kind}: the agent runs as the login user"
+        user = self.plan.service_user
+        groups = await ensure_service_user(self.tr, user, self.t.root)
+        (await self.tr.run(["chown", "-R", f"{user}:{user}", self.t.root])).check()
+        self.s.as_service = ("runuser", "-u", user, "--")
+        return False, f"{user} in {', '.join(groups) or 'no device group'}"
+
+    def _agent_cmd(self, *args: str) -> list[str]:
+        """``fovea-agent ARGS``, as the service user once the user step set one."""
+        return [*self.s.as_service, self.agent, *args]
+
     async def _trust(self) -> tuple[bool, str]:
         key = self.plan.trusted_key
         dest = f"{self.t.root}/keys/trusted/{key.name}"
@@ -202,7 +257,7 @@ class HostFlash:
         return True, key.name
 
     async def _status(self) -> dict[str, object]:
-        res = (await self.tr.run([self.agent, "status", "--root", self.t.root])).check()
+        res = (await self.tr.run(self._agent_cmd("status", "--root", self.t.root))).check()
         return dict(json.loads(res.stdout))
 
     async def _install(self) -> tuple[bool, str]:
@@ -214,7 +269,7 @@ class HostFlash:
             if name == m.name and version >= m.version:
                 return False, f"{name} v{version} already installed"
         res = await self.tr.run(
-            [self.agent, "install", self._remote_bundle, "--root", self.t.root],
+            self._agent_cmd("install", self._remote_bundle, "--root", self.t.root),
             timeout=self.plan.step_timeout,
         )
         if not res.ok:
@@ -228,7 +283,7 @@ class HostFlash:
 
     async def _account(self) -> tuple[bool, str]:
         name, root = self.plan.fleet_account, self.t.root
-        add = [self.agent, "users", "add", name, "--role", "admin", "--root", root]
+        add = self._agent_cmd("users", "add", name, "--role", "admin", "--root", root)
         res = await self.tr.run(add)
         if res.ok:
             self.s.token = res.stdout.strip().splitlines()[-1]
@@ -242,7 +297,8 @@ class HostFlash:
             "from edge_agent.store import Store; print(Store(DeviceRoot(Path(sys.argv[1]))"
             ".ensure().state_db).rotate_token(sys.argv[2], actor='flash'))"
         )
-        out = await self.tr.run([f"{self.venv}/bin/python", "-c", code, root, name])
+        python = [*self.s.as_service, f"{self.venv}/bin/python"]
+        out = await self.tr.run([*python, "-c", code, root, name])
         self.s.token = out.check().stdout.strip().splitlines()[-1]
         return True, f"{name} token rotated"
 
@@ -256,7 +312,7 @@ class HostFlash:
 
     async def _service(self) -> tuple[bool, str]:
         spec = self._spec()
-        sup = await detect_supervisor(self.tr, spec, self.plan.supervisor)
+        sup = self.s.supervisor or await detect_supervisor(self.tr, spec, self.plan.supervisor)
         self.s.supervisor = sup
         changed = await sup.install(spec)
         if (changed or self.s.changed) and await sup.is_active():
@@ -270,15 +326,16 @@ class HostFlash:
     async def _ready(self) -> tuple[bool, str]:
         url = f"http://127.0.0.1:{self.t.port}/v2/health/ready"
         t0 = time.perf_counter()
+        wait, build = self.plan.ready_timeout, self.plan.build_timeout
         res = await self.tr.run(
-            [f"{self.venv}/bin/python", "-c", _READY_SCRIPT, url, str(self.plan.ready_timeout)],
-            timeout=self.plan.ready_timeout + 30,
+            [f"{self.venv}/bin/python", "-c", _READY_SCRIPT, url, str(wait), str(build)],
+            timeout=build + 30,
         )
         if not res.ok:
             log = await self._log_tail()
             raise ValueError(
-                f"the agent was not ready at {url} after {self.plan.ready_timeout:g} s "
-                f"({res.stdout.strip()}); last log lines:\n{log}"
+                f"the agent was not ready at {url} ({res.stdout.strip()}; waited up to "
+                f"{wait:g} s, {build:g} s while starting); last log lines:\n{log}"
             )
         return False, f"ready in {time.perf_counter() - t0:.1f} s"
 

@@ -16,6 +16,10 @@ from deploy.flash.remote import read_text, sh, write_text
 from deploy.transport import Transport, TransportError
 
 _MEMORY = re.compile(r"^(\d+[KMGT]?|\d{1,2}%|100%|infinity)$")
+DEVICE_GROUPS = ("video", "render")
+"""Groups the service user joins where they exist: on a Jetson ``/dev/nvhost-*`` and
+``/dev/nvmap`` are root:video (outside it CUDA finds no device); ``render`` owns DRM render
+nodes on newer releases."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,26 @@ class Supervisor(Protocol):
         ...
 
 
+async def ensure_service_user(
+    transport: Transport, user: str, home: str, groups: tuple[str, ...] = DEVICE_GROUPS
+) -> list[str]:
+    """Create the system user unless it exists, and add it to each of ``groups`` that exists
+    on the device (an existing user is amended with ``usermod -aG``); returns the groups of
+    ``groups`` it is in now."""
+    u = shlex.quote(user)
+    script = (
+        f"id -u {u} >/dev/null 2>&1 || useradd --system --no-create-home "
+        f"--home-dir {shlex.quote(home)} --shell /usr/sbin/nologin {u} || exit 1\n"
+        f"for g in {' '.join(shlex.quote(g) for g in groups)}; do\n"
+        f'  getent group "$g" >/dev/null || continue\n'
+        f'  id -nG {u} | tr " " "\\n" | grep -qx "$g" || usermod -aG "$g" {u} || exit 1\n'
+        f'  echo "$g"\n'
+        f"done\n"
+    )
+    res = (await sh(transport, script)).check()
+    return res.stdout.split()
+
+
 class SystemdSupervisor:
     """The agent as a systemd unit, run by a dedicated system user."""
 
@@ -157,13 +181,9 @@ class SystemdSupervisor:
         (await self.transport.run(["systemctl", *args], timeout=120)).check()
 
     async def install(self, spec: ServiceSpec) -> bool:
-        """Create the user, write the unit, hand the root to the user, reload, enable."""
-        user = shlex.quote(spec.user)
-        await sh(
-            self.transport,
-            f"id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home "
-            f"--home-dir {shlex.quote(spec.root)} --shell /usr/sbin/nologin {user}",
-        )
+        """Create the user (in video/render), write the unit, hand the root to the user,
+        reload, enable."""
+        await ensure_service_user(self.transport, spec.user, spec.root)
         (await self.transport.run(["chown", "-R", f"{spec.user}:{spec.user}", spec.root])).check()
         changed = await write_text(self.transport, self.unit_path, render_unit(spec))
         if changed:

@@ -101,15 +101,21 @@ class DeviceOps:
         finally:
             self.steps[step] = round(time.perf_counter() - t0, 3)
 
+    def _agent(self, *args: str) -> list[str]:
+        """``fovea-agent ARGS`` on the device, as the service user when one is set."""
+        user = ["runuser", "-u", self.spec.run_as, "--"] if self.spec.run_as else []
+        return [*user, self.spec.agent, *args]
+
     async def install_bundle(self, bundle: Path) -> None:
-        """Copy ``bundle`` to the device and ``fovea-agent install`` it (not yet served)."""
+        """Copy ``bundle`` to the device and ``fovea-agent install`` it (not yet served); the
+        install measures precision, as the service user where one is set."""
         remote = self._remote(INCOMING, bundle.name)
         await self._put("copy", bundle, remote)
-        await self._run("install", [self.spec.agent, "install", remote, "--root", self.spec.root])
+        await self._run("install", self._agent("install", remote, "--root", self.spec.root))
 
     async def rollback_bundle(self) -> None:
         """``fovea-agent rollback``: switch back to the previous slot."""
-        await self._run("rollback", [self.spec.agent, "rollback", "--root", self.spec.root])
+        await self._run("rollback", self._agent("rollback", "--root", self.spec.root))
 
     async def agent_version(self) -> str:
         """The fovea-edge version installed on the device (``fovea-agent version``)."""
@@ -172,14 +178,28 @@ class DeviceOps:
         self._restarted_at = time.monotonic()
         await self._run("restart", list(self.spec.restart), timeout=120)
 
-    async def wait_ready(self, timeout: float) -> None:
+    async def wait_ready(
+        self,
+        timeout: float,
+        build_timeout: float | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
         """Wait until ``/v2/health/ready`` answers 200 (from an agent started after the last
-        restart, since supervisors may restart asynchronously); DeviceError when not in time."""
+        restart, since supervisors may restart asynchronously); DeviceError when not in time.
+
+        While the agent answers 503 "starting" (engines building) it is waited on up to
+        ``build_timeout`` seconds, its progress passed to ``on_progress``.
+        """
         t0 = time.perf_counter()
         try:
             while True:
-                left = timeout - (time.perf_counter() - t0)
-                await probe.wait_ready(self.device.url, max(left, 0.001))
+                spent = time.perf_counter() - t0
+                await probe.wait_ready(
+                    self.device.url,
+                    max(timeout - spent, 0.001),
+                    build_timeout=None if build_timeout is None else max(build_timeout - spent, 0),
+                    on_progress=on_progress,
+                )
                 if self._restarted_at is None or await self._fresh():
                     return
                 await asyncio.sleep(0.2)

@@ -78,6 +78,12 @@ class TransportSpec(BaseModel):
         description="folder on the device with the agent's wheels (fovea-edge and its "
         "dependencies); default: `wheels` beside the venv of an absolute `agent` path",
     )
+    run_as: str | None = Field(
+        None,
+        description="the service user that agent commands writing the device root run as "
+        "(`runuser -u USER --`; a device fovea flash set up under systemd: fovea), so that "
+        "precision is measured, and files are owned, as the service",
+    )
 
     @property
     def python(self) -> str:

@@ -8,6 +8,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,16 +86,59 @@ def count_errors(metrics_text: str, kind: str = "server") -> float:
     return total
 
 
-async def wait_ready(base_url: str, timeout: float, interval: float = 0.25) -> float:
+STARTING = "starting"
+"""``/v2/health/ready`` state while the agent starts its worker and builds engines (a 503)."""
+
+
+def readiness(reply: Reply) -> tuple[str | None, str]:
+    """(state, progress) of a not-ready answer: the JSON body's ``state`` ("starting",
+    "refused", "failed") and ``progress`` text; (None, why) when the body says neither."""
+    why = reply.error or f"HTTP {reply.status}"
+    try:
+        body = json.loads(reply.body) if reply.body else None
+    except ValueError:
+        return None, why
+    if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+        return None, why
+    progress = body.get("progress")
+    return body["state"], str(progress) if progress is not None else body["state"]
+
+
+async def wait_ready(
+    base_url: str,
+    timeout: float,
+    interval: float = 0.25,
+    *,
+    build_timeout: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> float:
     """Seconds until ``/v2/health/ready`` answered 200; raises TimeoutError naming the last
-    answer when it did not within ``timeout``."""
+    answer when it did not within ``timeout``.
+
+    An agent that answers 503 with ``"state": "starting"`` (its worker starts, engines build)
+    is waited on up to ``build_timeout`` seconds in all (each new progress text goes to
+    ``on_progress``); once it stops saying so, the usual ``timeout`` counts again from there.
+    """
     t0 = time.perf_counter()
-    last = Reply(0, b"", "no answer yet")
-    while time.perf_counter() - t0 < timeout:
+    deadline, build_end = t0 + timeout, t0 + max(build_timeout or 0.0, timeout)
+    last, shown, starting = Reply(0, b"", "no answer yet"), None, False
+    while time.perf_counter() < deadline:
         last = await ready(base_url, timeout=min(5.0, timeout))
         if last.ok:
             return time.perf_counter() - t0
+        state, progress = readiness(last)
+        starting = last.status == 503 and state == STARTING and build_timeout is not None
+        if starting:
+            deadline = min(build_end, max(deadline, time.perf_counter() + timeout))
+            if on_progress is not None and progress != shown:
+                on_progress(progress)
+            shown = progress
         await asyncio.sleep(interval)
+    if starting:
+        raise TimeoutError(
+            f"{base_url} was still starting after {build_end - t0:.0f}s (build timeout; last "
+            f"progress: {shown})"
+        )
     raise TimeoutError(
         f"{base_url} was not ready within {timeout:.0f}s (last answer: {last.error or last.status})"
     )
@@ -102,9 +146,11 @@ async def wait_ready(base_url: str, timeout: float, interval: float = 0.25) -> f
 
 __all__ = [
     "ERROR_FAMILY",
+    "STARTING",
     "Reply",
     "count_errors",
     "get",
+    "readiness",
     "ready",
     "server_errors",
     "status",

@@ -8,6 +8,7 @@ recorded in the inventory with per-host results and step timings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,12 +26,18 @@ Event = Callable[[str, str], None]
 
 @dataclass(frozen=True)
 class RolloutPlan:
-    """How cautiously to roll out."""
+    """How cautiously to roll out.
+
+    ``build_timeout_s``: how long a device whose agent answers 503 "starting" (its inference
+    worker starting, TensorRT engines building: minutes on a Xavier) is waited on, in its
+    ready wait and in the soak, before it counts as failed.
+    """
 
     canary: int = 1
     soak_s: float = 60.0
     check_interval_s: float = 2.0
     ready_timeout_s: float = 120.0
+    build_timeout_s: float = 1800.0
     max_new_errors: int = 0
     parallel: int = 8
     canary_hosts: tuple[str, ...] = ()
@@ -45,6 +52,11 @@ class RolloutPlan:
             )
         if self.max_new_errors < 0 or self.parallel < 1:
             raise ValueError("max_new_errors must be >= 0 and parallel >= 1")
+        if self.build_timeout_s < self.ready_timeout_s:
+            raise ValueError(
+                f"build_timeout_s ({self.build_timeout_s}) must be >= ready_timeout_s "
+                f"({self.ready_timeout_s}): an engine build is waited on longer, not shorter"
+            )
 
 
 @dataclass
@@ -103,7 +115,7 @@ class _Run:
         )
         try:
             await self.change.apply(host.ops, host.before)
-            await host.ops.wait_ready(self.plan.ready_timeout_s)
+            await self._wait_ready(host)
             await self.change.verify(host.ops)
         except (DeviceError, TransportError) as exc:
             host.result, host.error = "failed", str(exc)
@@ -113,18 +125,48 @@ class _Run:
             self.on(host.device.host, f"updated in {time.perf_counter() - host.t0:.1f}s")
         host.seconds = time.perf_counter() - host.t0
 
+    async def _wait_ready(self, host: _Host) -> None:
+        name = host.device.host
+        await host.ops.wait_ready(
+            self.plan.ready_timeout_s,
+            self.plan.build_timeout_s,
+            lambda text: self.on(name, f"{host.stage}: starting: {text}"),
+        )
+
+    def _starting(self, h: _Host, reply: probe.Reply, since: dict[str, float]) -> bool:
+        """True while ``h`` answers "starting" within the build timeout (progress shown)."""
+        state, progress = probe.readiness(reply)
+        if reply.status != 503 or state != probe.STARTING:
+            since.pop(h.device.host, None)
+            return False
+        first = since.setdefault(h.device.host, time.perf_counter())
+        if time.perf_counter() - first > self.plan.build_timeout_s:
+            h.result = "failed"
+            h.error = (
+                f"still starting after {self.plan.build_timeout_s:g}s during the soak "
+                f"(build timeout; last progress: {progress})"
+            )
+            return False
+        self.on(h.device.host, f"soak: starting: {progress}")
+        return True
+
     async def soak(self, hosts: list[_Host]) -> None:
-        """Watch readiness and server-error counters of ``hosts`` for the soak time."""
+        """Watch readiness and server-error counters of ``hosts`` for the soak time; a host
+        answering "starting" is waited on (up to the build timeout) and the soak lasts until
+        every host has been ready for its last check."""
         baseline = {h.device.host: await probe.server_errors(h.device.url) for h in hosts}
         t0 = time.perf_counter()
+        starting: dict[str, float] = {}
         self.on("fleet", f"soaking {len(hosts)} canary(ies) for {self.plan.soak_s:g}s")
         while True:
             for h in hosts:
                 reply = await probe.ready(h.device.url)
                 if not reply.ok:
-                    h.result = "failed"
-                    h.error = f"health failed during the soak: {reply.error or reply.status}"
+                    if not self._starting(h, reply, starting) and h.result != "failed":
+                        h.result = "failed"
+                        h.error = f"health failed during the soak: {reply.error or reply.status}"
                     continue
+                starting.pop(h.device.host, None)
                 now, base = await probe.server_errors(h.device.url), baseline[h.device.host]
                 if now is not None and base is not None and now - base > self.plan.max_new_errors:
                     h.result = "failed"
@@ -135,16 +177,17 @@ class _Run:
             failed = [h for h in hosts if h.result == "failed"]
             for h in failed:
                 self.on(h.device.host, f"[red]failed[/red]: {h.error}")
-            if failed or time.perf_counter() - t0 >= self.plan.soak_s:
+            done = time.perf_counter() - t0 >= self.plan.soak_s and not starting
+            if failed or done:
                 return
-            await asyncio.sleep(min(self.plan.check_interval_s, self.plan.soak_s))
+            await asyncio.sleep(min(self.plan.check_interval_s, max(self.plan.soak_s, 0.1)))
 
     async def revert(self, host: _Host) -> None:
         """Undo the change on ``host`` and wait until it serves again."""
         t0 = time.perf_counter()
         try:
             await self.change.revert(host.ops)
-            await host.ops.wait_ready(self.plan.ready_timeout_s)
+            await self._wait_ready(host)
         except (DeviceError, TransportError) as exc:
             host.result = "failed"
             host.error = f"{host.error}; rolling back also failed: {exc}"
@@ -206,6 +249,10 @@ class _Run:
         return "failed" if stop.is_set() else "succeeded"
 
 
+def _progress(on: Event, host: str, text: str) -> None:
+    on(host, f"starting: {text}")
+
+
 def _summary(status: str, hosts: list[HostOutcome]) -> str:
     counts: dict[str, int] = {}
     for h in hosts:
@@ -247,11 +294,15 @@ async def rollback(
     *,
     hosts: Sequence[str] | None = None,
     ready_timeout_s: float = 120.0,
+    build_timeout_s: float = 1800.0,
     parallel: int = 8,
     conn: Connect = connect,
     on: Event = lambda host, text: None,
 ) -> Rollout:
-    """Roll the named devices (default: all) back to their previous bundle; recorded."""
+    """Roll the named devices (default: all) back to their previous bundle; recorded.
+
+    An agent answering "starting" after its restart is waited on up to ``build_timeout_s``.
+    """
     devices = inventory.devices(hosts)
     if not devices:
         raise ValueError(f"no devices in {inventory.path}")
@@ -268,7 +319,11 @@ async def rollback(
                 before = await ops.served_version()
                 await ops.rollback_bundle()
                 await ops.restart()
-                await ops.wait_ready(ready_timeout_s)
+                await ops.wait_ready(
+                    ready_timeout_s,
+                    max(build_timeout_s, ready_timeout_s),
+                    functools.partial(_progress, on, device.host),
+                )
                 after = await ops.served_version()
                 on(device.host, f"rolled back v{before} -> v{after}")
             except (DeviceError, TransportError) as exc:

@@ -6,9 +6,11 @@ from typing import Any
 from edge_agent.telemetry.energy import EnergyMeter
 from edge_agent.telemetry.host import host_stats, rapl_domains
 from edge_agent.telemetry.jetson import gpu_load, parse_tegrastats, power_rails, thermal_zones
+from edge_agent.telemetry.tegrastats import TegrastatsReader
 
 __all__ = [
     "EnergyMeter",
+    "TegrastatsReader",
     "gpu_load",
     "host_stats",
     "parse_tegrastats",
@@ -23,7 +25,8 @@ def snapshot(root: Path = Path("/"), tegrastats_line: str | None = None) -> dict
     """Everything measurable now; each missing source says "unavailable: why".
 
     ``root``: where ``sys/`` lives (tests point it at recorded trees); ``tegrastats_line``: the
-    latest line of a running ``tegrastats``, used where sysfs exposes no power rails.
+    latest line of a running ``tegrastats`` (:meth:`TegrastatsReader.latest`), used where sysfs
+    exposes no power rails.
     """
     root = Path(root)
     data = host_stats()

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 GPU_LOAD_FILES = ("sys/devices/gpu.0/load", "sys/devices/platform/gpu.0/load")
+GPU_DEVFREQ = re.compile(r"^[0-9a-f]+\.(gv11b|ga10b|gp10b|gm20b|gpu)$")
+"""The integrated GPU's devfreq node: ``17000000.gv11b`` (Xavier), ``17000000.ga10b`` (Orin),
+``17000000.gp10b`` (TX2), ``57000000.gpu`` (Nano, ``gm20b``). Other devfreq nodes (the EMC,
+NVDLA, the video engines) also have a ``device/load`` that is not the GPU's."""
 
 
 def _read(path: Path) -> str | None:
@@ -27,7 +31,11 @@ def _number(path: Path) -> float | None:
 def gpu_load(root: Path) -> float | None:
     """GPU load in percent (the driver reports per mille), or None where not exposed."""
     candidates = [root / f for f in GPU_LOAD_FILES]
-    candidates += sorted((root / "sys/class/devfreq").glob("*/device/load"))
+    candidates += [
+        node / "device/load"
+        for node in sorted((root / "sys/class/devfreq").glob("*"))
+        if GPU_DEVFREQ.match(node.name)
+    ]
     for path in candidates:
         value = _number(path)
         if value is not None:
@@ -89,23 +97,29 @@ def power_rails(root: Path) -> tuple[str, dict[str, dict[str, float]]]:
     return "unavailable: no INA3221 power monitor exposed", {}
 
 
-_RAIL = re.compile(r"(?<![\w@])([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
+_STAMP = re.compile(r"^\s*\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2}\s+")
+# RAIL now/avg (JetPack 4: plain numbers; JetPack 5 and 6: with mW; a third /max where printed)
+_RAIL = re.compile(r"(?<![\w@])([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/\d+(?:mW)?)?(?=\s|$)")
 _TEMP = re.compile(r"(?<!\S)([A-Za-z][\w]*)@(-?\d+(?:\.\d+)?)C\b")
-_GR3D = re.compile(r"GR3D_FREQ (\d+)%")
+_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+))?")
 _RAM = re.compile(r"RAM (\d+)/(\d+)MB")
+_NO_SENSOR_C = -100.0  # tegrastats prints -256C for a sensor that is off (Orin's CV0..CV2)
 
 
 def parse_tegrastats(line: str) -> dict[str, Any]:
-    """One ``tegrastats`` line: rails (now/avg mW, with or without the unit), GPU load, temps."""
+    """One ``tegrastats`` line (JetPack 4, 5 or 6): rails (now/avg mW, with or without the
+    unit), GPU load and frequency, temperatures (sensors that are off left out), RAM."""
+    line = _STAMP.sub("", line.strip())
     rails = {
         m[1]: {"power_mw": float(m[2]), "average_mw": float(m[3])} for m in _RAIL.finditer(line)
     }
-    temps = {m[1]: float(m[2]) for m in _TEMP.finditer(line)}
+    temps = {m[1]: float(m[2]) for m in _TEMP.finditer(line) if float(m[2]) > _NO_SENSOR_C}
     gr3d, ram = _GR3D.search(line), _RAM.search(line)
     return {
         "rails": rails,
         "temperatures_c": temps,
         "gpu_load_percent": float(gr3d[1]) if gr3d else None,
+        "gpu_freq_mhz": float(gr3d[2]) if gr3d and gr3d[2] else None,
         "ram_used_mb": float(ram[1]) if ram else None,
         "ram_total_mb": float(ram[2]) if ram else None,
     }

@@ -43,20 +43,79 @@ def test_jetpack4_iio_rails_and_devfreq_load() -> None:
     assert gpu_load(root) == pytest.approx(12.0)
 
 
-@pytest.mark.parametrize(
-    ("name", "gpu_mw", "soc_avg", "load"),
-    [("tegrastats_jetpack4.txt", 154, 1084, 12), ("tegrastats_jetpack5.txt", 5950, 13877, 42)],
-)
-def test_tegrastats_lines_with_and_without_mw(
-    name: str, gpu_mw: float, soc_avg: float, load: float
+# Each fixture is one line in the format NVIDIA documents for tegrastats (Jetson Linux
+# developer guide, "tegrastats Utility": RAM X/Y (lfb NxZ), SWAP, CPU [X%@Z,...], EMC_FREQ,
+# GR3D_FREQ X%@Y or X%@[Y,...], NAME@TC, RAIL now/avg), as real devices print it:
+# - JetPack 4 (r32), AGX Xavier: rails without a unit. Recorded line from DataDog/datadog-agent,
+#   pkg/collector/corechecks/nvidia/jetson/jetson_test.go (agXSample); field formats:
+#   https://docs.nvidia.com/jetson/archives/l4t-archived/l4t-325/Tegra%20Linux%20Driver%20Package%20Development%20Guide/AppendixTegraStats.html
+# - JetPack 5 (r35), AGX Xavier: the same INA3221 rails (GPU, CPU, SOC at 0x40; CV, VDDRQ,
+#   SYS5V at 0x41: https://docs.nvidia.com/jetson/archives/r35.2.1/DeveloperGuide/_sources/
+#   text/SD/PlatformPowerAndPerformance/JetsonXavierNxSeriesAndJetsonAgxXavierSeries.rst.txt)
+#   now with "mW"; from CPU on, a line recorded on an AGX Xavier (public Rust edge-status test,
+#   found through the code search); RAM/SWAP written in the documented format.
+# - JetPack 6 (r36), AGX Orin: GR3D_FREQ per GPC in brackets, engines "off", lower-case
+#   sensors, VDD_GPU_SOC / VDD_CPU_CV / VIN_SYS_5V0. datadog-agent jetson_test.go (r36Sample).
+TEGRASTATS = [
+    ("tegrastats_jetpack4.txt", RAILS, ("GPU", 0, "SOC", 932), (0, 318), ("GPU", 37.5)),
+    ("tegrastats_jetpack5.txt", RAILS, ("GPU", 467, "SOC", 1245), (0, 114), ("GPU", 35.0)),
+    (
+        "tegrastats_jetpack6_orin.txt",
+        {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"},
+        ("VDD_GPU_SOC", 3205, "VIN_SYS_5V0", 4767),
+        (0, 305),
+        ("gpu", 47.812),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "rails", "power", "gr3d", "temp"), TEGRASTATS)
+def test_tegrastats_lines_of_each_jetpack(
+    name: str,
+    rails: set[str],
+    power: tuple[str, float, str, float],
+    gr3d: tuple[float, float],
+    temp: tuple[str, float],
 ) -> None:
     parsed = parse_tegrastats((FIXTURES / name).read_text())
-    assert set(parsed["rails"]) == RAILS, parsed["rails"]  # RAM/SWAP "a/bMB" are not rails
-    assert parsed["rails"]["GPU"]["power_mw"] == gpu_mw
-    assert parsed["rails"]["SOC"]["average_mw"] == soc_avg
-    assert parsed["gpu_load_percent"] == load
-    assert parsed["temperatures_c"]["GPU"] in (36.5, 37.0)
+    assert set(parsed["rails"]) == rails, parsed["rails"]  # RAM/SWAP "a/bMB" are not rails
+    assert parsed["rails"][power[0]]["power_mw"] == power[1]
+    assert parsed["rails"][power[2]]["average_mw"] == power[3]
+    assert (parsed["gpu_load_percent"], parsed["gpu_freq_mhz"]) == gr3d
+    assert parsed["temperatures_c"][temp[0]] == temp[1]
     assert parsed["ram_total_mb"] > parsed["ram_used_mb"] > 0
+
+
+def test_tegrastats_timestamp_off_sensors_and_max_column() -> None:
+    # JetPack 6 prefixes a timestamp; Orin prints -256C for the CV sensors it does not read;
+    # newer releases add a third (peak) value to each rail
+    line = (
+        "09-01-2025 10:55:25 RAM 1313/30697MB (lfb 37x4MB) GR3D_FREQ 7% CV0@-256C "
+        "cpu@43.343C/43.4C tj@43.343C VDD_GPU_SOC 1995mW/1990mW/2100mW VDD_CPU_CV 0mW/0mW"
+    )
+    parsed = parse_tegrastats(line)
+    assert parsed["rails"] == {
+        "VDD_GPU_SOC": {"power_mw": 1995, "average_mw": 1990},
+        "VDD_CPU_CV": {"power_mw": 0, "average_mw": 0},
+    }
+    assert parsed["temperatures_c"] == {"cpu": 43.343, "tj": 43.343}
+    assert (parsed["gpu_load_percent"], parsed["gpu_freq_mhz"]) == (7, None)
+
+
+def test_devfreq_fallback_reads_the_gpu_node_only(tmp_path: Path) -> None:
+    # /sys/class/devfreq also lists the NVDLA, the video engines and the EMC; the GPU's node
+    # is 17000000.gv11b (Xavier), 17000000.ga10b (Orin), 57000000.gpu (Nano)
+    devfreq = tmp_path / "sys/class/devfreq"
+    for name, load in (("15880000.nvdla0", "900"), ("15340000.vic", "700")):
+        (devfreq / name / "device").mkdir(parents=True)
+        (devfreq / name / "device/load").write_text(load)
+    assert gpu_load(tmp_path) is None  # no GPU node: no guess from another engine
+    for gpu, load in (("17000000.ga10b", "253"), ("57000000.gpu", "80")):
+        root = tmp_path / gpu
+        shutil.copytree(tmp_path / "sys", root / "sys")
+        (root / "sys/class/devfreq" / gpu / "device").mkdir(parents=True)
+        (root / "sys/class/devfreq" / gpu / "device/load").write_text(load)
+        assert gpu_load(root) == pytest.approx(int(load) / 10)
 
 
 def test_snapshot_on_a_plain_machine_says_unavailable(tmp_path: Path) -> None:
@@ -77,8 +136,9 @@ def test_snapshot_on_jetson_trees_and_tegrastats_fallback(tmp_path: Path) -> Non
     line = (FIXTURES / "tegrastats_jetpack5.txt").read_text()
     snap = snapshot(tmp_path, tegrastats_line=line)
     assert snap["power"]["source"] == "tegrastats"
-    assert snap["power"]["total_mw"] == 5950 + 4577 + 13877 + 0 + 1831 + 2990
-    assert snap["gpu"]["load_percent"] == 42
+    assert snap["power"]["total_mw"] == 467 + 467 + 1245 + 0 + 311 + 2768
+    assert snap["gpu"]["load_percent"] == 0
+    assert snap["temperatures_c"]["Tdiode"] == 38.75
 
 
 def test_rapl_energy_counts_packages_once_and_handles_wrap(tmp_path: Path) -> None:
