@@ -6,8 +6,8 @@
 2. CUDA fp16 training: a small distillation on generated data with ``train.precision: mixed``
    (autocast + gradient scaling), through to its checkpoint;
 3. TF32 parity: that student's logits on the GPU with TF32 matmuls allowed against the CPU in
-   fp32, the largest error beside the golden tolerances (``TOLERANCE`` for exact fp32 providers,
-   ``TENSORRT_TOLERANCE`` where TF32 kernels may be chosen);
+   fp32, the largest error beside the golden tolerances (``GOLDEN_TOLERANCE`` for exact fp32
+   providers, ``GPU_TOLERANCE`` where TF32 kernels may be chosen);
 4. the GPU benchmark section (``benchmarks.gpu``, PyTorch CUDA and ONNX Runtime CUDA).
 
 Without a GPU each step says "skipped: no CUDA GPU" and the script exits 0; each step's status,
@@ -56,9 +56,8 @@ def gpu_tests(timeout: float) -> dict[str, Any]:
 
 def fp16_training(work: Path) -> dict[str, Any]:
     """A small distillation on CUDA with mixed precision; returns its figures and checkpoint."""
-    from server.distill import run
-    from server.distill.config import parse_config
-    from server.training.data import synthesise
+    from server.distill import parse_config, run
+    from server.training import synthesise
 
     sites = [f"site-{s}" for s in "abcde"]  # training, validation and held-out sites
     synthesise(work / "data", sites=sites, per_site=128, size=64, seed=0)
@@ -82,8 +81,8 @@ def tf32_parity(checkpoint: Path) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from edge_agent.runtime.golden import TENSORRT_TOLERANCE, TOLERANCE
-    from models.nets.checkpoint import load_checkpoint
+    from edge_agent.runtime import GOLDEN_TOLERANCE, GPU_TOLERANCE
+    from models.nets import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     x = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -93,10 +92,10 @@ def tf32_parity(checkpoint: Path) -> dict[str, Any]:
         gpu = {k: v.float().cpu().numpy() for k, v in model.cuda()(x.cuda()).items()}
     error = max(float(np.abs(gpu[k] - reference[k]).max()) for k in reference)
     return {
-        "status": "passed" if error <= TENSORRT_TOLERANCE["fp32"] else "failed: over tolerance",
+        "status": "passed" if error <= GPU_TOLERANCE["fp32"] else "failed: over tolerance",
         "max_abs_error": error,
-        "within_exact_fp32_tolerance": error <= TOLERANCE["fp32"],
-        "tf32_tolerance": TENSORRT_TOLERANCE["fp32"],
+        "within_exact_fp32_tolerance": error <= GOLDEN_TOLERANCE["fp32"],
+        "tf32_tolerance": GPU_TOLERANCE["fp32"],
     }
 
 

@@ -83,6 +83,8 @@ class FlashPlan:
             raise ValueError(f"wheelhouse {self.wheelhouse} is not a directory")
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        if self.worker not in ("auto", "yes", "no"):
+            raise ValueError(f"worker must be auto, yes or no, got {self.worker!r}")
         if self.ready_timeout <= 0 or self.build_timeout < self.ready_timeout:
             raise ValueError(
                 f"ready_timeout must be > 0 and build_timeout >= ready_timeout, got "

@@ -26,7 +26,8 @@ from edge_agent.runtime.choice import (
     selection_settings,
     serving_batch,
 )
-from edge_agent.runtime.golden import GoldenResult, golden_check, infer_batched
+from edge_agent.runtime.golden import GPU_TOLERANCE, GoldenResult, golden_check, infer_batched
+from edge_agent.runtime.golden import TOLERANCE as GOLDEN_TOLERANCE
 from edge_agent.runtime.ort_backend import OrtBackend
 from edge_agent.runtime.precision import (
     BundleInfo,
@@ -64,6 +65,8 @@ from edge_agent.runtime.worker_client import WorkerBackend, WorkerSettings, prob
 
 __all__ = [
     "CALIBRATION_CACHE",
+    "GOLDEN_TOLERANCE",
+    "GPU_TOLERANCE",
     "INPUT_NAME",
     "NOT_INSTALLED",
     "PRECISIONS",

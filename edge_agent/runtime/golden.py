@@ -27,7 +27,7 @@ GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 def default_tolerance(backend: Backend) -> Mapping[str, float]:
     """Per-precision tolerance for ``backend``: :data:`TOLERANCE` on the CPU,
     :data:`GPU_TOLERANCE` for TensorRT or when ONNX Runtime runs on a CUDA/TensorRT provider."""
-    if backend.name == "tensorrt" or GPU_PROVIDERS & set(backend.providers):
+    if backend.kind == "tensorrt" or GPU_PROVIDERS & set(backend.providers):
         return GPU_TOLERANCE
     return TOLERANCE
 

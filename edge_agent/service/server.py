@@ -108,7 +108,9 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watch.start()
+        telemetry.tegrastats.start()
         yield
+        telemetry.tegrastats.stop()
         watch.stop()
         for pool in app.state.pools:
             pool.close()
@@ -199,10 +201,12 @@ class _Telemetry:
     """Device readings plus energy per inference (RAPL or Jetson rails) since the last reading."""
 
     def __init__(self, root: Path = Path("/")) -> None:
-        from edge_agent.telemetry import EnergyMeter
+        from edge_agent.telemetry import EnergyMeter, TegrastatsReader
 
         self.root = root
         self.meter = EnergyMeter(root)
+        self.tegrastats = TegrastatsReader(root)
+        """Power rails from tegrastats where sysfs has none (started with the app)."""
         self.rows = 0  # images inferred so far (the batcher's hook adds to it)
         self._rows_seen = 0
 
@@ -214,7 +218,8 @@ class _Telemetry:
         if self.meter.available:
             energy["joules_total"] = self.meter.total_joules()
             energy["joules_per_inference"] = self.meter.joules_per_inference(rows)
-        return {**snapshot(self.root), "energy": energy}
+        line = self.tegrastats.latest()
+        return {**snapshot(self.root, tegrastats_line=line), "energy": energy}
 
 
 def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:

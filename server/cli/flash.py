@@ -162,6 +162,18 @@ def flash_command(
         Path | None, typer.Option(help="write an offline installer into DIR instead of flashing")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan; touch no device")] = False,
+    worker: Annotated[
+        str, typer.Option(help="TensorRT worker venv: auto (on a Jetson), yes or no")
+    ] = "auto",
+    system_python: Annotated[
+        str, typer.Option(help="JetPack's Python for the worker")
+    ] = "/usr/bin/python3",
+    worker_requirements: Annotated[
+        Path | None, typer.Option(help="the worker's pins (default: per L4T release)")
+    ] = None,
+    build_timeout: Annotated[
+        float, typer.Option(help="seconds to wait while the agent builds engines")
+    ] = 1800.0,
 ) -> None:
     """Flash devices: agent + venv, bundle, trusted key, service, fleet account; wait ready."""
     from deploy.flash import FlashPlan
@@ -176,6 +188,8 @@ def flash_command(
             bundle=bundle, trusted_key=key, wheel=wheel, wheelhouse=wheelhouse,
             agent_venv=agent_venv, device_python=device_python, listen_host=listen,
             supervisor=supervisor, parallel=parallel, rotate_token=rotate_token,  # type: ignore[arg-type]
+            worker=worker, system_python=system_python,  # type: ignore[arg-type]
+            worker_requirements=worker_requirements, build_timeout=build_timeout,
         )  # fmt: skip
         opts = _TargetOptions(
             port=port, identity=tuple(identity or []), known_hosts=known_hosts,

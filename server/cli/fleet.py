@@ -89,6 +89,9 @@ def add(
         str | None, typer.Option(help="agent wheel folder on the device (default: PREFIX/wheels)")
     ] = None,
     replace: Annotated[bool, typer.Option(help="overwrite a device of this name")] = False,
+    run_as: Annotated[
+        str | None, typer.Option(help="run fovea-agent as this user (the agent's service user)")
+    ] = None,
 ) -> None:
     """Add a device to the inventory (then `fovea fleet poll` fills in what it runs)."""
     if (ssh is None) == (local is None):
@@ -103,12 +106,13 @@ def add(
                 kind="ssh", root=root, agent=agent, restart=argv, user=target.user,
                 address=target.host, port=target.port, key=str(key) if key else None,
                 known_hosts=str(known_hosts) if known_hosts else None, wheelhouse=wheelhouse,
+                run_as=run_as,
             )  # fmt: skip
         else:
             assert local is not None
             spec = TransportSpec(
                 kind="local", root=str(local.resolve()), agent=agent, restart=argv,
-                wheelhouse=wheelhouse,
+                wheelhouse=wheelhouse, run_as=run_as,
             )  # fmt: skip
         device = Device(
             host=host, url=url, token=token, site=site, hardware=hardware, transport=spec
@@ -140,12 +144,12 @@ def poll_command(db: Db = DEFAULT_DB, hosts: Hosts = None) -> None:
 
 
 def _plan(canary: int, soak: float, ready_timeout: float, max_new_errors: int, parallel: int,
-          canary_hosts: str | None) -> RolloutPlan:  # fmt: skip
+          canary_hosts: str | None, build_timeout: float) -> RolloutPlan:  # fmt: skip
     try:
         return RolloutPlan(
             canary=canary, soak_s=soak, ready_timeout_s=ready_timeout,
             max_new_errors=max_new_errors, parallel=parallel,
-            canary_hosts=tuple(_names(canary_hosts) or ()),
+            canary_hosts=tuple(_names(canary_hosts) or ()), build_timeout_s=build_timeout,
         )  # fmt: skip
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -157,6 +161,9 @@ ReadyTimeout = Annotated[float, typer.Option(help="seconds a restarted agent has
 MaxErrors = Annotated[int, typer.Option(help="new server errors a canary may show in the soak")]
 Parallel = Annotated[int, typer.Option(help="devices updated at once after the canaries")]
 CanaryHosts = Annotated[str | None, typer.Option(help="comma-separated preferred canaries")]
+BuildTimeout = Annotated[
+    float, typer.Option(help="seconds a device saying 'starting' (building engines) is waited on")
+]
 
 
 def _roll(change_of: Callable[[Path], Change], artifact: Path, db: Path, plan: RolloutPlan,
@@ -214,9 +221,10 @@ def rollout_command(
     ready_timeout: ReadyTimeout = 120.0,
     max_new_errors: MaxErrors = 0,
     parallel: Parallel = 8,
+    build_timeout: BuildTimeout = 1800.0,
 ) -> None:
     """Install BUNDLE on canaries, soak, then the rest; a failing canary rolls them back."""
-    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts)
+    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts, build_timeout)
     _roll(BundleChange, bundle, db, plan, hosts, site)
 
 
@@ -232,20 +240,30 @@ def upgrade_agent(
     ready_timeout: ReadyTimeout = 120.0,
     max_new_errors: MaxErrors = 0,
     parallel: Parallel = 8,
+    build_timeout: BuildTimeout = 1800.0,
 ) -> None:
     """Upgrade the agent to WHEEL the same way: canaries, soak, the rest; failures go back."""
-    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts)
+    plan = _plan(canary, soak, ready_timeout, max_new_errors, parallel, canary_hosts, build_timeout)
     _roll(AgentChange, wheel, db, plan, hosts, site)
 
 
 @fleet_app.command("rollback")
 def rollback_command(
-    db: Db = DEFAULT_DB, hosts: Hosts = None, ready_timeout: ReadyTimeout = 120.0
+    db: Db = DEFAULT_DB,
+    hosts: Hosts = None,
+    ready_timeout: ReadyTimeout = 120.0,
+    build_timeout: BuildTimeout = 1800.0,
 ) -> None:
     """Roll devices (default: all) back to their previous bundle and restart them."""
     inventory = _inventory(db)
     result = _run(
-        rollback(inventory, hosts=_names(hosts), ready_timeout_s=ready_timeout, on=_event)
+        rollback(
+            inventory,
+            hosts=_names(hosts),
+            ready_timeout_s=ready_timeout,
+            build_timeout_s=build_timeout,
+            on=_event,
+        )
     )
     print_rollout(result, console)
     if result.status != "succeeded":
