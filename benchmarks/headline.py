@@ -109,6 +109,33 @@ def _agent_abuse(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _worker_overhead(r: dict[str, Any]) -> list[Row]:
+    models, killed = r.get("models") or {}, r.get("kill_under_load") or {}
+    if not models or not killed:
+        return []
+    ratios = ", ".join(
+        f"{name} {m['agent']['worker_img_s']:,.0f} vs {m['agent']['in_process_img_s']:,.0f} "
+        f"img/s ({m['agent']['ratio']:.2f})"
+        for name, m in models.items()
+    )
+    overhead = ", ".join(
+        f"{name} +{m['backend']['1']['overhead_us_per_batch']:.0f} us" for name, m in models.items()
+    )
+    return [
+        [
+            "agent with the inference worker (ONNX Runtime inside) vs in process, 16 clients "
+            "(target >= 0.9); worker overhead per batch of 1",
+            f"{ratios}; {overhead}",
+        ],
+        [
+            "inference worker SIGKILLed under load: answers, back ready",
+            ", ".join(f"{n:,} x {code}" for code, n in killed["statuses"].items())
+            + f" ({killed['server_errors_500']} x 500); ready again in {killed['back_in_s']} s "
+            "(target < 10)",
+        ],
+    ]
+
+
 def _screen_camera(r: dict[str, Any]) -> list[Row]:
     p50, agree = r.get("p50_ms") or {}, _get(r, "agreement", "agree") or {}
     if not p50.get("screen_one_client") or not p50.get("dct_decode_resize"):
@@ -309,6 +336,7 @@ _EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "agent_load": _agent,
     "screen_camera": _screen_camera,
     "agent_abuse": _agent_abuse,
+    "worker_overhead": _worker_overhead,
     "data_scale": _data_scale,
     "deploy_acceptance": _deploy,
     "federation_acceptance": _federation,

@@ -57,6 +57,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.agent_load", ["--workdir", ".fovea/demo"], ["--quick"]),
     ("benchmarks.screen_camera", ["--workdir", ".fovea/demo"], ["--quick"]),
     ("benchmarks.agent_abuse", ["--workdir", ".fovea/demo"], ["--quick"]),
+    ("benchmarks.worker_overhead", ["--workdir", ".fovea/demo"], ["--quick"]),
     ("benchmarks.deploy_acceptance", ["--soak", "5"], ["--quick"]),
     ("benchmarks.federation_acceptance", [], ["--quick"]),
     # 5,000 camera JPEGs at 384 px: ~20 min on 2 cores (+ ~12 min rendering them once)

@@ -83,6 +83,7 @@ class WorkerProcess:
             child.close()
         self.sock = parent
         self.python = python
+        self._timeout: float | None = None
 
     @property
     def pid(self) -> int:
@@ -95,7 +96,9 @@ class WorkerProcess:
         """Send ``message`` and return the reply; WorkerGone when the worker exits, hangs up or
         is silent for ``timeout`` seconds (then it is killed), BackendError for an error reply."""
         try:
-            self.sock.settimeout(timeout)
+            if timeout != self._timeout:  # settimeout is a system call: once per change
+                self.sock.settimeout(timeout)
+                self._timeout = timeout
             protocol.send_message(self.sock, message)
             while True:
                 reply = protocol.recv_message(self.sock)
@@ -136,6 +139,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             try:
                 self.sock.settimeout(1.0)
+                self._timeout = 1.0
                 protocol.send_message(self.sock, {"op": "close"})
                 self.proc.wait(timeout=5.0)
             except (OSError, subprocess.TimeoutExpired):
