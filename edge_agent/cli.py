@@ -42,10 +42,13 @@ def _config(root: Path, **overrides: Any) -> Any:
 
 def _store(root: Path) -> Any:
     from edge_agent.install import DeviceRoot
-    from edge_agent.store import Store
+    from edge_agent.store import Store, StoreError
 
     device = DeviceRoot(root).ensure()
-    return Store(device.state_db, audit_key=device.audit_key)
+    try:
+        return Store(device.state_db, audit_key=device.audit_key)
+    except StoreError as exc:  # e.g. its audit key is missing: say what to do
+        raise _fail(str(exc)) from None
 
 
 @app.command("version")
@@ -217,6 +220,34 @@ def audit_verify(
     typer.echo(
         f"audit log intact: {check.entries} entries, every clinical row matches its entry"
         f"{against}; head {check.head_seq}:{check.head_hash}"
+    )
+
+
+@audit_app.command("rekey")
+def audit_rekey(
+    root: Root,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Start a new audit key after the old one (ROOT/keys/audit.key) was lost for good.
+
+    Restore the key from the device's backup instead if you can: entries made with the lost key
+    can no longer be checked on this device (`audit verify` names them), only against the fleet's
+    anchor from before. Every existing row is entered again under the new key."""
+    from edge_agent.install import DeviceRoot
+    from edge_agent.store import Store, StoreError
+
+    device = DeviceRoot(root)
+    if not yes:
+        typer.confirm(f"start a new audit key for {device.state_db}?", abort=True)
+    try:
+        store = Store(device.state_db, audit_key=device.audit_key, rekey=True)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    head = store.signed_head()
+    store.close()
+    typer.echo(
+        f"new audit key {head['key_id']} in {device.audit_key} (mode 0600); chain head "
+        f"{head['seq']}. Poll the device from the fleet (`fovea fleet poll`) to anchor it."
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.store.auditkey import key_id
-from edge_agent.store.digests import KEYED
+from edge_agent.store.digests import KEYED, REKEYED
 
 GENESIS_HASH = "0" * 64
 _ENTRY = "fovea-audit-v2"
@@ -199,6 +199,7 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
     out = ChainWalk()
     prev, expected, keyed = GENESIS_HASH, 1, False
     bad: list[tuple[int, bool]] = []
+    rekeyed_at = 0
     rows = conn.execute(
         "SELECT seq, time, actor, action, detail, prev_hash, hash FROM audit ORDER BY seq"
     )
@@ -213,14 +214,16 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
                 AuditProblem("unlinked", f"entry {seq}", f"does not follow entry {seq - 1}", seq)
             )
         mac = entry_mac(key, prev_hash, seq, time, actor, action, detail)
-        if not keyed and action == KEYED and hmac.compare_digest(mac, digest):
+        if action == REKEYED and hmac.compare_digest(mac, digest):
+            keyed, rekeyed_at = True, seq  # what came before was made with a lost key
+        elif not keyed and action == KEYED and hmac.compare_digest(mac, digest):
             keyed = True
             out.problems += _rekeyed(seq, json.loads(detail))
         if keyed:
             ok = hmac.compare_digest(mac, digest)
         else:  # before the keyed part: the old unkeyed rule (the keyed opening needs its MAC)
             old = entry_hash(prev_hash, seq, time, actor, action, detail)
-            ok = action != KEYED and old == digest
+            ok = action not in (KEYED, REKEYED) and old == digest
         if ok and keyed:
             out.keyed.append(Keyed(seq, actor, action, json.loads(detail)))
         elif not ok:
@@ -228,6 +231,17 @@ def walk(conn: sqlite3.Connection, key: bytes) -> ChainWalk:
         out.hashes[seq] = digest
         prev, expected = digest, seq + 1
     out.head_seq, out.head_hash = expected - 1, prev
+    if rekeyed_at:
+        lost = [b for b in bad if b[0] < rekeyed_at]
+        bad = [b for b in bad if b[0] >= rekeyed_at]
+        if lost:
+            span = f"entries {lost[0][0]}-{lost[-1][0]}" if len(lost) > 1 else f"entry {lost[0][0]}"
+            why = (
+                f"were made with a device key that was lost (a new key from entry {rekeyed_at}, "
+                "'fovea-agent audit rekey'): this device cannot check them; the fleet's anchor "
+                "from before the rekey can"
+            )
+            out.problems.append(AuditProblem("unverifiable", span, why, lost[0][0]))
     out.problems += _altered(bad)
     if not keyed and out.entries:
         out.problems.append(

@@ -17,7 +17,9 @@ REVIEW = "review"
 IMAGE = "case.image"
 RETENTION = "retention"
 KEYED = "audit.keyed"
-CLINICAL_ACTIONS: frozenset[str] = frozenset({SCREEN, REVIEW, IMAGE, RETENTION, KEYED})
+REKEYED = "audit.rekeyed"
+"""A new device key after the old one was lost: like ``audit.keyed``, it opens a keyed part."""
+CLINICAL_ACTIONS: frozenset[str] = frozenset({SCREEN, REVIEW, IMAGE, RETENTION, KEYED, REKEYED})
 """Actions only the store itself may append (their entries vouch for rows)."""
 
 SCREENING_COLUMNS = "case_id, created, user, model_version, request, result"

@@ -24,7 +24,12 @@ ACTOR = "migration"
 
 
 def keyed_chain(
-    key: bytes, now: Callable[[], str], cases_dir: Path, schema: int, new_key: bool
+    key: bytes,
+    now: Callable[[], str],
+    cases_dir: Path,
+    schema: int,
+    new_key: bool,
+    action: str = _d.KEYED,
 ) -> Callable[[sqlite3.Connection], None]:
     """The migration step that starts the keyed chain in the database it is given
     (``new_key``: the key was made for it; see ``audit.walk`` on old chains keyed by a key
@@ -39,7 +44,7 @@ def keyed_chain(
             "schema": schema, "unkeyed_entries": seq, "unkeyed_head": head, "rows": counts,
             "new_key": new_key,
         }  # fmt: skip
-        _audit.append(conn, key, time, ACTOR, _d.KEYED, detail)
+        _audit.append(conn, key, time, ACTOR, action, detail)
         for row in conn.execute(f"SELECT {_d.SCREENING_COLUMNS} FROM screenings ORDER BY rowid"):
             entry = _d.screening_entry(row[0], row[3], _d.screening_row_digest(row))
             _audit.append(conn, key, time, ACTOR, _d.SCREEN, entry)
@@ -57,3 +62,26 @@ def keyed_chain(
             _audit.append(conn, key, time, ACTOR, _d.IMAGE, {"case_id": case_id, "sha256": sha})
 
     return step
+
+
+def keyed_already(conn: sqlite3.Connection) -> bool:
+    """Whether the database's chain was keyed before (so its key file must exist)."""
+    try:
+        row = conn.execute(
+            "SELECT 1 FROM audit WHERE action IN (?, ?) LIMIT 1", (_d.KEYED, _d.REKEYED)
+        ).fetchone()
+    except sqlite3.OperationalError:  # a new database: no audit table yet
+        return False
+    return row is not None
+
+
+def lost_key_message(key: Path, db: Path, rekey: bool) -> str:
+    """Why the store will not open: its key file is missing (or, asked to rekey, is not)."""
+    if rekey:
+        return f"the audit key {key} exists (or {db} was never keyed): there is nothing to rekey"
+    return (
+        f"the audit key {key} is missing, but {db} holds a chain keyed with it: restore the key "
+        "file from the device's backup; if it is lost for good, start a new key with "
+        "'fovea-agent audit rekey --root ROOT' (this device then cannot check the entries made "
+        "with the lost key; the fleet's anchor from before still can)"
+    )

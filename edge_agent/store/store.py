@@ -22,7 +22,7 @@ from edge_agent.store import digests as _d
 from edge_agent.store import reconcile as _reconcile
 from edge_agent.store import sqlite as _sqlite
 from edge_agent.store.connections import Connections, utc_now
-from edge_agent.store.keying import keyed_chain
+from edge_agent.store.keying import keyed_already, keyed_chain, lost_key_message
 from edge_agent.store.records import (
     Case,
     Retention,
@@ -71,7 +71,10 @@ class Store(Connections):
         clock: Callable[[], datetime] = utc_now,
         busy_timeout_s: float = 30.0,
         audit_key: Path | None = None,
+        rekey: bool = False,
     ) -> None:
+        """``rekey``: the audit key was lost; start a new one, opened by an ``audit.rekeyed``
+        entry that covers the old head, then an entry for every row (as the first keying)."""
         super().__init__(Path(path), clock, busy_timeout_s)
         self.cases_dir = cases_dir if cases_dir is not None else self.path.parent / "cases"
         self.retention = retention if retention is not None else Retention()
@@ -79,9 +82,16 @@ class Store(Connections):
         if not self.path.parent.is_dir():
             raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
         new_key = not self.audit_key.exists()
+        rekeying = new_key and keyed_already(self._conn())
+        if rekeying != rekey:
+            raise StoreError(lost_key_message(self.audit_key, self.path, rekey))
         self._key = _key.load_or_create(self.audit_key)
-        keyed = keyed_chain(self._key, self._time, self.cases_dir, SCHEMA_VERSION, new_key)
-        migrate(self._conn(), self.path, keyed)
+        action = _d.REKEYED if rekeying else _d.KEYED
+        step = keyed_chain(self._key, self._time, self.cases_dir, SCHEMA_VERSION, new_key, action)
+        migrate(self._conn(), self.path, step)
+        if rekeying:  # a keyed database is past the migration that runs the step: run it here
+            with self._write() as conn:
+                step(conn)
 
     def __enter__(self) -> Store:
         return self
