@@ -123,6 +123,16 @@ def _save_tokens(path: Path, results: list[Any]) -> Path | None:
     return path
 
 
+_Worker = Annotated[str, typer.Option(help="TensorRT worker venv: auto (on a Jetson), yes or no")]
+_SystemPython = Annotated[str, typer.Option(help="JetPack's Python for the worker")]
+_WorkerPins = Annotated[
+    Path | None, typer.Option(help="the worker's pins (default: per L4T release)")
+]
+_BuildTimeout = Annotated[
+    float, typer.Option(help="seconds to wait while the agent builds engines")
+]
+
+
 def flash_command(
     hosts: Annotated[
         list[str] | None, typer.Argument(help="[user@]host[:port] over SSH, or local:DIR")
@@ -162,18 +172,10 @@ def flash_command(
         Path | None, typer.Option(help="write an offline installer into DIR instead of flashing")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan; touch no device")] = False,
-    worker: Annotated[
-        str, typer.Option(help="TensorRT worker venv: auto (on a Jetson), yes or no")
-    ] = "auto",
-    system_python: Annotated[
-        str, typer.Option(help="JetPack's Python for the worker")
-    ] = "/usr/bin/python3",
-    worker_requirements: Annotated[
-        Path | None, typer.Option(help="the worker's pins (default: per L4T release)")
-    ] = None,
-    build_timeout: Annotated[
-        float, typer.Option(help="seconds to wait while the agent builds engines")
-    ] = 1800.0,
+    worker: _Worker = "auto",
+    system_python: _SystemPython = "/usr/bin/python3",
+    worker_requirements: _WorkerPins = None,
+    build_timeout: _BuildTimeout = 1800.0,
 ) -> None:
     """Flash devices: agent + venv, bundle, trusted key, service, fleet account; wait ready."""
     from deploy.flash import FlashPlan
