@@ -97,6 +97,13 @@ class AgentConfig(BaseModel):
     case_retention_count: int = Field(5000, ge=0, description="reviewed-case images kept")
     case_retention_days: float | None = Field(None, gt=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    refused_restart_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="after the served slot fails a re-check, answer 503 this long, then exit "
+        "(code 1) so the supervisor starts the agent again on a slot that verifies (the other "
+        "one, rolled back to); 0: stay refused until restarted by hand",
+    )
     verify_interval_s: float = Field(
         3600.0,
         ge=0.0,

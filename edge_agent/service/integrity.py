@@ -152,6 +152,8 @@ class SlotWatch:
     store: Store
     interval_s: float
     log: Log = lambda s: None
+    on_refused: Callable[[str], None] | None = None
+    """Called (from the watch's thread) with the reason once the served slot is refused."""
     checked_at: str | None = None
     last_seconds: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -204,6 +206,8 @@ class SlotWatch:
             self.store.audit(
                 ACTOR, "slot refused", {"slot": slot, "serving": True, "reason": reason}
             )
+            if self.on_refused is not None:
+                self.on_refused(reason)
             return False
         finally:
             self.checked_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -236,15 +237,25 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     scheme = "https" if config.tls else "http"
     server: uvicorn.Server | None = None
 
-    def load(note: Log) -> LoadedAgent:
-        agent = load_agent(root_path, config, note)
-        info = agent.served.info
-        log(f"serving {info.name} v{info.version} ({info.backend} {info.precision})")
-        return agent
+    refused: list[str] = []
 
     def stop() -> None:
         if server is not None:
             server.should_exit = True
+
+    def on_refused(reason: str) -> None:  # the served slot failed a re-check while serving
+        refused.append(reason)
+        if config.refused_restart_s > 0:
+            log(f"exiting in {config.refused_restart_s:g} s so the agent starts on a verified slot")
+            threading.Timer(config.refused_restart_s, stop).start()
+
+    def load(note: Log) -> LoadedAgent:
+        agent = load_agent(root_path, config, note)
+        if agent.watch is not None:
+            agent.watch.on_refused = on_refused
+        info = agent.served.info
+        log(f"serving {info.name} v{info.version} ({info.backend} {info.precision})")
+        return agent
 
     # listening from the start: live, and not ready with progress while the model loads
     starting = StartingApp(load, stop, log)
@@ -266,6 +277,8 @@ def serve(root_path: Path, config: AgentConfig, log: Log = print) -> None:
     server.run()
     if starting.error is not None:
         raise starting.error
+    if refused and config.refused_restart_s > 0:  # non-zero: the supervisor starts it again
+        raise RuntimeError(f"{refused[0]}; exited so the supervisor starts the agent again")
 
 
 __all__ = ["LoadedAgent", "inline_batches", "load_agent", "serve"]
