@@ -11,7 +11,7 @@ from deploy.fleet.inventory import (
     Rollout,
     TransportSpec,
 )
-from deploy.fleet.polling import poll, poll_device
+from deploy.fleet.polling import accept_rekey, poll, poll_device
 from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Rollout",
     "RolloutPlan",
     "TransportSpec",
+    "accept_rekey",
     "connect",
     "poll",
     "poll_device",

@@ -44,7 +44,8 @@ def regression(kept: AuditHead | None, new: AuditHead) -> str | None:
     if new.key_id != kept.key_id:
         return (
             f"the audit key changed ({kept.key_id} -> {new.key_id}): the chain was re-keyed "
-            f"or the device reset; anchor kept at entry {kept.seq}"
+            f"or the device reset; anchor kept at entry {kept.seq} (a rekey made on purpose, "
+            "`fovea-agent audit rekey`: accept it with `fovea fleet anchor HOST --accept-rekey`)"
         )
     if new.seq < kept.seq:
         return (

@@ -52,7 +52,15 @@ CREATE TABLE audit_heads (
     received REAL NOT NULL
 );
 """
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _AUDIT_HEADS)
+_RETIRED_HEADS = """
+CREATE TABLE retired_heads (
+    host TEXT NOT NULL,
+    head TEXT NOT NULL,                -- an anchor replaced when the device was re-keyed (JSON)
+    retired REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _AUDIT_HEADS, _RETIRED_HEADS)
 SCHEMA_VERSION = len(MIGRATIONS)  # kept in the meta table, as 'schema_version'
 _OPTIONS = SqliteOptions(busy_timeout_s=30)
 
@@ -217,6 +225,7 @@ class Inventory:
             if db.execute("DELETE FROM devices WHERE host = ?", (host,)).rowcount == 0:
                 raise InventoryError(f"{host} is not in {self.path}")
             db.execute("DELETE FROM audit_heads WHERE host = ?", (host,))
+            db.execute("DELETE FROM retired_heads WHERE host = ?", (host,))
 
     def get(self, host: str) -> Device:
         """The device named ``host``."""
@@ -258,6 +267,33 @@ class Inventory:
                     (host, head.model_dump_json(), time.time()),
                 )
         return problem
+
+    def accept_rekey(self, host: str, head: AuditHead) -> AuditHead:
+        """Make ``head``, signed with a new audit key (``fovea-agent audit rekey``), ``host``'s
+        anchor; the old anchor is kept as retired (it still vouches for the chain before the
+        rekey) and returned. InventoryError when there is no anchor or the key is the same."""
+        kept = self.audit_head(host)
+        if kept is None or kept.key_id == head.key_id:
+            why = "no anchor kept yet" if kept is None else f"the key is still {kept.key_id}"
+            raise InventoryError(f"{host}: nothing to accept: {why}")
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO retired_heads VALUES (?, ?, ?, ?)",
+                (host, kept.model_dump_json(), time.time(), f"re-keyed to {head.key_id}"),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO audit_heads VALUES (?, ?, ?)",
+                (host, head.model_dump_json(), time.time()),
+            )
+        return kept
+
+    def retired_heads(self, host: str) -> list[AuditHead]:
+        """Anchors ``host`` had before each accepted rekey, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT head FROM retired_heads WHERE host = ? ORDER BY retired", (host,)
+            ).fetchall()
+        return [AuditHead.model_validate_json(r[0]) for r in rows]
 
     def audit_head(self, host: str) -> AuditHead | None:
         """The audit anchor kept for ``host`` (None before a poll brought one)."""

@@ -23,6 +23,16 @@ async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
     return (await _poll(device, conn))[0]
 
 
+async def accept_rekey(inventory: Inventory, host: str) -> tuple[AuditHead, AuditHead]:
+    """Anchor ``host``'s head under its new audit key (``fovea-agent audit rekey`` on purpose):
+    (the old anchor, kept as retired; the new one). ConnectionError when unreachable."""
+    device = inventory.get(host)
+    new = head_of(await probe.status(device.url, device.token))
+    if new is None:
+        raise ValueError(f"{host} reports no audit head (an agent from before anchors)")
+    return inventory.accept_rekey(host, new), new
+
+
 async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead | None]:
     """``poll_device``, and the audit chain head the agent reported."""
     update: dict[str, object] = {}

@@ -26,6 +26,7 @@ from deploy.fleet import (
     rollback,
     rollout,
 )
+from deploy.fleet import accept_rekey as accept_rekey_of
 from edge_agent.bundle import BundleError
 from server.console import print_devices, print_rollout
 
@@ -190,14 +191,23 @@ def anchor_command(
     host: Annotated[str, typer.Argument(help="the device's name in the fleet")],
     db: Db = DEFAULT_DB,
     out: Annotated[Path | None, typer.Option(help="write the anchor to this file")] = None,
+    accept_rekey: Annotated[
+        bool, typer.Option(help="HOST was re-keyed on purpose: anchor its new key's head")
+    ] = False,
 ) -> None:
     """Print (or write) HOST's audit anchor, the signed chain head the last poll kept, for
     `fovea-agent audit verify --anchor FILE` on the device."""
     inventory = _inventory(db)
     try:
         inventory.get(host)
+        if accept_rekey:
+            old, new = asyncio.run(accept_rekey_of(inventory, host))
+            console.print(
+                f"{host}: anchored the new key {new.key_id}; the old anchor (key {old.key_id}, "
+                f"entry {old.seq}) is kept as retired"
+            )
         head = inventory.audit_head(host)
-    except InventoryError as exc:
+    except (InventoryError, ConnectionError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if head is None:
         raise _fail(f"no audit anchor for {host} yet: run `fovea fleet poll --hosts {host}`")

@@ -119,3 +119,35 @@ def test_inventory_migrates_and_anchor_export_needs_a_poll(tmp_path: Path) -> No
     assert done.exit_code == 2 and "fovea fleet poll" in done.output
     done = runner.invoke(app, ["fleet", "anchor", "nope", "--db", str(db)])
     assert done.exit_code == 2 and "nope is not in" in done.output
+
+
+def test_a_rekey_on_purpose_is_accepted_and_the_old_anchor_kept(
+    tmp_path: Path, agent: _Agent
+) -> None:
+    db = tmp_path / "fleet.db"
+    inv = Inventory(db)
+    spec = TransportSpec(kind="local", root=str(tmp_path), restart=("true",))
+    inv.add(Device(host="j1", url=agent.url, token="t", transport=spec))
+    store_path = tmp_path / "device" / "state.db"
+    store_path.parent.mkdir()
+    with Store(store_path) as store:
+        store.record_screening(user="tech", model_version=1, request={}, result={})
+        agent.body = _status(store)
+    asyncio.run(poll(inv, conn=None))
+    old = inv.audit_head("j1")
+    (tmp_path / "device" / "keys" / "audit.key").unlink()  # lost; re-keyed on the device
+    with Store(store_path, rekey=True) as store:
+        agent.body = _status(store)
+    [device] = asyncio.run(poll(inv, conn=None))
+    assert device.error is not None and "--accept-rekey" in device.error
+    assert inv.audit_head("j1") == old  # a poll never takes a new key by itself
+    runner = CliRunner()
+    done = runner.invoke(app, ["fleet", "anchor", "j1", "--db", str(db), "--accept-rekey"])
+    assert done.exit_code == 0, done.output
+    new = inv.audit_head("j1")
+    assert new is not None and old is not None and new.key_id != old.key_id
+    assert inv.retired_heads("j1") == [old]
+    again = runner.invoke(app, ["fleet", "anchor", "j1", "--db", str(db), "--accept-rekey"])
+    assert again.exit_code == 2 and "nothing to accept" in again.output
+    [device] = asyncio.run(poll(inv, conn=None))
+    assert device.error is None
