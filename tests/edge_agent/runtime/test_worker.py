@@ -287,3 +287,44 @@ def test_the_worker_builds_missing_engines_with_progress_then_runs_them(
     out = model.run(np.ones((3, 3, 4, 4), np.float32))
     assert out["grade_logits"].shape == (3, 5) and model.providers == ["TensorRT 8.5.2.2"]
     model.close()
+
+
+def _python38() -> str | None:
+    """A Python 3.8 with numpy and onnxruntime (``FOVEA_PY38``, else ``python3.8`` on PATH)."""
+    import shutil
+
+    found = os.environ.get("FOVEA_PY38") or shutil.which("python3.8")
+    if not found:
+        return None
+    probe = subprocess.run([found, "-c", "import numpy, onnxruntime"], capture_output=True)
+    return found if probe.returncode == 0 else None
+
+
+PY38 = _python38()
+
+
+@pytest.mark.skipif(
+    PY38 is None,
+    reason="no Python 3.8 with numpy and onnxruntime here (JetPack 5's Python; FOVEA_PY38=PATH)",
+)
+def test_the_worker_runs_under_python_38(tiny_export: Path) -> None:
+    """The worker under a real 3.8 (as on JetPack 5), its outputs those of the agent's own."""
+    assert PY38 is not None
+    model = tiny_export / "model.fp32.onnx"
+    backend = WorkerBackend(
+        model,
+        "fp32",
+        image_size=SIZE,
+        kind="onnxruntime",
+        settings=WorkerSettings(PY38, ("onnxruntime",)),
+        load=_ort_load(model),
+    )
+    try:
+        assert backend.hello["python"].startswith("3.8.")
+        local = create_backend("onnxruntime", model, "fp32", image_size=SIZE)
+        x = _images(6, seed=3)
+        np.testing.assert_allclose(
+            backend.infer(x).grade_logits, local.infer(x).grade_logits, atol=1e-5
+        )
+    finally:
+        backend.close()
