@@ -1,5 +1,7 @@
-"""The fleet: an inventory of devices kept current by polling, and staged rollouts with canaries."""
+"""The fleet: an inventory of devices kept current by polling, staged rollouts with canaries,
+and a read-only web page of it all for admins."""
 
+from deploy.fleet.accounts import Account, AccountError, PageAccounts
 from deploy.fleet.anchors import AuditHead
 from deploy.fleet.change import AgentChange, BundleChange, Change, read_manifest
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect, wheel_version
@@ -11,30 +13,48 @@ from deploy.fleet.inventory import (
     Rollout,
     TransportSpec,
 )
+from deploy.fleet.overview import DecisionView, FederationRun, RoundView, describe
+from deploy.fleet.pages import when
 from deploy.fleet.polling import accept_rekey, poll, poll_device
 from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
+from deploy.fleet.snapshots import Snapshot, record_status, snapshots
+from deploy.fleet.web import PageConfig, fleet_page, serve_page
 
 __all__ = [
+    "Account",
+    "AccountError",
     "AgentChange",
     "AuditHead",
     "BundleChange",
     "Change",
     "Connect",
+    "DecisionView",
     "Device",
     "DeviceError",
     "DeviceOps",
+    "FederationRun",
     "HostOutcome",
     "Inventory",
     "InventoryError",
+    "PageAccounts",
+    "PageConfig",
     "Rollout",
     "RolloutPlan",
+    "RoundView",
+    "Snapshot",
     "TransportSpec",
     "accept_rekey",
     "connect",
+    "describe",
+    "fleet_page",
     "poll",
     "poll_device",
     "read_manifest",
+    "record_status",
     "rollback",
     "rollout",
+    "serve_page",
+    "snapshots",
     "wheel_version",
+    "when",
 ]

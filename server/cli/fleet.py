@@ -1,4 +1,5 @@
-"""``fovea fleet``: the device inventory, polling, staged rollouts, rollback, agent upgrades."""
+"""``fovea fleet``: the device inventory, polling, staged rollouts, rollback, agent upgrades,
+and the admins' read-only web page with its own accounts."""
 
 from __future__ import annotations
 
@@ -13,24 +14,32 @@ from rich.console import Console
 
 from deploy import SshTarget
 from deploy.fleet import (
+    AccountError,
     AgentChange,
     BundleChange,
     Change,
     Device,
     Inventory,
     InventoryError,
+    PageAccounts,
+    PageConfig,
     Rollout,
     RolloutPlan,
     TransportSpec,
     poll,
     rollback,
     rollout,
+    serve_page,
+    when,
 )
 from deploy.fleet import accept_rekey as accept_rekey_of
 from edge_agent.bundle import BundleError
+from server.cli.fleet_page import federation_runs
 from server.console import print_devices, print_rollout
 
 fleet_app = typer.Typer(no_args_is_help=True, help="The device fleet: inventory and rollouts.")
+users_app = typer.Typer(no_args_is_help=True, help="Accounts of the fleet page (fleet serve).")
+fleet_app.add_typer(users_app, name="users")
 console = Console()
 
 Db = Annotated[
@@ -288,6 +297,79 @@ def history(db: Db = DEFAULT_DB, limit: Annotated[int, typer.Option(help="how ma
         console.print(f"no rollouts recorded in {db}")
     for r in rollouts:
         print_rollout(r, console)
+
+
+Accounts = Annotated[
+    Path,
+    typer.Option(
+        "--accounts", envvar="FOVEA_FLEET_ACCOUNTS", help="the fleet page's accounts (SQLite, 0600)"
+    ),
+]
+DEFAULT_ACCOUNTS = Path(".fovea/fleet-page.db")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument()], accounts: Accounts = DEFAULT_ACCOUNTS
+) -> None:
+    """Make a fleet page account; prints its token once (only its hash is kept)."""
+    try:
+        token = PageAccounts(accounts).add(name)
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"added {name} to {accounts}; its token (shown once):", soft_wrap=True)
+    typer.echo(token)
+
+
+@users_app.command("list")
+def users_list(accounts: Accounts = DEFAULT_ACCOUNTS) -> None:
+    """The fleet page's accounts (names and when each was made, never tokens)."""
+    found = PageAccounts(accounts).accounts()
+    if not found:
+        console.print(f"no accounts in {accounts}: `fovea fleet users add NAME` makes one")
+    for account in found:
+        typer.echo(f"{account.name}\t{when(account.created)}")
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument()], accounts: Accounts = DEFAULT_ACCOUNTS
+) -> None:
+    """Delete a fleet page account: its token and its browsers' sessions stop working."""
+    try:
+        PageAccounts(accounts).remove(name)
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"removed {name} from {accounts}")
+
+
+@fleet_app.command("serve")
+def serve_command(
+    db: Db = DEFAULT_DB,
+    accounts: Accounts = DEFAULT_ACCOUNTS,
+    federation: Annotated[
+        Path | None, typer.Option(help="federation run folder(s): rounds and decisions")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+) -> None:
+    """Serve the read-only fleet page (devices, alerts, proposals, rounds, rollouts) to accounts
+    made with `fovea fleet users add`."""
+    try:
+        config = PageConfig(
+            inventory=db, accounts=accounts, federation_dir=federation, host=host, port=port,
+            tls_cert=tls_cert, tls_key=tls_key,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not PageAccounts(accounts).accounts():
+        console.print(f"[yellow]no accounts in {accounts} yet:[/yellow] `fovea fleet users add`")
+    scheme = "https" if config.tls else "http"
+    console.print(f"fleet page on {scheme}://{host}:{port}/ (inventory {db})")
+    source = None if federation is None else (lambda: federation_runs(federation))
+    serve_page(config, source)
 
 
 __all__ = ["fleet_app"]
