@@ -82,9 +82,8 @@ def _federation(folder: Path) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    """The fleet the page tests read."""
+def build_fleet(tmp_path: Path) -> Fleet:
+    """The fleet the page tests read, under ``tmp_path``."""
     inventory = Inventory(tmp_path / "fleet.db")
     _devices(inventory)
     rid = inventory.start_rollout("bundle", "/bundles/dr-student-v7.tar", "7", {"canary": 1})
@@ -97,8 +96,15 @@ def fleet(tmp_path: Path) -> Fleet:
     _federation(tmp_path / "federation")
     accounts = tmp_path / "page.db"
     token = PageAccounts(accounts).add("admin-1")
-    config = PageConfig(inventory=inventory.path, accounts=accounts, federation_dir=tmp_path)
-    return Fleet(config, tmp_path / "federation", token)
+    federation = tmp_path / "federation"
+    config = PageConfig(inventory=inventory.path, accounts=accounts, federation_dir=federation)
+    return Fleet(config, federation, token)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    """The fleet the page tests read."""
+    return build_fleet(tmp_path)
 
 
 def _client(fleet: Fleet) -> TestClient:
