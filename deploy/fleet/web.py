@@ -117,9 +117,11 @@ def _refused(message: str | None = None) -> HTMLResponse:
 
 
 def fleet_page(config: PageConfig, federation: FederationSource | None = None) -> FastAPI:
-    """The page's ASGI app; ``federation`` reads the federation runs (None: none given)."""
+    """The page's ASGI app; ``federation`` reads the federation runs (None: none given).
+    Raises ValueError (or OSError) when the inventory or the accounts file cannot be opened."""
     app = FastAPI(title="Fovea fleet", docs_url=None, redoc_url=None, openapi_url=None)
     accounts = PageAccounts(config.accounts)
+    inventory = Inventory(config.inventory)  # opened (and its schema checked) once
     sessions = _Sessions(config.session_ttl_s)
 
     def signed_in(request: Request) -> str | None:
@@ -149,7 +151,7 @@ def fleet_page(config: PageConfig, federation: FederationSource | None = None) -
         if account is None:
             return _refused()
         try:
-            view = gather(Inventory(config.inventory), federation, config.federation_dir)
+            view = gather(inventory, federation, config.federation_dir)
         except (InventoryError, sqlite3.Error, OSError) as exc:
             text = f"the fleet inventory {config.inventory} cannot be read: {exc}"
             return HTMLResponse(problem_page(text), status_code=503)
@@ -183,12 +185,13 @@ def fleet_page(config: PageConfig, federation: FederationSource | None = None) -
     return app
 
 
-def serve_page(config: PageConfig, federation: FederationSource | None = None) -> None:
-    """Serve the page with uvicorn until interrupted (HTTPS when a certificate is given)."""
+def serve_page(config: PageConfig, app: FastAPI) -> None:
+    """Serve ``app`` (``fleet_page``) with uvicorn as ``config`` says until interrupted (HTTPS
+    when a certificate is given)."""
     import uvicorn
 
     uvicorn.run(
-        fleet_page(config, federation),
+        app,
         host=config.host,
         port=config.port,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,

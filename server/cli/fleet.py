@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import sqlite3
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from deploy.fleet import (
     Rollout,
     RolloutPlan,
     TransportSpec,
+    fleet_page,
     poll,
     rollback,
     rollout,
@@ -34,7 +36,7 @@ from deploy.fleet import (
 )
 from deploy.fleet import accept_rekey as accept_rekey_of
 from edge_agent.bundle import BundleError
-from server.cli.fleet_page import federation_runs
+from server.cli.fleet_federation import federation_runs
 from server.console import print_devices, print_rollout
 
 fleet_app = typer.Typer(no_args_is_help=True, help="The device fleet: inventory and rollouts.")
@@ -366,10 +368,14 @@ def serve_command(
         raise _fail(str(exc)) from None
     if not PageAccounts(accounts).accounts():
         console.print(f"[yellow]no accounts in {accounts} yet:[/yellow] `fovea fleet users add`")
+    source = None if federation is None else (lambda: federation_runs(federation))
+    try:
+        app = fleet_page(config, source)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        raise _fail(f"cannot open {db} or {accounts}: {exc}") from None
     scheme = "https" if config.tls else "http"
     console.print(f"fleet page on {scheme}://{host}:{port}/ (inventory {db})")
-    source = None if federation is None else (lambda: federation_runs(federation))
-    serve_page(config, source)
+    serve_page(config, app)
 
 
 __all__ = ["fleet_app"]

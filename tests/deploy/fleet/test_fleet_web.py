@@ -16,7 +16,7 @@ from deploy.fleet.accounts import AccountError, PageAccounts
 from deploy.fleet.snapshots import record_status
 from deploy.fleet.web import COOKIE, PageConfig, fleet_page
 from server.cli.fleet import fleet_app as fleet_cli
-from server.cli.fleet_page import federation_runs
+from server.cli.fleet_federation import federation_runs
 from server.federation.registry import DecisionRecord, Registry, RoundRecord
 
 DEVICE_TOKEN = "fleet-device-token-Zq8x1LmN0pQrStUvWxYz0123456789abcdEFG"
@@ -245,3 +245,17 @@ def test_config_refuses_half_tls_and_missing_files(
     fields.update({k: tmp_path / v if isinstance(v, str) else v for k, v in change.items()})
     with pytest.raises(ValueError, match=message):
         PageConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_serve_refuses_a_missing_inventory_and_half_tls(fleet: Fleet, tmp_path: Path) -> None:
+    runner, accounts = CliRunner(), str(fleet.config.accounts)
+    missing = runner.invoke(
+        fleet_cli, ["serve", "--db", str(tmp_path / "none.db"), "--accounts", accounts]
+    )
+    assert missing.exit_code == 2 and "no fleet inventory" in missing.output
+    half = runner.invoke(
+        fleet_cli,
+        ["serve", "--db", str(fleet.config.inventory), "--accounts", accounts,
+         "--tls-cert", str(fleet.config.inventory)],
+    )  # fmt: skip
+    assert half.exit_code == 2 and "both --tls-cert and --tls-key" in half.output
