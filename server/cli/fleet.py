@@ -23,15 +23,12 @@ from deploy.fleet import (
     Inventory,
     InventoryError,
     PageAccounts,
-    PageConfig,
     Rollout,
     RolloutPlan,
     TransportSpec,
-    fleet_page,
     poll,
     rollback,
     rollout,
-    serve_page,
     when,
 )
 from deploy.fleet import accept_rekey as accept_rekey_of
@@ -359,6 +356,8 @@ def serve_command(
 ) -> None:
     """Serve the read-only fleet page (devices, alerts, proposals, rounds, rollouts) to accounts
     made with `fovea fleet users add`."""
+    from deploy.fleet import PageConfig, fleet_page, serve_page  # FastAPI: only when serving
+
     try:
         config = PageConfig(
             inventory=db, accounts=accounts, federation_dir=federation, host=host, port=port,
