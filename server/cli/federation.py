@@ -190,6 +190,9 @@ def validate(
     """Mark a model validated by a person: runs that start from it gate against it."""
     from server.federation import mark_validated
 
+    if not model.is_dir():
+        console.print(f"[red]error:[/red] {model} is not an export or bundle directory")
+        raise typer.Exit(2)
     try:
         ref = mark_validated(model, by, note)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -127,3 +127,19 @@ def test_a_schema_1_registry_is_migrated(tmp_path: Path) -> None:
     db.close()
     (d,) = Registry(path).decisions()
     assert d.reason == "old" and d.gate == {} and d.provenance == {}
+
+
+def test_fovea_federation_validate_marks_a_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from server.cli.federation import federation_app
+
+    v2 = _model(tmp_path / "v2", 2)
+    run = ["validate", str(v2.parents[1]), "--by", "Dr. Okafor", "--run-dir", str(tmp_path)]
+    result = CliRunner().invoke(federation_app, run)
+    assert result.exit_code == 0, result.output
+    assert last_validated(v2).validated_by == "Dr. Okafor"
+    (recorded,) = Registry(tmp_path / "registry.db").validations()
+    assert recorded["path"] == str(v2) and recorded["validated_by"] == "Dr. Okafor"
+    missing = CliRunner().invoke(federation_app, ["validate", str(tmp_path / "none"), "--by", "x"])
+    assert missing.exit_code == 2 and "not an export or bundle" in missing.output
