@@ -52,7 +52,14 @@ def _load_settings(config: Path | None, sets: list[str]) -> FederationSettings:
         if not sep:
             raise SettingsError(f"--set {item!r}: use KEY=VALUE")
         values[key.strip()] = yaml.safe_load(raw)
-    for key in ("model", "run-dir", "distill-config", "signing-key", "export-config"):
+    for key in (
+        "model",
+        "run-dir",
+        "distill-config",
+        "signing-key",
+        "export-config",
+        "validated-model",
+    ):
         if values.get(key):
             values[key] = str(Path(str(values[key])).expanduser().resolve())
     values.setdefault("run-dir", str(Path(".fovea/federation/run").resolve()))
@@ -169,3 +176,28 @@ def status(
                 live.update(status_view(registry, rounds))
         except KeyboardInterrupt:
             pass
+
+
+@federation_app.command("validate")
+def validate(
+    model: Annotated[Path, typer.Argument(help="the promoted export or bundle directory")],
+    by: Annotated[str, typer.Option(help="who validated the model")],
+    note: Annotated[str, typer.Option(help="what the validation was")] = "",
+    run_dir: Annotated[
+        Path | None, typer.Option(help="also record it in this run's registry")
+    ] = None,
+) -> None:
+    """Mark a model validated by a person: runs that start from it gate against it."""
+    from server.federation import mark_validated
+
+    if not model.is_dir():
+        console.print(f"[red]error:[/red] {model} is not an export or bundle directory")
+        raise typer.Exit(2)
+    try:
+        ref = mark_validated(model, by, note)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if run_dir is not None:
+        Registry(run_dir / "registry.db").record_validation(ref.model_dump(mode="json"))
+    console.print(f"validated by {by}: {ref.path} ({ref.digest[:12]})")

@@ -9,8 +9,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from server.federation.gate import GateResult, gate, images_needed, pass_probability
 from server.federation.loopback import LocalNode, LoopbackFederation
-from server.federation.promotion import Decision, PackageConfig, decide, promote
+from server.federation.promotion import Decision, PackageConfig, gate_candidate, promote
+from server.federation.provenance import (
+    PROVENANCE_FILE,
+    ModelRef,
+    Provenance,
+    last_validated,
+    mark_validated,
+    read_provenance,
+)
 from server.federation.registry import DecisionRecord, Participant, Registry, RoundRecord
 from server.federation.rehearsal import ensure_site, prepare_sites
 from server.federation.settings import (
@@ -52,17 +61,21 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "APP_DIR",
     "CONNECTION",
+    "PROVENANCE_FILE",
     "RUN_CONFIG_DEFAULTS",
     "STRATEGIES",
     "Candidate",
     "Decision",
     "DecisionRecord",
     "FederationSettings",
+    "GateResult",
     "LinkOptions",
     "LocalNode",
     "LoopbackFederation",
+    "ModelRef",
     "PackageConfig",
     "Participant",
+    "Provenance",
     "Registry",
     "RoundRecord",
     "RunCheckpoint",
@@ -72,13 +85,19 @@ __all__ = [
     "Verdict",
     "aggregate_updates",
     "connection_toml",
-    "decide",
     "decode_update",
     "ensure_site",
+    "gate",
+    "gate_candidate",
+    "images_needed",
+    "last_validated",
     "load_state",
     "load_weights",
+    "mark_validated",
+    "pass_probability",
     "prepare_sites",
     "promote",
+    "read_provenance",
     "register_supernodes",
     "resolve_checkpoint",
     "run_config_toml",

@@ -18,6 +18,7 @@ from flwr.supercore import log as flwr_log
 
 from server.federation.evaluation import HeldoutSet, check_task, evaluate_weights, load_heldout
 from server.federation.promotion import PackageConfig, promote
+from server.federation.provenance import ModelRef, last_validated, provenance_from_registry
 from server.federation.registry import DecisionRecord, Registry, RoundRecord
 from server.federation.rounds import NodesUnavailable, evaluate_phase, train_phase
 from server.federation.settings import FederationSettings
@@ -193,30 +194,55 @@ def _decide(
     empty: dict[str, float] = {}
     if not settings.promote:
         reason = "run config 'promote' is false: kept the deployed model"
-        registry.record_decision(DecisionRecord(state.round, False, reason, empty, empty))
     elif state.global_digest == state.deployed_digest:
         reason = "no round produced an aggregate: nothing to promote, kept the deployed model"
-        registry.record_decision(DecisionRecord(state.round, False, reason, empty, empty))
     elif heldout is None:
         reason = "no held-out set (run config 'distill-config' is empty): kept the deployed model"
-        registry.record_decision(DecisionRecord(state.round, False, reason, empty, empty))
     else:
         try:
             package = _package(settings, ckpt, run_dir)
-        except ValueError as e:
+            validated = last_validated(ckpt, settings.path("validated-model"), bundle_version(ckpt))
+        except (ValueError, FileNotFoundError) as e:
             reason = f"kept the deployed model: {e}"
-            registry.record_decision(DecisionRecord(state.round, False, reason, empty, empty))
+        else:
+            reason = _promote(registry, settings, state, (ckpt, deployed), weights, heldout,
+                              (package, validated), log)  # fmt: skip
             registry.set_meta("status", "finished")
             log(f"decision: {reason}")
             return
-        d = promote(
-            weights, ckpt, heldout, settings.promotion_margin, _per_site(registry, state.round),
-            package=package, deployed_weights=deployed, log=log,
-        )  # fmt: skip
-        reason = d.reason
-        registry.record_decision(
-            DecisionRecord(state.round, d.promoted, d.reason, d.candidate, d.deployed,
-                           d.per_site, str(d.bundle) if d.bundle else None, d.version)
-        )  # fmt: skip
+    registry.record_decision(DecisionRecord(state.round, False, reason, empty, empty))
     registry.set_meta("status", "finished")
     log(f"decision: {reason}")
+
+
+def _promote(
+    registry: Registry,
+    settings: FederationSettings,
+    state: RunState,
+    deployed: tuple[Path, dict],
+    weights: dict,
+    heldout: HeldoutSet,
+    how: tuple[PackageConfig | None, ModelRef],
+    log: Callable[[str], None],
+) -> str:
+    """Gate the candidate against the deployed and the last validated model, promote it or
+    keep the deployed one, and record the decision with its gate record and provenance."""
+    ckpt, deployed_w = deployed
+    package, validated = how
+    if not any(v.get("digest") == validated.digest for v in registry.validations()):
+        registry.record_validation(validated.model_dump(mode="json"))
+    started = ModelRef(path=str(ckpt), digest=state.deployed_digest, version=bundle_version(ckpt))
+    provenance = provenance_from_registry(
+        registry, state.round, started, validated, settings.strategy
+    )
+    d = promote(
+        weights, ckpt, heldout, settings.promotion_margin, _per_site(registry, state.round),
+        package=package, deployed_weights=deployed_w, validated=validated,
+        provenance=provenance, log=log,
+    )  # fmt: skip
+    registry.record_decision(
+        DecisionRecord(state.round, d.promoted, d.reason, d.candidate, d.deployed, d.per_site,
+                       str(d.bundle) if d.bundle else None, d.version, gate=d.gate,
+                       provenance=d.provenance)
+    )  # fmt: skip
+    return d.reason

@@ -8,11 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from models import DR_GRADING, TaskSpec
+from models import DR_GRADING, Predictions, TaskSpec
 from models.datasets import FundusArrays
 from server.federation.weights import Weights
 
-__all__ = ["HeldoutSet", "check_task", "evaluate_weights", "load_heldout", "scored_metrics"]
+__all__ = [
+    "HeldoutSet",
+    "check_task",
+    "evaluate_weights",
+    "load_heldout",
+    "predict_weights",
+    "score",
+    "scored_metrics",
+]
 
 
 def scored_metrics(task: TaskSpec) -> tuple[str, ...]:
@@ -63,15 +71,12 @@ def load_heldout(distill_config: Path, limit: int) -> HeldoutSet:
     return HeldoutSet(site, arrays, read_task(cfg.data.dir))
 
 
-def evaluate_weights(
-    checkpoint_json: Path, weights: Weights, heldout: FundusArrays
-) -> dict[str, float]:
-    """The checkpoint's task's :func:`scored_metrics` (points, 0-100) of its architecture, built
-    for its task, with ``weights`` on ``heldout``, at the checkpoint's referral threshold.
-    Labels outside the task's classes raise :class:`~models.TaskSpecError` naming them."""
+def predict_weights(checkpoint_json: Path, weights: Weights, heldout: FundusArrays) -> Predictions:
+    """What the checkpoint's architecture, built for its task, with ``weights`` says about
+    ``heldout``, at the checkpoint's referral threshold. Labels outside the task's classes raise
+    :class:`~models.TaskSpecError` naming them."""
     import torch
 
-    from models import screening_metrics
     from models.nets import model_with_state, read_meta
     from server.training import predict
 
@@ -80,10 +85,24 @@ def evaluate_weights(
     state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in weights.items()}
     model = model_with_state(meta, state, str(checkpoint_json))
     threshold = float(meta.metrics.get("referral_threshold", 0.5))
-    preds = dataclasses.replace(
+    return dataclasses.replace(
         predict(model, heldout, meta.preprocess), referral_threshold=threshold
     )
+
+
+def score(preds: Predictions) -> dict[str, float]:
+    """The task's :func:`scored_metrics` of ``preds`` in points (0-100), and ``images``."""
+    from models import screening_metrics
+
     m = screening_metrics(preds, resamples=0)
-    return {k: 100.0 * float(m[k].value) for k in scored_metrics(meta.task)} | {
-        "images": float(len(heldout))
+    return {k: 100.0 * float(m[k].value) for k in scored_metrics(preds.task)} | {
+        "images": float(len(preds.grade))
     }
+
+
+def evaluate_weights(
+    checkpoint_json: Path, weights: Weights, heldout: FundusArrays
+) -> dict[str, float]:
+    """The checkpoint's task's :func:`scored_metrics` (points, 0-100) of
+    :func:`predict_weights`."""
+    return score(predict_weights(checkpoint_json, weights, heldout))

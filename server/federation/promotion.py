@@ -1,13 +1,16 @@
-"""Promotion: the candidate becomes the next signed bundle only if it is at least as good.
+"""Promotion: the candidate becomes the next signed bundle only if it is non-inferior.
 
-Compared on the server's held-out set (a site no device has) within a margin in points; per-site
-results of federated evaluation are recorded beside the decision (site data never leaves the
-site). A promoted candidate goes through the existing stages: a checkpoint, ``server.export``,
-``deploy.bundle.packing`` with the next version.
+The gate (:mod:`server.federation.gate`) compares the candidate on the server's held-out set
+(a site no device has) with the deployed model and with the last model a person validated, on
+paired predictions, and takes the sites' own results of federated evaluation into account (site
+data never leaves the site). A promoted candidate goes through the existing stages: a
+checkpoint, ``server.export``, ``deploy.bundle.packing`` with the next version, with
+``provenance.json`` (sites, rounds, cases) in the bundle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable, Mapping
@@ -15,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.federation.evaluation import HeldoutSet, evaluate_weights
-from server.federation.weights import Weights, save_weights
+from server.federation.evaluation import HeldoutSet, predict_weights, score, scored_metrics
+from server.federation.gate import GateResult, gate
+from server.federation.provenance import ModelRef, Provenance, write_provenance
+from server.federation.weights import Weights, save_weights, weights_digest
 
-__all__ = ["Decision", "PackageConfig", "decide", "promote"]
-
-COMPARED = ("accuracy", "mean_auc", "referable_sensitivity", "referable_specificity")
+__all__ = ["Decision", "PackageConfig", "gate_candidate", "promote"]
 
 
 @dataclass(frozen=True)
@@ -50,43 +53,17 @@ class Decision:
     per_site: dict[str, Any] = field(default_factory=dict)
     bundle: Path | None = None
     version: int | None = None
-
-
-def decide(
-    candidate: Mapping[str, float], deployed: Mapping[str, float], margin: float
-) -> tuple[bool, str]:
-    """Whether the candidate is within ``margin`` points of the deployed model on every compared
-    metric both were scored on (accuracy, or the mean AUC of a multilabel task, and the
-    referral rule's sensitivity and specificity: a model that refers everyone must not pass on
-    sensitivity alone), and a sentence saying so with the numbers."""
-    keys = [k for k in COMPARED if k in candidate and k in deployed]
-    if not keys:
-        return False, "kept the deployed model: no compared metric was measured on both models"
-    worse = [
-        f"{k} {candidate[k]:.2f} < deployed {deployed[k]:.2f} - {margin:g}"
-        for k in keys
-        if candidate[k] < deployed[k] - margin
-    ]
-    summary = ", ".join(f"{k} {candidate[k]:.2f} vs {deployed[k]:.2f}" for k in keys)
-    if worse:
-        return False, "kept the deployed model: candidate is worse on the held-out site (" + (
-            "; ".join(worse) + ")"
-        )
-    return True, f"candidate is at least as good on the held-out site within {margin:g}: {summary}"
-
-
-def _site_drops(per_site: Mapping[str, Any]) -> list[str]:
-    drops = []
-    for site, m in per_site.items():
-        before, after = m.get("deployed", {}), m.get("candidate", {})
-        key = "eval-accuracy"
-        if key in before and key in after and after[key] < before[key]:
-            drops.append(f"{site} {before[key]:.3f}->{after[key]:.3f}")
-    return drops
+    gate: dict[str, Any] = field(default_factory=dict)
+    """The gate's record (:meth:`GateResult.to_json`, with the held-out site and scores)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _package(
-    weights: Weights, deployed_checkpoint: Path, cfg: PackageConfig, log: Callable[[str], None]
+    weights: Weights,
+    deployed_checkpoint: Path,
+    cfg: PackageConfig,
+    provenance: Provenance | None,
+    log: Callable[[str], None],
 ) -> Path:
     from deploy.bundle import build
     from server.export import export, load_export_config
@@ -106,9 +83,45 @@ def _package(
         export_cfg = export_cfg.model_copy(update={"int8_source": "calibrate"})
     log(f"exporting the candidate into {work / 'export'}")
     result = export(work, work / "export", export_cfg, log=log)
+    if provenance is not None:  # inside the bundle: the signed manifest hashes it
+        write_provenance(result.out, provenance)
     out = cfg.out_dir / f"{meta.get('name', 'model')}-v{cfg.version}.tar"
     log(f"building signed bundle v{cfg.version} at {out}")
     return build(result.out, cfg.version, cfg.signing_key, out)
+
+
+def gate_candidate(
+    candidate_weights: Weights,
+    deployed: tuple[Path, Weights],
+    heldout: HeldoutSet,
+    margin: float,
+    per_site_metrics: Mapping[str, Any],
+    validated: ModelRef | None = None,
+) -> tuple[GateResult, dict[str, dict[str, float]]]:
+    """Run the gate: the candidate (built like the deployed checkpoint) against the deployed
+    model and, when it is another model, the last validated one, each with its own checkpoint
+    and referral threshold. Returns the result and each model's held-out scores (points)."""
+    from models.nets import read_meta
+    from server.federation.evaluation import check_task
+    from server.federation.weights import load_weights
+
+    checkpoint, deployed_w = deployed
+    task = read_meta(checkpoint).task
+    check_task(heldout, task, str(checkpoint))
+    candidate = predict_weights(checkpoint, candidate_weights, heldout.arrays)
+    refs = {"deployed": predict_weights(checkpoint, deployed_w, heldout.arrays)}
+    about = {"deployed": f"{checkpoint} ({weights_digest(deployed_w)[:12]})"}
+    if validated is not None and validated.digest != weights_digest(deployed_w):
+        path = Path(validated.path)
+        check_task(heldout, read_meta(path).task, str(path))
+        refs["validated"] = predict_weights(path, load_weights(path), heldout.arrays)
+        about["validated"] = f"{path} ({validated.digest[:12]}), by {validated.validated_by}"
+    elif validated is not None:
+        about["deployed"] += f"; also the last validated model, by {validated.validated_by}"
+    result = gate(candidate, refs, scored_metrics(task), margin, per_site_metrics)
+    result = dataclasses.replace(result, references=about)
+    scores = {"candidate": score(candidate)} | {k: score(p) for k, p in refs.items()}
+    return result, scores
 
 
 def promote(
@@ -120,45 +133,43 @@ def promote(
     *,
     package: PackageConfig | None,
     deployed_weights: Weights | None = None,
+    validated: ModelRef | None = None,
+    provenance: Provenance | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Decision:
-    """Evaluate candidate and deployed model on ``heldout`` and promote the candidate or refuse.
+    """Gate the candidate (:func:`gate_candidate`) and promote it or keep the deployed model.
 
-    Both are built for the deployed checkpoint's task and scored by its metrics; the promoted
-    bundle carries the same task (its checkpoint JSON is the deployed one's). ``heldout`` must be
-    labelled for that task (``ValueError`` otherwise). ``deployed_weights`` defaults to the
-    checkpoint's own. Without ``package`` (no signing key configured) an approved candidate is
-    still not promoted, and the reason says so.
+    ``heldout`` must be labelled for the deployed checkpoint's task (``ValueError``
+    otherwise); ``deployed_weights`` defaults to the checkpoint's own; ``validated`` is the last
+    model a person validated (None: the deployed model is). Without ``package`` (no signing key
+    configured) an approved candidate is still not promoted, and the reason says so. A promoted
+    bundle carries ``provenance`` as ``provenance.json``.
     """
-    from models.nets import read_meta
-    from server.federation.evaluation import check_task
     from server.federation.weights import load_weights
 
-    check_task(heldout, read_meta(deployed_checkpoint).task, str(deployed_checkpoint))
     deployed_w = (
         deployed_weights if deployed_weights is not None else load_weights(deployed_checkpoint)
     )
-    cand = evaluate_weights(deployed_checkpoint, candidate_weights, heldout.arrays)
-    dep = evaluate_weights(deployed_checkpoint, deployed_w, heldout.arrays)
-    ok, reason = decide(cand, dep, margin)
-    reason = f"{reason} ({heldout.site}, {len(heldout.arrays)} images)"
-    drops = _site_drops(per_site_metrics)
-    if drops:
-        reason += "; federated evaluation dropped at " + ", ".join(drops)
-    sites = dict(per_site_metrics)
-    if not ok:
-        return Decision(False, reason, cand, dep, sites)
+    result, scores = gate_candidate(
+        candidate_weights, (deployed_checkpoint, deployed_w), heldout, margin, per_site_metrics,
+        validated,
+    )  # fmt: skip
+    reason = f"{result.reason} (held-out site {heldout.site})"
+    record = result.to_json() | {"heldout_site": heldout.site, "scores": scores}
+    made_of = provenance.model_dump(mode="json") if provenance is not None else {}
+    decision = Decision(
+        False, reason, scores["candidate"], scores["deployed"], dict(per_site_metrics),
+        gate=record, provenance=made_of,
+    )  # fmt: skip
+    if not result.passed:
+        return decision
     if package is None:
-        return Decision(
-            False,
-            reason + "; not promoted: run config 'signing-key' is empty, so no signed bundle "
-            "can be built",
-            cand,
-            dep,
-            sites,
-        )
+        why = "; not promoted: run config 'signing-key' is empty, so no signed bundle can be built"
+        return dataclasses.replace(decision, reason=reason + why)
     try:
-        bundle = _package(candidate_weights, deployed_checkpoint, package, log)
+        bundle = _package(candidate_weights, deployed_checkpoint, package, provenance, log)
     except Exception as e:  # export and bundle errors all mean: keep the deployed model
-        return Decision(False, f"{reason}; not promoted: packaging failed: {e}", cand, dep, sites)
-    return Decision(True, reason, cand, dep, sites, bundle, package.version)
+        return dataclasses.replace(
+            decision, reason=f"{reason}; not promoted: packaging failed: {e}"
+        )
+    return dataclasses.replace(decision, promoted=True, bundle=bundle, version=package.version)

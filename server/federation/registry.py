@@ -1,4 +1,5 @@
-"""The server's federation registry (SQLite): rounds, participants, metrics, rejections, decisions.
+"""The server's federation registry (SQLite): rounds, participants, metrics, rejections, decisions,
+and the models a person validated.
 
 One file per run directory (``registry.db``). A round re-run after a server restart replaces
 that round's rows, so the registry always describes the rounds the checkpoint holds.
@@ -35,7 +36,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     promoted INTEGER NOT NULL, reason TEXT NOT NULL, candidate TEXT NOT NULL,
     deployed TEXT NOT NULL, per_site TEXT NOT NULL, bundle TEXT, version INTEGER);
 """
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA,)
+_GATE = """
+ALTER TABLE decisions ADD COLUMN gate TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE decisions ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE IF NOT EXISTS validations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, digest TEXT NOT NULL,
+    path TEXT NOT NULL, validated_by TEXT NOT NULL, record TEXT NOT NULL);
+"""
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA, _GATE)
 SCHEMA_VERSION = len(MIGRATIONS)  # kept in the meta table, as 'schema_version'
 _OPTIONS = SqliteOptions(busy_timeout_s=30)
 
@@ -88,7 +96,12 @@ class RoundRecord:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """A promotion decision: promoted or kept, why, and what was compared."""
+    """A promotion decision: promoted or kept, why, and what was compared.
+
+    ``gate`` is the gate's record (:meth:`server.federation.gate.GateResult.to_json`: reference
+    models, each metric's paired difference with its interval, the margin, per-site results,
+    verdict and why); ``provenance`` what the candidate was made from (``provenance.json``).
+    """
 
     round: int
     promoted: bool
@@ -99,6 +112,18 @@ class DecisionRecord:
     bundle: str | None = None
     version: int | None = None
     created: float = 0.0
+    gate: Mapping[str, Any] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as one JSON object (for the report and the fleet page)."""
+        return {
+            "round": self.round, "promoted": self.promoted, "reason": self.reason,
+            "candidate": dict(self.candidate), "deployed": dict(self.deployed),
+            "per_site": dict(self.per_site), "bundle": self.bundle, "version": self.version,
+            "created": self.created, "gate": dict(self.gate),
+            "provenance": dict(self.provenance),
+        }  # fmt: skip
 
 
 class Registry:
@@ -184,11 +209,12 @@ class Registry:
         with self._db() as db:
             db.execute(
                 "INSERT INTO decisions (created, round, promoted, reason, candidate, deployed, "
-                "per_site, bundle, version) VALUES (?,?,?,?,?,?,?,?,?)",
+                "per_site, bundle, version, gate, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     d.created or time.time(), d.round, int(d.promoted), d.reason,
                     json.dumps(dict(d.candidate)), json.dumps(dict(d.deployed)),
                     json.dumps(dict(d.per_site)), d.bundle, d.version,
+                    json.dumps(dict(d.gate)), json.dumps(dict(d.provenance)),
                 ),
             )  # fmt: skip
 
@@ -197,12 +223,29 @@ class Registry:
         with self._db() as db:
             rows = db.execute(
                 "SELECT round, promoted, reason, candidate, deployed, per_site, bundle, version, "
-                "created FROM decisions ORDER BY id"
+                "created, gate, provenance FROM decisions ORDER BY id"
             ).fetchall()
         return [
             DecisionRecord(
                 r[0], bool(r[1]), r[2], json.loads(r[3]), json.loads(r[4]), json.loads(r[5]),
-                r[6], r[7], r[8],
+                r[6], r[7], r[8], json.loads(r[9]), json.loads(r[10]),
             )
             for r in rows
         ]  # fmt: skip
+
+    def record_validation(self, model: Mapping[str, Any]) -> None:
+        """Append a validated model (``ModelRef`` fields: ``path``, ``digest``,
+        ``validated_by`` ...): the run's gate reference, or one a person marked validated."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO validations (created, digest, path, validated_by, record) "
+                "VALUES (?,?,?,?,?)",
+                (time.time(), str(model["digest"]), str(model["path"]),
+                 str(model.get("validated_by") or ""), json.dumps(dict(model))),
+            )  # fmt: skip
+
+    def validations(self) -> list[dict[str, Any]]:
+        """Every validated model recorded, oldest first; the last is the current reference."""
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM validations ORDER BY id").fetchall()
+        return [json.loads(r[0]) for r in rows]

@@ -61,8 +61,10 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | int | float | str] = {
     "dp-clipping-norm": 10.0,
     # promotion
     "distill-config": "",
-    "heldout-limit": 512,
-    "promotion-margin": 0.5,
+    "heldout-limit": 2000,
+    # points; the held-out size a margin needs: server/federation/gate.py (2.5 at 2,000 images)
+    "promotion-margin": 2.5,
+    "validated-model": "",
     "promote": True,
     "export-config": "",
     "signing-key": "",
@@ -112,6 +114,7 @@ class FederationSettings:
     distill_config: str
     heldout_limit: int
     promotion_margin: float
+    validated_model: str
     promote: bool
     export_config: str
     signing_key: str

@@ -1,8 +1,10 @@
-"""Promotion: the decision rule, and both outcomes with a tiny model, export and signed bundle."""
+"""Promotion: both outcomes with a tiny model, export and signed bundle; the bundle carries the
+sites, rounds and case counts behind it."""
 
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import yaml
 
 from server.federation.evaluation import load_heldout
-from server.federation.promotion import PackageConfig, decide, promote
+from server.federation.promotion import PackageConfig, promote
+from server.federation.provenance import ModelRef, Provenance, SiteContribution
 from server.federation.weights import load_weights, resolve_checkpoint
 
 TINY_EXPORT = {
@@ -26,16 +29,6 @@ TINY_EXPORT = {
 }
 
 
-def test_decide_within_margin_and_below_it() -> None:
-    deployed = {"accuracy": 70.0, "referable_sensitivity": 90.0, "referable_specificity": 80.0}
-    ok, why = decide(deployed | {"accuracy": 69.8, "referable_sensitivity": 91.0}, deployed, 0.5)
-    assert ok and "at least as good" in why
-    refers_all = {"accuracy": 70.0, "referable_sensitivity": 100.0, "referable_specificity": 0.0}
-    assert not decide(refers_all, deployed, 0.5)[0]
-    ok, why = decide(deployed | {"accuracy": 72.0, "referable_sensitivity": 88.0}, deployed, 0.5)
-    assert not ok and "referable_sensitivity 88.00 < deployed 90.00" in why
-
-
 def test_resolve_checkpoint_from_export_dir(tmp_path: Path) -> None:
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "model.json").write_text("{}")
@@ -43,6 +36,16 @@ def test_resolve_checkpoint_from_export_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         (tmp_path / "empty").mkdir()
         resolve_checkpoint(tmp_path / "empty")
+
+
+def _provenance(checkpoint: Path) -> Provenance:
+    ref = ModelRef(path=str(checkpoint), digest="0" * 64, validated_by="distillation export")
+    sites = [
+        SiteContribution(site="clinic-1", rounds=[1, 2], cases_per_round={1: 36, 2: 40}, cases=40),
+        SiteContribution(site="clinic-2", rounds=[2], cases_per_round={2: 30}, cases=30),
+    ]
+    return Provenance(created=0.0, strategy="fedprox", rounds=[1, 2], sites=sites, cases=70,
+                      started_from=ref, validated=ref)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -66,13 +69,31 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
         k: (v + 1e-5 * rng.normal(size=v.shape)).astype(v.dtype) if v.dtype.kind == "f" else v
         for k, v in deployed.items()
     }
-    per_site = {"node-1": {"deployed": {"eval-accuracy": 0.6}, "candidate": {"eval-accuracy": 0.5}}}
+    per_site = {"node-1": {"candidate": {"eval-accuracy": 0.5, "deployed-eval-accuracy": 0.6,
+                                         "eval-num-examples": 10.0}}}  # fmt: skip
     package = PackageConfig(distill_cfg, key, 2, tmp_path / "bundles", export_cfg)
-    d = promote(candidate, tiny_teacher, heldout, 0.5, per_site, package=package)
+    provenance = _provenance(tiny_teacher)
+    d = promote(
+        candidate, tiny_teacher, heldout, 0.5, per_site, package=package, provenance=provenance
+    )
     assert d.promoted, d.reason
     assert d.version == 2 and d.bundle is not None and d.bundle.is_file()
-    assert "node-1 0.600->0.500" in d.reason  # per-site drops are reported
-    assert verify(d.bundle, tmp_path / "keys").manifest.version == 2
+    # a dip on 10 cases is reported with the site's numbers, and does not block
+    (site,) = d.gate["sites"]
+    assert site["site"] == "node-1" and site["verdict"] == "ok" and site["cases"] == 10
+    assert site["difference"] == pytest.approx(-10.0)
+    assert d.gate["verdict"] == "promote" and d.provenance["cases"] == 70
+    summary = verify(d.bundle, tmp_path / "keys")  # as a device checks it: every file's sha256
+    assert summary.manifest.version == 2 and "provenance.json" in summary.manifest.files
+    with tarfile.open(d.bundle) as tar:
+        member = tar.extractfile("provenance.json")
+        assert member is not None
+        inside = Provenance.model_validate_json(member.read())
+    assert inside == provenance
+    assert [(s.site, s.rounds, s.cases) for s in inside.sites] == [
+        ("clinic-1", [1, 2], 40),
+        ("clinic-2", [2], 30),
+    ]
     ckpt = tmp_path / "bundles" / "candidate-v2" / "export" / "checkpoint" / "model.json"
     exported = load_weights(ckpt)
     assert all(exported[k].shape == candidate[k].shape for k in candidate)
@@ -95,7 +116,8 @@ def test_keeps_the_deployed_model_when_the_candidate_is_worse(
     }
     d = promote(broken, tiny_teacher, heldout, 0.5, {}, package=None)
     assert not d.promoted and d.bundle is None
-    assert "kept the deployed model" in d.reason and heldout.site in d.reason
+    assert d.reason.startswith("kept: not non-inferior") and heldout.site in d.reason
+    assert d.gate["verdict"] == "keep" and d.gate["references"].keys() == {"deployed"}
     # an equally good candidate without a signing key is not promoted either, and says why
     same = promote(deployed, tiny_teacher, heldout, 0.5, {}, package=None)
     assert not same.promoted and "signing-key" in same.reason
