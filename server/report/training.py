@@ -25,6 +25,11 @@ def _estimate(m: dict[str, Any] | None) -> str | None:
     return f"{value} [{low}, {high}]" if low and high else value
 
 
+def recall_text(r: SiteResult) -> str:
+    """Each class's recall, short class names first: ``no 98.0% · mild 40.0% · ...``."""
+    return " · ".join(f"{c.split()[0]} {pct(v) or '—'}" for c, v in r.recall.items())
+
+
 def _kb(n: object) -> str | None:
     return f"{float(n) / 1e3:,.0f} kB" if isinstance(n, int | float) else None
 
@@ -149,6 +154,7 @@ def models_section(work: Workdir, evaluated: dict[str, dict[str, SiteResult]] | 
                 pct(r.specificity),
                 num(r.kappa),
                 r.n,
+                recall_text(r),
             ]
             for p, r in ((p, pooled(sites)) for p, sites in evaluated.items())
         ]
@@ -167,6 +173,7 @@ def models_section(work: Workdir, evaluated: dict[str, dict[str, SiteResult]] | 
                     "referable specificity",
                     "kappa",
                     "images",
+                    "recall per class",
                 ],
                 sample,
             )
@@ -225,6 +232,7 @@ def sites_section(
             pct(r.sensitivity),
             pct(r.specificity),
             num(r.kappa),
+            recall_text(r),
         ]
         for site, r in results.items()
     ]
@@ -242,6 +250,7 @@ def sites_section(
                 "referable sensitivity",
                 "referable specificity",
                 "kappa",
+                "recall per class",
             ],
             rows,
         ),
