@@ -56,3 +56,21 @@ def test_a_distilled_checkpoint_and_metrics_json_record_the_point(tiny_teacher: 
     assert metrics["operating_point"]["referral_threshold"] == meta.metrics["referral_threshold"]
     assert metrics["temperature"] == meta.metrics["temperature"] > 0
     assert "before" in metrics["calibration"]["val"]
+
+
+def test_the_rule_of_the_config_picks_the_point() -> None:
+    from models import Predictions
+    from server.distill.config import DistillConfig
+    from server.training import validation_point
+
+    rng = np.random.default_rng(0)
+    grade = rng.integers(0, 5, 600)
+    logits = rng.normal(size=(600, 5)) + 1.5 * np.eye(5)[grade]
+    val = Predictions(logits, np.full(600, 3.0), grade, np.ones(600, bool))
+    task_point = validation_point(val, "task")
+    assert task_point.target_sensitivity == 0.95 and task_point.sensitivity >= 0.95
+    lower = validation_point(val, 0.9)
+    assert lower.target_sensitivity == 0.9 and lower.threshold > task_point.threshold
+    fixed = validation_point(val, None)
+    assert fixed.threshold == 0.5 and fixed.temperature == task_point.temperature
+    assert DistillConfig.model_fields["referral_sensitivity"].default == "task"
