@@ -28,14 +28,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import write
-from models import (
-    DR_GRADING,
-    OperatingPoint,
-    Predictions,
-    paired_difference,
-    point_from_metrics,
-    screening_metrics,
-)
+from benchmarks.screening_point import point_of, screening_rows
+from models import DR_GRADING, Predictions, paired_difference, screening_metrics
 from models.datasets import FundusArrays
 from models.nets import load_checkpoint, read_meta
 from models.synth import SITES, generate
@@ -45,8 +39,6 @@ from server.training import DataConfig, dataset_matches, load_site, predict, syn
 TRAIN_SITES = ["site-a", "site-b", "site-c", "site-d"]
 TEST_SITE = "site-e"
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
-MARGIN_POINTS = 1.5
-"""Student - teacher sensitivity and specificity may not fall below -1.5 points."""
 
 
 def _data(work: Path, per_site: int, n_test: int, size: int) -> Path:
@@ -111,47 +103,6 @@ def _predict(checkpoint: Path, test: FundusArrays) -> Predictions:
     model, meta = load_checkpoint(checkpoint)
     p = predict(model, test, meta.preprocess)
     return dataclasses.replace(p, referral_threshold=meta.metrics.get("referral_threshold", 0.5))
-
-
-def _point(checkpoint: Path) -> OperatingPoint:
-    meta = read_meta(checkpoint)
-    return point_from_metrics(meta.metrics, meta.task)
-
-
-def _pt(e: dict[str, float]) -> str:
-    return f"[{100 * e['low']:.1f}, {100 * e['high']:.1f}]"
-
-
-def _acceptance(student: dict[str, Any], floor: float) -> tuple[dict[str, Any], list[list[str]]]:
-    """The issue's acceptance at one seed: the student's sensitivity and specificity on the
-    unseen site against the target and floor, and student - teacher against -1.5 points."""
-    sens, spec = student["referable_sensitivity"], student["referable_specificity"]
-    diff = {k: student["minus_teacher"][k] for k in ("sensitivity", "specificity")}
-    verdict = {
-        "student_sensitivity_ok": sens["value"] >= 0.95,
-        "student_specificity_ok": spec["value"] >= floor,
-        **{f"{k}_gap_ok": d["low"] >= -MARGIN_POINTS / 100 for k, d in diff.items()},
-    }
-    rows = [
-        ["  student referable sensitivity", f"{100 * sens['value']:.1f}%", _pt(sens), ">= 95%"],
-        [
-            "  student referable specificity",
-            f"{100 * spec['value']:.1f}%",
-            _pt(spec),
-            f">= {100 * floor:.0f}%",
-        ],
-    ]
-    for k, d in diff.items():
-        rows.append(
-            [
-                f"  {k}: student - teacher (paired)",
-                f"{100 * d['value']:+.2f} pt",
-                f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] pt",
-                f"lower bound >= -{MARGIN_POINTS} pt",
-            ]
-        )
-    rows.append(["  acceptance met", str(all(verdict.values())), "", "True"])
-    return verdict, rows
 
 
 def _check_workdir(work: Path, args: argparse.Namespace) -> None:
@@ -291,26 +242,12 @@ def main() -> None:
         d = paired_difference(p, p_teacher, resamples=1000, seed=s)
         vs_teacher[s] = {
             "accuracy_ratio": m["accuracy"].value / m_teacher["accuracy"].value,
-            "operating_point": _point(runs["distilled"][s]).as_dict(),
+            "operating_point": point_of(runs["distilled"][s]).as_dict(),
             "student": {k: v.as_dict() for k, v in m.items()},
             "minus_teacher": {k: v.as_dict() for k, v in d.items()},
         }
     result["student_vs_teacher"] = vs_teacher
-    result["teacher_operating_point"] = _point(teacher).as_dict()
-    floor = DR_GRADING.referral.specificity_floor
-    accept_rows: list[list[str]] = []
-    for s, v in vs_teacher.items():
-        student = {
-            **v["student"],
-            "minus_teacher": {
-                "sensitivity": v["minus_teacher"]["referable_sensitivity"],
-                "specificity": v["minus_teacher"]["referable_specificity"],
-            },
-        }
-        verdict, rows_s = _acceptance(student, floor)
-        v["acceptance"] = verdict
-        accept_rows.append([f"seed {s}: unseen site, own validation thresholds", "", "", ""])
-        accept_rows += rows_s
+    result["teacher_operating_point"] = point_of(teacher).as_dict()
 
     # 2. distilled vs scratch
     gaps: dict[str, list[float]] = {"accuracy": [], "kappa": []}
@@ -360,37 +297,7 @@ def main() -> None:
             "0.93-0.99",
         ]
     )
-    tp = result["teacher_operating_point"]
-    rows.append(
-        [
-            "teacher referable sensitivity / specificity (unseen site)",
-            f"{100 * m_teacher['referable_sensitivity'].value:.1f}% / "
-            f"{100 * m_teacher['referable_specificity'].value:.1f}%",
-            f"threshold {tp['referral_threshold']:.3f}, T {tp['temperature']:.2f}",
-            "",
-        ]
-    )
-    rows += accept_rows
-    grades = [k for k in m_teacher if k.startswith("recall[")]
-    rows.append(
-        [
-            "teacher recall per grade (unseen site)",
-            " / ".join(f"{m_teacher[k].value:.2f}" for k in grades),
-            ", ".join(k[7:-1] for k in grades),
-            "",
-        ]
-    )
-    for s, v in vs_teacher.items():
-        rows.append(
-            [
-                f"seed {s}: student recall per grade",
-                " / ".join(f"{v['student'][k]['value']:.2f}" for k in grades),
-                "",
-                "",
-            ]
-        )
-        if v["operating_point"]["warning"]:
-            rows.append([f"seed {s}: operating point", v["operating_point"]["warning"], "", ""])
+    rows += screening_rows(result, DR_GRADING.referral.specificity_floor)
     for s, v in vs_teacher.items():
         st = v["student"]["accuracy"]
         rows.append(
