@@ -3,6 +3,19 @@
 Importing this package does not import torch; the networks live in :mod:`models.nets`.
 """
 
+from models.calibration import (
+    ECE_BINS,
+    OperatingPoint,
+    Reliability,
+    calibrate,
+    choose_operating_point,
+    fit_temperature,
+    point_from_metrics,
+    point_metrics,
+    referral_reliability,
+    reliability,
+    uncalibrate,
+)
 from models.metrics import (
     METRIC_NAMES,
     Estimate,
@@ -49,6 +62,7 @@ from models.task import (
 
 __all__ = [
     "DR_GRADING",
+    "ECE_BINS",
     "GRADE_NAMES",
     "KINDS",
     "METRIC_NAMES",
@@ -60,14 +74,19 @@ __all__ = [
     "Estimate",
     "InputSpec",
     "ModelSource",
+    "OperatingPoint",
     "OutputNames",
     "Predictions",
     "PreprocessSpec",
     "Referral",
+    "Reliability",
     "SourceError",
     "TaskSpec",
     "TaskSpecError",
+    "calibrate",
+    "choose_operating_point",
     "extra_message",
+    "fit_temperature",
     "gradable_probability",
     "headline_metrics",
     "images_per_batch",
@@ -79,11 +98,16 @@ __all__ = [
     "paired_difference",
     "parse_source",
     "parse_task",
+    "point_from_metrics",
+    "point_metrics",
     "referable_probability",
+    "referral_reliability",
+    "reliability",
     "required_packages",
     "screening_metrics",
     "softmax",
     "task_metric_table",
     "task_metrics",
     "task_operating_point",
+    "uncalibrate",
 ]

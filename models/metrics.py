@@ -105,17 +105,17 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def metric_table(p: Predictions, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The headline metrics of ``p``'s task (:func:`headline_metrics`; a multilabel task adds
-    each label's AUC, ``auc[NAME]``) for each resample row of ``weights`` (R x N counts; ones =
-    the sample)."""
+    """The headline metrics of ``p``'s task (:func:`headline_metrics`) and each class's recall,
+    ``recall[NAME]`` (a multilabel task: each label's AUC, ``auc[NAME]``), for each resample row
+    of ``weights`` (R x N counts; ones = the sample)."""
     if p.task.kind == "multilabel" and p.quality() is None:
         weights = weights * p.gradable  # an ungradable image's row of findings is no label
     table = task_metric_table(
         p.task, p.grade_logits, p.grade, p.referral_threshold, weights, p.quality()
     )
     names = headline_metrics(p.task)
-    if p.task.kind == "multilabel":
-        names += tuple(f"auc[{c}]" for c in p.task.classes)
+    kind = "auc" if p.task.kind == "multilabel" else "recall"
+    names += tuple(f"{kind}[{c}]" for c in p.task.classes)
     return {k: table[k] for k in names}
 
 

@@ -8,8 +8,11 @@ meant to travel with every checkpoint, export and bundle manifest. Diabetic-reti
 
 The referral score of an eye is one probability whatever the kind: the softmax mass of the
 referral classes (``grading``, ``multiclass``), the positive class's sigmoid (``binary``), or
-the chance that any referral label is present, labels taken as independent (``multilabel``). The
-operating point is a threshold on that score, set on validation at ``target_sensitivity``.
+the chance that any referral label is present, labels taken as independent (``multilabel``).
+The operating point is a threshold on that score, set on validation at ``target_sensitivity``,
+with ``specificity_floor`` the specificity it should keep (reported when it is not kept); its
+calibrated reading (temperature scaling of the score's logit, fitted on validation) is in
+:mod:`models.calibration`.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ class Referral(_Strict):
     """Single-label kinds: refer when the eye is one of these classes."""
     labels: tuple[str, ...] = ()
     """``multilabel``: refer when any of these labels is present."""
-    target_sensitivity: float = Field(0.90, gt=0, lt=1)
+    target_sensitivity: float = Field(0.95, gt=0, lt=1)
     """The threshold on the referral score reaches this sensitivity on validation."""
+    specificity_floor: float = Field(0.80, ge=0, lt=1)
+    """The specificity the operating point should keep on validation; when the target
+    sensitivity is reached only below it, the threshold keeps the sensitivity and says so."""
 
 
 class InputSpec(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -9,7 +10,7 @@ from enum import StrEnum
 import numpy as np
 
 from edge_agent.screening.quality import Quality, assess_quality, checks_only
-from models import DR_GRADING, TaskSpec, gradable_probability
+from models import DR_GRADING, TaskSpec, calibrate, gradable_probability
 
 
 class Recommendation(StrEnum):
@@ -56,6 +57,12 @@ class EyeResult:
     task: TaskSpec = DR_GRADING
     present: tuple[int, ...] | None = None
     """``multilabel``: the labels present (P >= 0.5); None otherwise or when not classified."""
+    referral_threshold: float | None = None
+    """The threshold on ``referable_probability`` this eye was screened at (the bundle's
+    operating point); recorded with the case."""
+    temperature: float | None = None
+    """The bundle's calibration temperature when the device was given one: the case then also
+    records its calibrated P(refer), ``sigmoid(logit(P(refer)) / temperature)``."""
 
     @property
     def grade_name(self) -> str | None:
@@ -86,7 +93,19 @@ class EyeResult:
             "quality": self.quality.to_dict(),
             "recommendation": self.recommendation.value,
             "recommendation_text": self.recommendation.text,
+            **self._operating_point(),
         }
+
+    def _operating_point(self) -> dict[str, object]:
+        point: dict[str, object] = {}
+        if self.referral_threshold is not None:
+            point["referral_threshold"] = self.referral_threshold
+        if self.temperature is not None:
+            point["temperature"] = self.temperature
+            point["calibrated_referable_probability"] = float(
+                calibrate(np.asarray(self.referable_probability), self.temperature)
+            )
+        return point
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,17 @@ class PatientResult:
             "recommendation_text": self.recommendation.text,
             "decided_by": list(self.decided_by),
         }
+
+
+@dataclass(frozen=True)
+class _ScreenedAt:
+    referral_threshold: float
+    temperature: float | None
+
+    def result(self, eye: EyeResult) -> EyeResult:
+        return dataclasses.replace(
+            eye, referral_threshold=self.referral_threshold, temperature=self.temperature
+        )
 
 
 def _class_logits(logits: np.ndarray, task: TaskSpec) -> np.ndarray:
@@ -122,6 +152,7 @@ def eye_result(
     gradable_threshold: float = 0.5,
     eye: str = "unknown",
     task: TaskSpec = DR_GRADING,
+    temperature: float | None = None,
 ) -> EyeResult:
     """One eye's result from the model's outputs for its image (its class logits, and the
     quality logit when ``task`` has a quality head) and the image's fundus checks.
@@ -129,10 +160,14 @@ def eye_result(
     Referable when the task's referral score reaches ``referral_threshold`` (the bundle's
     operating point); an image the quality gate rejects gets "retake image" and no class.
     Without a quality head only the image checks gate it, and quality is "not assessed".
+    The result records ``referral_threshold`` (and ``temperature``, when given) with the case.
     """
     logits = _class_logits(grade_logits, task)
     if not 0.0 < referral_threshold < 1.0:
         raise ValueError(f"referral_threshold must be in (0, 1), got {referral_threshold}")
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    point = _ScreenedAt(referral_threshold, temperature)
     if task.quality_head:
         if gradable_logit is None:
             raise ValueError(f"task {task.name} has a quality head: {task.outputs.quality} needed")
@@ -144,15 +179,18 @@ def eye_result(
     p_ref = float(task.referral_from(probs)[0])
     as_tuple = tuple(float(p) for p in probs[0])
     if not quality.passed:
-        return EyeResult(eye, quality, as_tuple, p_ref, None, None, Recommendation.RETAKE, task)
+        retake = Recommendation.RETAKE
+        return point.result(EyeResult(eye, quality, as_tuple, p_ref, None, None, retake, task))
     referable = p_ref >= referral_threshold
     action = Recommendation.REFER if referable else Recommendation.RESCREEN
     if task.kind == "multilabel":
         present = tuple(int(i) for i in np.flatnonzero(probs[0] >= 0.5))
-        return EyeResult(eye, quality, as_tuple, p_ref, None, referable, action, task, present)
+        return point.result(
+            EyeResult(eye, quality, as_tuple, p_ref, None, referable, action, task, present)
+        )
     scores = logits if task.kind != "binary" else probs[0]  # logits: ties break as they did
     grade = int(np.argmax(scores))
-    return EyeResult(eye, quality, as_tuple, p_ref, grade, referable, action, task)
+    return point.result(EyeResult(eye, quality, as_tuple, p_ref, grade, referable, action, task))
 
 
 def patient_recommendation(eyes: Sequence[EyeResult]) -> PatientResult:

@@ -53,6 +53,13 @@ class Case:
         """The review that counts: the most recent one."""
         return self.reviews[-1] if self.reviews else None
 
+    @property
+    def referral_threshold(self) -> float | None:
+        """The threshold on P(refer) the case was screened at (None: recorded before cases
+        kept it)."""
+        value = self.result.get("referral_threshold")
+        return None if value is None else float(value)
+
 
 @dataclass(frozen=True)
 class Update:

@@ -275,8 +275,7 @@ def _finish(
     )
     split_arrays = {"val": splits.val, "test": splits.test}
     scored = score_model(model, split_arrays, spec, opts)
-    headline = score_headline(scored.entry["val"])
-    headline["referral_threshold"] = scored.entry["referral_threshold"]
+    headline = score_headline(scored.entry["val"]) | scored.point_metrics()
     ckpt = save_checkpoint(
         model,
         out / "student",

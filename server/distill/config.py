@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -107,9 +107,10 @@ class DistillConfig(_Strict):
     seed: int = 0
     bootstrap: int = Field(1000, ge=0)
     """Bootstrap resamples for the final confidence intervals."""
-    referral_sensitivity: float | None = Field(0.9, gt=0, lt=1)
+    referral_sensitivity: Annotated[float, Field(gt=0, lt=1)] | Literal["task"] | None = "task"
     """Referral operating point: the threshold reaching this sensitivity on validation
-    (None: refer when P(referable) >= 0.5)."""
+    (``task``: the task's ``referral.target_sensitivity``, 0.95 for DR grading; None: refer
+    when P(referable) >= 0.5)."""
 
     @field_validator("teacher", mode="before")
     @classmethod

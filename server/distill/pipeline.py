@@ -235,8 +235,7 @@ def _evaluate(
         "generation": len(lineage),
         name: scored.entry,
     }
-    headline = score_headline(scored.entry["val"])
-    headline["referral_threshold"] = scored.entry["referral_threshold"]
+    headline = score_headline(scored.entry["val"]) | scored.point_metrics()
     ckpt = save_checkpoint(
         fit.student, out / name, name=name, preprocess=spec, lineage=lineage, metrics=headline
     )

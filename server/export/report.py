@@ -56,8 +56,11 @@ def export_table(report: dict[str, Any]) -> Table:
 
 
 def print_export_summary(report: dict[str, Any], out: str, console: Console) -> None:
-    """The table, the INT8 choice, the engine status and where everything went."""
+    """The table, the operating point and calibration, the INT8 choice, the engine status and
+    where everything went."""
     console.print(export_table(report))
+    for line in operating_point_lines(report):
+        console.print(line)
     int8 = report.get("int8")
     if int8 and int8.get("method") == "qat":
         console.print(f"INT8: the QAT model {int8['source']} (trained quantised, not calibrated)")
@@ -90,3 +93,39 @@ def print_export_summary(report: dict[str, Any], out: str, console: Console) -> 
         + "".join(f"\n  {i['node']}: {i['message']}" for i in errors)
     )
     console.print(f"wrote [bold]{out}[/bold] (export.json, recipe.json, golden.npz, ...)")
+
+
+def _val(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def operating_point_lines(report: dict[str, Any]) -> list[str]:
+    """The operating point (chosen on validation), its warning, and the fp32 model's per-class
+    recall and calibration error on the held-out split."""
+    op = report.get("operating_point") or {}
+    if "referral_threshold" not in op:
+        return []
+    lines = [
+        f"operating point (validation): refer at P(refer) >= {op['referral_threshold']:.4f}"
+        + (
+            f" (calibrated {op['calibrated_threshold']:.3f}, temperature "
+            f"{op['temperature']:.2f}); sensitivity {_val(op.get('validation_sensitivity'))} "
+            f"(target {op['target_sensitivity']:.0%}), specificity "
+            f"{_val(op.get('validation_specificity'))} (floor {op['specificity_floor']:.0%})"
+            if "temperature" in op
+            else ""
+        )
+    ]
+    if op.get("warning"):
+        lines.append(f"[yellow]warning:[/yellow] {op['warning']}")
+    heldout = report.get("precisions", {}).get("fp32", {}).get("heldout", {})
+    if heldout.get("recall"):
+        recall = ", ".join(f"{k} {v:.1f}" for k, v in heldout["recall"].items())
+        lines.append(f"fp32 recall per class, held-out %: {recall}")
+    cal = heldout.get("calibration")
+    if cal:
+        lines.append(
+            f"fp32 calibration error (ECE, P(refer)), held-out: {cal['before']['ece']:.3f} raw, "
+            f"{cal['after']['ece']:.3f} at temperature {cal['temperature']:.2f}"
+        )
+    return lines

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from models import PreprocessSpec
+from models import Predictions, PreprocessSpec, point_from_metrics, screening_metrics
 from models.datasets import FundusArrays
 from models.nets import CheckpointMeta, FundusNet, load_checkpoint
 from server.distill import load_config
@@ -36,7 +36,7 @@ from server.export.recipe import engine_recipe
 from server.export.report import EXPORT_FILE, SCHEMA_VERSION
 from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines
-from server.training import ConfigError, Splits, load_splits
+from server.training import ConfigError, Splits, calibration_json, load_splits
 
 Log = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoint"
@@ -264,10 +264,14 @@ def _measure(
 ) -> dict[str, Any]:
     """Per precision: size, parity on the golden set, held-out scores, latency, against fp32."""
     precisions: dict[str, Any] = {}
+    heldout_preds: Predictions | None = None
     for name, path in files.items():
         log(f"scoring {name} on {len(inp.heldout)} held-out images and timing it")
         sess = session(path)
-        scores = score(predict_onnx(sess, inp.heldout, inp.spec, inp.threshold, inp.meta.task))
+        preds = predict_onnx(sess, inp.heldout, inp.spec, inp.threshold, inp.meta.task)
+        scores = score(preds) | {"recall": _recall_points(preds)}
+        if name == "fp32":
+            heldout_preds = preds
         par = check_parity(sess, tmp / GOLDEN_FILE, config.tolerance(name))
         speed = onnx_speed(
             path,
@@ -295,7 +299,16 @@ def _measure(
         allowed = config.fp16_budget if name == "fp16" else config.budget
         p["within_budget"] = p["accuracy_drop"] <= allowed + 1e-9
         p["speed_note"] = _speed_note(name, base["latency"], p["latency"])
+    if heldout_preds is not None:
+        temperature = float(inp.meta.metrics.get("temperature", 1.0))
+        base["heldout"]["calibration"] = calibration_json(heldout_preds, temperature)
     return precisions
+
+
+def _recall_points(p: Predictions) -> dict[str, float]:
+    """Each class's recall on the held-out images, in points (none for multilabel tasks)."""
+    m = screening_metrics(p, resamples=0)
+    return {k[7:-1]: 100.0 * v.value for k, v in m.items() if k.startswith("recall[")}
 
 
 def _copy_weights(ckpt: Path, tmp: Path) -> None:
@@ -330,7 +343,7 @@ def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str
         "preprocess": inp.spec.model_dump(mode="json"),
         "opset": config.opset,
         "budget": {"int8_points": config.budget, "fp16_points": config.fp16_budget},
-        "operating_point": {"referral_threshold": inp.threshold},
+        "operating_point": point_from_metrics(meta.metrics, meta.task).as_dict(),
         "heldout": {"split": inp.heldout_name, "images": len(inp.heldout)},
         "calibration": {"split": "train", "images": len(inp.calib)},
         "precisions": precisions,

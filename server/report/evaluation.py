@@ -49,6 +49,15 @@ class SiteResult:
         return self.healthy_cleared / self.healthy_true if self.healthy_true else float("nan")
 
     @property
+    def recall(self) -> dict[str, float]:
+        """Each class's recall: images of that class predicted as it, of all images of it
+        (NaN for a class with none)."""
+        truth = self.matrix.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(truth > 0, np.diag(self.matrix) / np.maximum(truth, 1), np.nan)
+        return {c: float(v) for c, v in zip(self.task.classes, share, strict=True)}
+
+    @property
     def kappa(self) -> float:
         """Quadratic-weighted kappa of the grades (``grading`` tasks; NaN for unordered
         classes)."""

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from server.report.evaluation import SiteResult
 
-__all__ = ["confusion_png", "federation_png", "models_png", "monitor_png"]
+__all__ = ["confusion_png", "federation_png", "models_png", "monitor_png", "reliability_png"]
 
 
 def _figure(width: float, height: float, cols: int = 1) -> tuple[Figure, Any]:
@@ -164,4 +164,45 @@ def federation_png(
     ax.set_ylabel("accuracy (%)")
     ax.set_title("evaluation accuracy per site and round", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _png(fig)
+
+
+def _reliability_points(bins: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    pairs = [
+        (float(c), float(o))
+        for c, o, n in zip(bins["confidence"], bins["observed"], bins["counts"], strict=True)
+        if n and c is not None and o is not None
+    ]
+    return [c for c, _ in pairs], [o for _, o in pairs]
+
+
+def reliability_png(curves: Mapping[str, Mapping[str, Any]]) -> str:
+    """One reliability diagram per entry (a model on a split): observed referable share against
+    mean P(refer) per bin, raw and after temperature scaling, with each ECE."""
+    names = list(curves)
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        cal = curves[name]
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for key, style, label in (
+            ("before", "s--", "raw"),
+            ("after", "o-", f"T = {float(cal.get('temperature', 1.0)):.2f}"),
+        ):
+            bins = cal.get(key)
+            if not bins:
+                continue
+            x, y = _reliability_points(bins)
+            ax.plot(x, y, style, markersize=4, label=f"{label}, ECE {float(bins['ece']):.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean P(refer) in bin", fontsize=8)
+        ax.set_ylabel("referable share", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
     return _png(fig)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from server.report.calibration import calibration_section
 from server.report.evaluation import SiteResult, evaluate_sites
 from server.report.html import Section, missing
 from server.report.operations import federation_section, fleet_section, promotion_section
@@ -18,6 +19,7 @@ __all__ = ["SECTION_TITLES", "build_report"]
 
 SECTION_TITLES = (
     "Teacher, student and each precision",
+    "Operating point and calibration",
     "Distillation monitors",
     "Confusion matrices per site",
     "Federated rounds per site",
@@ -84,6 +86,7 @@ def build_report(
         evaluated, problem = None, f"could not evaluate the export: {e}"
     builders: list[tuple[str, Callable[[], Section]]] = [
         ("models", lambda: models_section(work, evaluated)),
+        ("calibration", lambda: calibration_section(work)),
         ("monitor", lambda: monitor_section(work)),
         ("sites", lambda: sites_section(work, evaluated, problem)),
         ("federation", lambda: federation_section(work)),

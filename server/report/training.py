@@ -25,6 +25,11 @@ def _estimate(m: dict[str, Any] | None) -> str | None:
     return f"{value} [{low}, {high}]" if low and high else value
 
 
+def recall_text(r: SiteResult) -> str:
+    """Each class's recall, short class names first: ``no 98.0% · mild 40.0% · ...``."""
+    return " · ".join(f"{c.split()[0]} {pct(v) or '—'}" for c, v in r.recall.items())
+
+
 def _kb(n: object) -> str | None:
     return f"{float(n) / 1e3:,.0f} kB" if isinstance(n, int | float) else None
 
@@ -92,6 +97,44 @@ def _export_rows(report: dict[str, Any]) -> tuple[list[list[object]], list[dict[
     return rows, bars
 
 
+def _sample_table(evaluated: dict[str, dict[str, SiteResult]]) -> list[str]:
+    """Each precision pooled over this report's sample of every site, with per-class recall."""
+    parts: list[str] = []
+    sample = [
+        [
+            f"student {_PRECISION_NAMES.get(p, p)}",
+            pct(r.accuracy),
+            pct(r.sensitivity),
+            pct(r.specificity),
+            num(r.kappa),
+            r.n,
+            recall_text(r),
+        ]
+        for p, r in ((p, pooled(sites)) for p, sites in evaluated.items())
+    ]
+    parts.append(
+        paragraph(
+            "Each precision on this report's sample of every site (gradable "
+            "images), computed now with ONNX Runtime:"
+        )
+    )
+    parts.append(
+        table(
+            [
+                "model",
+                "accuracy",
+                "referable sensitivity",
+                "referable specificity",
+                "kappa",
+                "images",
+                "recall per class",
+            ],
+            sample,
+        )
+    )
+    return parts
+
+
 def models_section(work: Workdir, evaluated: dict[str, dict[str, SiteResult]] | None) -> Section:
     """Teacher vs student vs each exported precision: accuracy, sensitivity, specificity, kappa,
     size and latency."""
@@ -141,36 +184,7 @@ def models_section(work: Workdir, evaluated: dict[str, dict[str, SiteResult]] | 
     if bars:
         parts.append(image(figures.models_png(bars), "accuracy, size and latency per model"))
     if evaluated:
-        sample = [
-            [
-                f"student {_PRECISION_NAMES.get(p, p)}",
-                pct(r.accuracy),
-                pct(r.sensitivity),
-                pct(r.specificity),
-                num(r.kappa),
-                r.n,
-            ]
-            for p, r in ((p, pooled(sites)) for p, sites in evaluated.items())
-        ]
-        parts.append(
-            paragraph(
-                "Each precision on this report's sample of every site (gradable "
-                "images), computed now with ONNX Runtime:"
-            )
-        )
-        parts.append(
-            table(
-                [
-                    "model",
-                    "accuracy",
-                    "referable sensitivity",
-                    "referable specificity",
-                    "kappa",
-                    "images",
-                ],
-                sample,
-            )
-        )
+        parts += _sample_table(evaluated)
     return Section("models", title, "\n".join(parts))
 
 
@@ -225,6 +239,7 @@ def sites_section(
             pct(r.sensitivity),
             pct(r.specificity),
             num(r.kappa),
+            recall_text(r),
         ]
         for site, r in results.items()
     ]
@@ -242,6 +257,7 @@ def sites_section(
                 "referable sensitivity",
                 "referable specificity",
                 "kappa",
+                "recall per class",
             ],
             rows,
         ),

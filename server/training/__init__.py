@@ -36,7 +36,15 @@ from server.training.sampling import (
     loss_targets,
     sampling_classes,
 )
-from server.training.scoring import HEADLINE, Scored, ScoreOptions, compare, score_model
+from server.training.scoring import (
+    HEADLINE,
+    Scored,
+    ScoreOptions,
+    calibration_json,
+    compare,
+    score_model,
+    validation_point,
+)
 from server.training.scoring import headline as score_headline
 from server.training.settings import ConfigError, read_yaml, validate
 from server.training.sources import build_ref, ref_file
@@ -63,6 +71,7 @@ __all__ = [
     "auto_workers",
     "balanced_weights",
     "build_ref",
+    "calibration_json",
     "class_of",
     "compare",
     "dataset_matches",
@@ -92,5 +101,6 @@ __all__ = [
     "split_patients",
     "synthesise",
     "validate",
+    "validation_point",
     "world",
 ]

@@ -139,7 +139,8 @@ def test_dr_headline_metrics_are_the_dr_metrics_computed_by_hand() -> None:
     dr = metrics.screening_metrics(
         metrics.Predictions(logits, quality, grade, gradable, threshold), resamples=50
     )
-    assert tuple(dr) == metrics.METRIC_NAMES
+    recalls = tuple(f"recall[{c}]" for c in GRADE_NAMES)
+    assert tuple(dr) == metrics.METRIC_NAMES + recalls  # the headline, then per-grade recall
     labelled = gradable & (grade >= 0)
     refer = softmax(logits)[:, 2:].sum(1) >= threshold
     truth = grade >= 2
@@ -147,6 +148,9 @@ def test_dr_headline_metrics_are_the_dr_metrics_computed_by_hand() -> None:
     assert dr["referable_sensitivity"].value == pytest.approx(refer[labelled & truth].mean())
     assert dr["referable_specificity"].value == pytest.approx((~refer)[labelled & ~truth].mean())
     assert dr["referable_sensitivity"].value == pytest.approx(0.9, abs=0.02)
+    for i, name in enumerate(GRADE_NAMES):
+        this = labelled & (grade == i)
+        assert dr[f"recall[{name}]"].value == pytest.approx((logits.argmax(1) == i)[this].mean())
     generic = metrics.task_metrics(
         DR_GRADING, logits, grade, threshold, gradable=(quality, gradable), resamples=50
     )

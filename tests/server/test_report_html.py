@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models import GRADE_NAMES
 from server.report import build_report
+from server.report.calibration import calibration_section
 from server.report.evaluation import quadratic_kappa
 from server.report.page import SECTION_TITLES
 
@@ -22,6 +24,16 @@ def _estimate(value: float) -> dict[str, float]:
     return {"value": value, "low": value - 0.02, "high": value + 0.02}
 
 
+def _calibration(temperature: float) -> dict[str, object]:
+    from models import reliability
+
+    rng = np.random.default_rng(0)
+    p = rng.random(400)
+    seen = rng.random(400) < p
+    raw = reliability(np.clip(p * 1.3, 0, 1), seen).as_dict()
+    return {"temperature": temperature, "before": raw, "after": reliability(p, seen).as_dict()}
+
+
 def _metrics() -> dict[str, object]:
     def role(acc: float, size: int) -> dict[str, object]:
         split = {
@@ -29,8 +41,21 @@ def _metrics() -> dict[str, object]:
             "referable_sensitivity": _estimate(0.85),
             "referable_specificity": _estimate(0.97),
             "kappa": _estimate(0.8),
+            **{f"recall[{g}]": _estimate(0.5) for g in GRADE_NAMES},
         }
-        return {"parameters": 1000, "val": split, "test": split, "file_bytes": size}
+        return {
+            "parameters": 1000,
+            "val": split,
+            "test": split,
+            "file_bytes": size,
+            "operating_point": {
+                "referral_threshold": 0.2,
+                "temperature": 1.4,
+                "warning": "target sensitivity 0.95 reached only at specificity 0.700 < floor "
+                "0.80 (validation); the threshold keeps the sensitivity target",
+            },
+            "calibration": {"val": _calibration(1.4), "test": _calibration(1.4)},
+        }
 
     return {
         "schema_version": 1,
@@ -174,12 +199,32 @@ def test_report_renders_every_section_in_chromium(workdir: Path, tmp_path: Path)
         body = page.inner_text("body")
         browser.close()
     assert headings == list(SECTION_TITLES)
-    assert len(widths) == 4 and all(w > 0 for w in widths)  # models, monitor, sites, rounds
+    # models, calibration, monitor, sites, rounds
+    assert len(widths) == 5 and all(w > 0 for w in widths)
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert "PROMOTED after round 2" in body
     assert "rejected (non-finite weights)" in body and "site-a" in body
     assert "strengthened distillation" in body
     assert "clinic-2" in body
+    assert "chosen on the validation split only" in body and "ECE raw" in body
+    assert "student, unseen site" in body and "recall per class" in body
+    assert "moderate" in body  # each grade's recall, in the site tables too
+
+
+def test_calibration_section_warns_below_the_floor(workdir: Path, tmp_path: Path) -> None:
+    from server.report.sources import Workdir
+
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("data", "export"))
+    body = calibration_section(Workdir(work)).body
+    # no export: the student's own point from metrics.json, with its warning
+    assert "Operating point (the student)" in body
+    assert "Warning: target sensitivity 0.95 reached only at specificity 0.700" in body
+    assert body.count("<tr>") == 1 + 4 + 1 + 4  # ECE: 2 models x 2 splits; recall likewise
+    assert "no DR 50.0%" in body
+    # the export's point, when there is one, comes first
+    text = calibration_section(Workdir(workdir)).body
+    assert "Operating point (the exported student)" in text
 
 
 def test_report_says_not_run_yet_for_each_missing_input(tmp_path: Path) -> None:

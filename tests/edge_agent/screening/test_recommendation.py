@@ -95,3 +95,20 @@ def test_a_multilabel_task_without_quality_head_names_the_labels_present() -> No
     assert retake.recommendation is Recommendation.RETAKE and retake.to_dict()["labels"] is None
     with pytest.raises(ValueError, match="class_logits must be 4 finite values"):
         eye_result(np.zeros(5), None, [], referral_threshold=0.5, task=task)
+
+
+def test_each_eye_records_the_threshold_it_was_screened_at() -> None:
+    refer = eye_result(_logits(3), 4.0, [], referral_threshold=0.123, eye="left")
+    retake = eye_result(_logits(3), -4.0, [], referral_threshold=0.123)
+    for eye in (refer, retake):
+        d = eye.to_dict()
+        assert d["referral_threshold"] == 0.123
+        assert "temperature" not in d  # none given: the device applied the raw score only
+    calibrated = eye_result(_logits(2, 1.0), 4.0, [], referral_threshold=0.3, temperature=2.0)
+    d = calibrated.to_dict()
+    p = d["referable_probability"]
+    assert d["temperature"] == 2.0
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)) / 2.0))
+    assert d["calibrated_referable_probability"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="temperature"):
+        eye_result(_logits(2), 4.0, [], referral_threshold=0.3, temperature=0.0)

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.store import SCHEMA_VERSION, Store, StoreError
@@ -234,3 +235,28 @@ def test_a_version_1_database_keeps_its_reviews_and_takes_labels(tmp_path: Path)
         assert store.get_case("c1").latest_review.labels == ("AMD", "drusen only")
         store.record_review("c1", user="doc", grade=9, labels=("x",), num_classes=12)
         assert store.get_case("c1").latest_review.grade == 9
+
+
+def test_a_screened_case_keeps_the_threshold_it_was_screened_at(tmp_path: Path) -> None:
+    from edge_agent.screening import eye_result
+
+    logits = np.array([0.0, 0.0, 3.0, 0.0, 0.0])
+    entry = eye_result(logits, 4.0, [], referral_threshold=0.2, eye="left").to_dict()
+    with Store(tmp_path / "state.db") as s:
+        case_id = s.record_screening(user="tech", model_version=3, request={}, result=entry)
+        old = s.record_screening(user="tech", model_version=2, request={}, result={})
+        case = s.get_case(case_id)
+        assert case is not None and case.referral_threshold == 0.2
+        assert case.result["referable"] is True
+        before = s.get_case(old)
+        assert before is not None and before.referral_threshold is None  # recorded before
+        assert s.verify_audit().ok  # the threshold is part of the hashed result
+    raw = sqlite3.connect(tmp_path / "state.db")
+    with raw:
+        raw.execute(
+            "UPDATE screenings SET result = replace(result, '0.2', '0.9') WHERE case_id = ?",
+            (case_id,),
+        )
+    raw.close()
+    with Store(tmp_path / "state.db") as s:
+        assert not s.verify_audit().ok  # an edited threshold is caught

@@ -78,7 +78,6 @@ def test_report_covers_every_precision(exported: Path) -> None:
     assert report["precisions"]["int8"]["size_ratio"] < 0.6
     assert report["int8"]["method"] == "MinMax"
     assert report["budget"]["int8_points"] == 1.0
-    assert "referral_threshold" in report["operating_point"]
     assert {e["status"] for e in report["engines"]} <= {
         "skipped: TensorRT not installed",
         "skipped: no CUDA GPU",
@@ -199,3 +198,30 @@ def test_compacted_int8_model_runs_identically(exported: Path, tmp_path: Path) -
     assert all(
         n.name.startswith("n") for n in onnx.load(str(exported / "model.int8.onnx")).graph.node
     )
+
+
+def test_report_records_the_validation_operating_point_and_calibration(exported: Path) -> None:
+    from models import GRADE_NAMES, point_from_metrics
+    from models.nets import read_meta
+    from server.export.report import operating_point_lines
+
+    report = json.loads((exported / "export.json").read_text())
+    meta = read_meta(Path(report["checkpoint"]))
+    op = report["operating_point"]
+    # exactly the checkpoint's point, chosen on its validation split when it was trained
+    assert op == point_from_metrics(meta.metrics, meta.task).as_dict()
+    assert op["referral_threshold"] == meta.metrics["referral_threshold"]
+    assert op["temperature"] == meta.metrics["temperature"] > 0
+    assert (op["target_sensitivity"], op["specificity_floor"]) == (0.95, 0.80)
+    assert (op["warning"] is None) == (op["validation_specificity"] >= 0.80)
+    fp32 = report["precisions"]["fp32"]["heldout"]
+    assert set(fp32["recall"]) == set(GRADE_NAMES)  # per-grade recall on the held-out split
+    assert set(report["precisions"]["int8"]["heldout"]["recall"]) == set(GRADE_NAMES)
+    assert fp32["calibration"]["temperature"] == op["temperature"]
+    assert 0 <= fp32["calibration"]["after"]["ece"] <= 1
+    lines = operating_point_lines(report)
+    assert lines[0].startswith("operating point (validation): refer at P(refer) >=")
+    assert any(line.startswith("fp32 recall per class") for line in lines)
+    assert operating_point_lines({"operating_point": {"referral_threshold": 0.4}}) == [
+        "operating point (validation): refer at P(refer) >= 0.4000"
+    ]  # an export made before calibration
