@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from models import Predictions
-from models.metrics import metric_table
+from models import Predictions, metric_table
 
 __all__ = [
     "Comparison",
