@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from deploy.fleet import probe
 from deploy.fleet.anchors import AuditHead, head_of
@@ -16,6 +17,20 @@ _HARDWARE = (
     "import pathlib, platform; p = pathlib.Path('/proc/device-tree/model'); "
     "print(p.read_text().strip('\\x00 \\n') if p.is_file() else platform.machine())"
 )
+
+
+def drift_summary(drift: object) -> dict[str, Any] | None:
+    """What the inventory keeps of an agent's ``drift`` status: its alerts, images since the
+    last reset and reference (the per-statistic CUSUMs stay on the device)."""
+    if not isinstance(drift, dict):
+        return None
+    reference = drift.get("reference")
+    return {
+        "alerts": [a for a in drift.get("alerts", []) if isinstance(a, dict)],
+        "images": drift.get("images", 0),
+        "reference": reference.get("source") if isinstance(reference, dict) else None,
+        "note": drift.get("note"),
+    }
 
 
 async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
@@ -54,6 +69,7 @@ async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead
             precision=model.get("precision"),
             status="ready" if model.get("ready") else "not ready",
             last_seen=time.time(),
+            drift=drift_summary(body.get("drift")),
         )
         update.setdefault("error", None)
     if conn is not None:
