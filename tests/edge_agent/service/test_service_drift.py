@@ -111,3 +111,59 @@ def test_a_bundle_without_a_reference_says_so(tmp_path: Path) -> None:
         r = client.post("/v1/drift/reset", headers=_auth(tokens, "admin"))
         assert r.status_code == 409 and NO_REFERENCE in r.json()["error"]
         assert "fovea_drift_reference 0.0" in client.get("/metrics").text
+
+
+def _install(export_dir: Path, work: Path, drop_reference: bool = False) -> Path:
+    """A device root with ``export_dir`` installed (its reference left out if asked)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from deploy.bundle import build_bundle
+    from deploy.keys import generate_keypair
+    from edge_agent.cli import app as cli
+    from edge_agent.install import DeviceRoot
+
+    source = work / "export"
+    shutil.copytree(export_dir, source)
+    if drop_reference:
+        (source / REFERENCE_FILE).unlink()
+    private, public = generate_keypair(work / "keys", "publisher")
+    root = DeviceRoot(work / "root").ensure()
+    root.keys.trusted.mkdir(parents=True, exist_ok=True)
+    shutil.copy(public, root.keys.trusted / "publisher.pub")
+    bundle = build_bundle(source, work / "b1.tar", 1, private)
+    result = CliRunner().invoke(cli, ["install", str(bundle), "--root", str(root.path)])
+    assert result.exit_code == 0, result.output
+    return root.path
+
+
+def _loaded(root: Path) -> tuple[TestClient, dict[str, str]]:
+    from edge_agent.service.server import load_agent
+
+    agent = load_agent(root, AgentConfig(max_batch=4, max_wait_ms=1.0, threads=1))
+    store = agent.store
+    tokens = {r: store.add_user(f"{r}-{secrets.token_hex(4)}", r) for r in ("technician", "admin")}
+    return TestClient(agent.app, raise_server_exceptions=False), tokens
+
+
+def test_a_real_installed_bundle_carries_its_reference(tiny_export: Path, tmp_path: Path) -> None:
+    root = _install(tiny_export, tmp_path)
+    client, tokens = _loaded(root)
+    with client:
+        _screen(client, tokens, 12)
+        drift = client.get("/v1/status", headers=_auth(tokens, "admin")).json()["drift"]
+        assert drift["reference"]["source"].startswith("validation: ")
+        assert drift["images"] == 12 and "brightness" in drift["statistics"]
+    assert (root / "drift.json").is_file()  # written at shutdown
+    again, tokens = _loaded(root)
+    with again:
+        drift = again.get("/v1/status", headers=_auth(tokens, "admin")).json()["drift"]
+        assert drift["images"] == 12
+
+
+def test_an_older_bundle_without_a_reference(tiny_export: Path, tmp_path: Path) -> None:
+    client, tokens = _loaded(_install(tiny_export, tmp_path, drop_reference=True))
+    with client:
+        drift = client.get("/v1/status", headers=_auth(tokens, "admin")).json()["drift"]
+        assert drift["reference"] is None and drift["note"] == NO_REFERENCE
