@@ -148,8 +148,21 @@ def _device_counts(root: Path) -> tuple[int | None, int | None]:
     return int(screened), int(reviewed)
 
 
+def _drift(report: dict[str, Any] | None) -> str | None:
+    """A device's drift at its last poll, in words: its alerts, or how many images were fine."""
+    if report is None:
+        return None
+    if report.get("reference") is None:
+        return str(report.get("note") or "not monitored")
+    alerts = report.get("alerts") or []
+    if not alerts:
+        return f"no alert ({report.get('images', 0)} images)"
+    names = ", ".join(f"{a.get('statistic')} {a.get('direction')}" for a in alerts)
+    return f"{len(alerts)} alert{'s' if len(alerts) > 1 else ''}: {names}"
+
+
 def fleet_section(work: Workdir) -> Section:
-    """Every device: site, status, model version and precision, cases; recent rollouts."""
+    """Every device: site, status, model version and precision, cases, drift; recent rollouts."""
     from deploy.fleet import Inventory, InventoryError
 
     title = "Fleet"
@@ -178,6 +191,7 @@ def fleet_section(work: Workdir) -> Section:
                 dev.agent_version,
                 screened,
                 reviewed,
+                _drift(dev.drift),
                 _when(dev.last_seen),
             ]
         )
@@ -193,6 +207,7 @@ def fleet_section(work: Workdir) -> Section:
                 "agent",
                 "screened",
                 "reviewed",
+                "drift",
                 "last seen",
             ],
             rows,
