@@ -5,6 +5,7 @@ State is kept in the device root, written atomically every so many images or sec
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import threading
@@ -103,15 +104,24 @@ class DriftMonitor:
         self.reference, self.state_path, self.bundle = reference, state_path, bundle
         self.settings = s = settings or DriftSettings()
         self.families = families(reference, s)
-        sides = sum(len(f.sides) for f in self.families)
-        alpha = s.false_alarms / sides
-        self.thresholds = {
+        self.calibration = _calibration_key(reference, s)
+        saved = self._read()
+        cached = saved.get("thresholds") if saved.get("calibration") == self.calibration else None
+        if not isinstance(cached, dict) or set(cached) != {f.name for f in self.families}:
+            cached = None
+        self.thresholds: dict[str, dict[str, float]] = cached or self._calibrate()
+        self._lock = threading.Lock()
+        self._fresh()
+        self._load(saved)
+
+    def _calibrate(self) -> dict[str, dict[str, float]]:
+        """Thresholds per family and direction for the false-alarm budget (Bonferroni split)."""
+        s = self.settings
+        alpha = s.false_alarms / sum(len(f.sides) for f in self.families)
+        return {
             f.name: calibrate(f, s.horizon_images // f.batch, alpha, s.k, s.streams, seed=i)
             for i, f in enumerate(self.families)
         }
-        self._lock = threading.Lock()
-        self._fresh()
-        self._load()
 
     def _fresh(self) -> None:
         self.images = 0
@@ -216,6 +226,8 @@ class DriftMonitor:
                 "alerts": self.alerts,
                 "last_reset": self.reset_info,
                 "families": {k: dataclasses.asdict(v) for k, v in self.states.items()},
+                "calibration": self.calibration,
+                "thresholds": self.thresholds,
             }
             self._unsaved, self._saved_at = 0, time.monotonic()
         tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
@@ -225,19 +237,35 @@ class DriftMonitor:
         except OSError:
             tmp.unlink(missing_ok=True)
 
-    def _load(self) -> None:
-        """The saved state, when it is this bundle's; a new bundle starts afresh."""
+    def _read(self) -> dict[str, Any]:
+        """The saved state when it is this bundle's, else {} (a new bundle starts afresh; an
+        unreadable state too, rather than stop the agent)."""
         if self.state_path is None or not self.state_path.is_file():
-            return
+            return {}
         try:
             body = json.loads(self.state_path.read_text())
-            if body.get("schema_version") != STATE_VERSION or body.get("bundle") != self.bundle:
-                return
+        except (OSError, ValueError):
+            return {}
+        ours = isinstance(body, dict) and body.get("schema_version") == STATE_VERSION
+        return body if ours and body.get("bundle") == self.bundle else {}
+
+    def _load(self, body: dict[str, Any]) -> None:
+        """Continue from a saved state (``_read``'s)."""
+        if not body:
+            return
+        try:
             states = {k: FamilyState(**v) for k, v in body["families"].items()}
-        except (OSError, ValueError, TypeError, KeyError):
-            return  # an unreadable state starts afresh rather than stop the agent
+            images, raised = int(body["images"]), int(body["raised"])
+            alerts = list(body["alerts"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return
         if set(states) != set(self.states):
             return
-        self.states, self.images = states, int(body["images"])
-        self.alerts, self.raised = list(body["alerts"]), int(body["raised"])
+        self.states, self.images, self.alerts, self.raised = states, images, alerts, raised
         self.reset_info = body.get("last_reset")
+
+
+def _calibration_key(reference: DriftReference, settings: DriftSettings) -> str:
+    """What the thresholds depend on: the reference and the settings, hashed."""
+    text = reference.model_dump_json() + repr(dataclasses.astuple(settings))
+    return hashlib.sha256(text.encode()).hexdigest()

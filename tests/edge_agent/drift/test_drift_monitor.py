@@ -134,3 +134,19 @@ def test_state_is_written_every_so_many_images(tmp_path: Path) -> None:
     monitor.observe(_normal(rng))
     assert json.loads(state.read_text())["images"] == 50
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_thresholds_are_calibrated_once_per_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "drift.json"
+    first = DriftMonitor(REFERENCE, state, "b", FAST)
+    first.save()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr("edge_agent.drift.monitor.calibrate", refuse)
+    assert DriftMonitor(REFERENCE, state, "b", FAST).thresholds == first.thresholds
+    with pytest.raises(AssertionError, match="calibrated again"):
+        DriftMonitor(REFERENCE, state, "b", DriftSettings(streams=300))  # other settings

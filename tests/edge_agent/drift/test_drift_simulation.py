@@ -54,7 +54,8 @@ def _observations(images: np.ndarray, gradable: np.ndarray, seed: int) -> list[O
 
 def _site(name: str, n: int, seed: int, scale: float = 1.0) -> list[Observation]:
     data = generate(get_site(name), n, size=SIZE, seed=seed)
-    images = data.images if scale == 1.0 else (data.images * scale).clip(0, 255).astype(np.uint8)
+    pixels = data.pixels()
+    images = pixels if scale == 1.0 else (pixels * scale).clip(0, 255).astype(np.uint8)
     return _observations(images, data.gradable, seed)
 
 
