@@ -132,9 +132,6 @@ class Device(BaseModel):
     last_seen: float | None = None
     status: str = "unknown"
     error: str | None = None
-    drift: dict[str, Any] | None = None
-    """The agent's last drift report: ``alerts``, ``images`` since reset, ``reference`` (its
-    source, or None with ``note`` saying why); None for agents that report no drift."""
 
     @field_validator("url")
     @classmethod

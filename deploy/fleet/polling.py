@@ -11,26 +11,13 @@ from deploy.fleet import probe
 from deploy.fleet.anchors import AuditHead, head_of
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect
 from deploy.fleet.inventory import Device, Inventory
+from deploy.fleet.snapshots import record_status
 from deploy.transport import TransportError
 
 _HARDWARE = (
     "import pathlib, platform; p = pathlib.Path('/proc/device-tree/model'); "
     "print(p.read_text().strip('\\x00 \\n') if p.is_file() else platform.machine())"
 )
-
-
-def drift_summary(drift: object) -> dict[str, Any] | None:
-    """What the inventory keeps of an agent's ``drift`` status: its alerts, images since the
-    last reset and reference (the per-statistic CUSUMs stay on the device)."""
-    if not isinstance(drift, dict):
-        return None
-    reference = drift.get("reference")
-    return {
-        "alerts": [a for a in drift.get("alerts", []) if isinstance(a, dict)],
-        "images": drift.get("images", 0),
-        "reference": reference.get("source") if isinstance(reference, dict) else None,
-        "note": drift.get("note"),
-    }
 
 
 async def poll_device(device: Device, conn: Connect | None = connect) -> Device:
@@ -48,10 +35,13 @@ async def accept_rekey(inventory: Inventory, host: str) -> tuple[AuditHead, Audi
     return inventory.accept_rekey(host, new), new
 
 
-async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead | None]:
-    """``poll_device``, and the audit chain head the agent reported."""
+async def _poll(
+    device: Device, conn: Connect | None
+) -> tuple[Device, AuditHead | None, dict[str, Any] | None]:
+    """``poll_device``, the audit chain head the agent reported, and its status answer."""
     update: dict[str, object] = {}
     head = None
+    body: dict[str, Any] | None = None
     try:
         body = await probe.status(device.url, device.token)
     except ConnectionError as exc:
@@ -69,7 +59,6 @@ async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead
             precision=model.get("precision"),
             status="ready" if model.get("ready") else "not ready",
             last_seen=time.time(),
-            drift=drift_summary(body.get("drift")),
         )
         update.setdefault("error", None)
     if conn is not None:
@@ -86,7 +75,7 @@ async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead
                 update["error"] = f"agent version: {exc}"
         finally:
             await transport.close()
-    return device.model_copy(update=update), head
+    return device.model_copy(update=update), head, body
 
 
 async def poll(
@@ -94,11 +83,14 @@ async def poll(
 ) -> list[Device]:
     """Poll the named devices (default: all) in parallel and store what they said, each audit
     chain head as the device's anchor (a head that went backwards is kept out, and named in the
-    device's ``error``)."""
+    device's ``error``), and each status answer whole (drift alerts, threshold proposals: what
+    the fleet page and the report read, ``deploy.fleet.snapshots``)."""
     devices = inventory.devices(hosts)
     polled = await asyncio.gather(*(_poll(d, conn) for d in devices))
     fresh = []
-    for device, head in polled:
+    for device, head, body in polled:
+        if body is not None:
+            record_status(inventory.path, device.host, body)
         problem = None if head is None else inventory.record_head(device.host, head)
         if problem is not None:
             device = device.model_copy(update={"error": problem})

@@ -1,4 +1,4 @@
-"""The fleet poll keeps each agent's drift alerts in the inventory."""
+"""The fleet poll keeps each agent's status answer, its drift alerts with it, for the page."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from deploy.fleet import Device, Inventory, TransportSpec, poll
+from deploy.fleet import Device, Inventory, TransportSpec, poll, snapshots
 from deploy.fleet import polling as polling_module
+from deploy.fleet.overview import drift_alerts
 
 ALERT = {
     "name": "brightness_down",
@@ -42,13 +43,7 @@ def test_poll_stores_the_drift_alerts(tmp_path: Path, monkeypatch: pytest.Monkey
     inv.add(Device(host="clinic-1", url="http://127.0.0.1:9", token="t", transport=spec))
     asyncio.run(poll(inv, conn=None))
     [stored] = inv.devices()
-    assert stored.drift is not None
-    assert stored.drift["alerts"] == [ALERT] and stored.drift["images"] == 512
-    assert stored.drift["reference"] == "validation: 300 images"
-    assert "statistics" not in stored.drift
-
-
-def test_agents_without_drift_keep_none() -> None:
-    assert polling_module.drift_summary(None) is None
-    old = polling_module.drift_summary({"reference": None, "note": "no reference", "alerts": []})
-    assert old == {"alerts": [], "images": 0, "reference": None, "note": "no reference"}
+    assert stored.model_version == 2 and stored.status == "ready"
+    kept = snapshots(inv.path)["clinic-1"].body
+    assert kept["drift"]["alerts"] == [ALERT] and kept["drift"]["images"] == 512
+    assert drift_alerts(kept) and "brightness" in drift_alerts(kept)[0]  # what the page shows
