@@ -3,7 +3,14 @@ bundle's reference distribution by sequential (CUSUM) tests that raise alerts.""
 
 from edge_agent.drift.cusum import Family, FamilyState, calibrate
 from edge_agent.drift.features import Observation, image_features, observe_eye
-from edge_agent.drift.monitor import STATE_FILE, DriftMonitor, DriftSettings, families
+from edge_agent.drift.monitor import (
+    STATE_FILE,
+    DriftMonitor,
+    DriftSettings,
+    calibrated_reference,
+    calibration_key,
+    families,
+)
 from edge_agent.drift.reference import (
     NO_REFERENCE,
     REFERENCE_FILE,
@@ -26,6 +33,8 @@ __all__ = [
     "Observation",
     "build_reference",
     "calibrate",
+    "calibrated_reference",
+    "calibration_key",
     "families",
     "image_features",
     "observe_eye",

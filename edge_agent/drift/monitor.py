@@ -104,15 +104,26 @@ class DriftMonitor:
         self.reference, self.state_path, self.bundle = reference, state_path, bundle
         self.settings = s = settings or DriftSettings()
         self.families = families(reference, s)
-        self.calibration = _calibration_key(reference, s)
+        self.calibration = calibration_key(reference, s)
         saved = self._read()
-        cached = saved.get("thresholds") if saved.get("calibration") == self.calibration else None
-        if not isinstance(cached, dict) or set(cached) != {f.name for f in self.families}:
-            cached = None
-        self.thresholds: dict[str, dict[str, float]] = cached or self._calibrate()
+        self.thresholds: dict[str, dict[str, float]] = (
+            self._calibrated(reference.thresholds, reference.calibration)
+            or self._calibrated(saved.get("thresholds"), saved.get("calibration"))
+            or self._calibrate()
+        )
         self._lock = threading.Lock()
         self._fresh()
         self._load(saved)
+
+    def _calibrated(self, thresholds: object, key: object) -> dict[str, dict[str, float]] | None:
+        """``thresholds`` when they were calibrated for this reference and these settings (the
+        bundle's, or those saved on the device), else None."""
+        names = {f.name: set(f.sides) for f in self.families}
+        if key != self.calibration or not isinstance(thresholds, dict):
+            return None
+        if {k: set(v) for k, v in thresholds.items() if isinstance(v, dict)} != names:
+            return None
+        return thresholds
 
     def _calibrate(self) -> dict[str, dict[str, float]]:
         """Thresholds per family and direction for the false-alarm budget (Bonferroni split)."""
@@ -265,7 +276,18 @@ class DriftMonitor:
         self.reset_info = body.get("last_reset")
 
 
-def _calibration_key(reference: DriftReference, settings: DriftSettings) -> str:
+def calibration_key(reference: DriftReference, settings: DriftSettings) -> str:
     """What the thresholds depend on: the reference and the settings, hashed."""
-    text = reference.model_dump_json() + repr(dataclasses.astuple(settings))
+    text = reference.statistics_json() + repr(dataclasses.astuple(settings))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calibrated_reference(
+    reference: DriftReference, settings: DriftSettings | None = None
+) -> DriftReference:
+    """``reference`` carrying its thresholds for ``settings`` (default: the agent's), so that
+    devices with those settings use them instead of simulating at start."""
+    settings = settings or DriftSettings()
+    thresholds = DriftMonitor(reference, None, "", settings).thresholds
+    key = calibration_key(reference, settings)
+    return reference.model_copy(update={"thresholds": thresholds, "calibration": key})

@@ -43,10 +43,19 @@ class DriftReference(_Strict):
     confidence: Moments | None = None
     grade_distribution: list[float] | None = None
     """Share of graded images per class, in the task's class order."""
+    thresholds: dict[str, dict[str, float]] | None = None
+    """CUSUM thresholds per statistic and direction, calibrated when the bundle was exported
+    (the device then need not simulate); used only under the settings ``calibration`` names."""
+    calibration: str | None = None
+    """The key of the statistics and monitor settings the thresholds were calibrated for."""
+
+    def statistics_json(self) -> str:
+        """The statistics alone (no thresholds), as canonical JSON: what thresholds depend on."""
+        return self.model_dump_json(exclude={"thresholds", "calibration"})
 
     def summary(self) -> dict[str, object]:
         """The reference as ``/v1/status`` shows it."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"thresholds", "calibration"})
 
 
 def _moments(values: Sequence[float]) -> Moments:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.drift import REFERENCE_FILE, DriftReference, build_reference, observe_eye
+from edge_agent.drift import (
+    REFERENCE_FILE,
+    DriftReference,
+    build_reference,
+    calibrated_reference,
+    observe_eye,
+)
 from edge_agent.screening import eye_result, fundus_checks
 from edge_agent.service import ScreeningSettings
 from models import PreprocessSpec, TaskSpec
@@ -51,9 +57,11 @@ def write_reference(
     referral_threshold: float,
     out_dir: Path,
 ) -> Path:
-    """Write ``drift_reference.json`` into the export directory ``out_dir``; its path."""
+    """Write ``drift_reference.json`` into the export directory ``out_dir``, its thresholds
+    calibrated for the agent's default drift settings; its path."""
     settings = ScreeningSettings(spec=spec, referral_threshold=referral_threshold, task=task)
-    reference = drift_reference(model, images, settings, f"validation: {len(images)} images")
+    measured = drift_reference(model, images, settings, f"validation: {len(images)} images")
+    reference = calibrated_reference(measured)
     path = Path(out_dir) / REFERENCE_FILE
     path.write_text(reference.model_dump_json(indent=2))
     return path

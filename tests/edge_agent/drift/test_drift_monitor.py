@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from edge_agent.drift import (
     Moments,
     Observation,
     build_reference,
+    calibrated_reference,
     image_features,
     read_reference,
 )
@@ -150,3 +152,41 @@ def test_thresholds_are_calibrated_once_per_bundle(
     assert DriftMonitor(REFERENCE, state, "b", FAST).thresholds == first.thresholds
     with pytest.raises(AssertionError, match="calibrated again"):
         DriftMonitor(REFERENCE, state, "b", DriftSettings(streams=300))  # other settings
+
+
+def test_a_bundle_may_carry_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = calibrated_reference(REFERENCE, FAST)
+    assert shipped.thresholds is not None and shipped.calibration is not None
+    assert DriftReference.model_validate_json(shipped.model_dump_json()) == shipped
+    assert "thresholds" not in shipped.summary()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibrated on the device")
+
+    monkeypatch.setattr("edge_agent.drift.monitor.calibrate", refuse)
+    assert DriftMonitor(shipped, None, "b", FAST).thresholds == shipped.thresholds
+    with pytest.raises(AssertionError, match="on the device"):  # other settings: not theirs
+        DriftMonitor(shipped, None, "b", DriftSettings(streams=300))
+
+
+def _referral_delay(seed: int) -> tuple[int | None, list[dict[str, object]]]:
+    """Images after the population turns sicker until the first alert, and the alert."""
+    monitor = DriftMonitor(REFERENCE, None, "b", FAST)
+    rng = np.random.default_rng(seed)
+    for _ in range(400):
+        assert monitor.observe(_normal(rng)) == []
+    sicker = [0.2, 0.1, 0.4, 0.15, 0.15]  # referable share 0.70 instead of 0.36
+    for n in range(1, 301):
+        obs = _normal(rng)
+        grade = int(rng.choice(5, p=sicker)) if obs.grade is not None else None
+        refer = None if grade is None else grade >= 2
+        raised = monitor.observe(dataclasses.replace(obs, grade=grade, referable=refer))
+        if raised:
+            return n, raised
+    return None, []
+
+
+def test_a_doubled_referral_rate_is_caught_within_300_images() -> None:
+    delay, raised = _referral_delay(3)
+    assert delay is not None and delay <= 300
+    assert raised[0]["statistic"] in {"referral_rate", "grade_distribution"}
