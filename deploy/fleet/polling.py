@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from deploy.fleet import probe
 from deploy.fleet.anchors import AuditHead, head_of
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect
 from deploy.fleet.inventory import Device, Inventory
+from deploy.fleet.snapshots import record_status
 from deploy.transport import TransportError
 
 _HARDWARE = (
@@ -33,10 +35,13 @@ async def accept_rekey(inventory: Inventory, host: str) -> tuple[AuditHead, Audi
     return inventory.accept_rekey(host, new), new
 
 
-async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead | None]:
-    """``poll_device``, and the audit chain head the agent reported."""
+async def _poll(
+    device: Device, conn: Connect | None
+) -> tuple[Device, AuditHead | None, dict[str, Any] | None]:
+    """``poll_device``, the audit chain head the agent reported, and its status answer."""
     update: dict[str, object] = {}
     head = None
+    body: dict[str, Any] | None = None
     try:
         body = await probe.status(device.url, device.token)
     except ConnectionError as exc:
@@ -70,7 +75,7 @@ async def _poll(device: Device, conn: Connect | None) -> tuple[Device, AuditHead
                 update["error"] = f"agent version: {exc}"
         finally:
             await transport.close()
-    return device.model_copy(update=update), head
+    return device.model_copy(update=update), head, body
 
 
 async def poll(
@@ -78,11 +83,14 @@ async def poll(
 ) -> list[Device]:
     """Poll the named devices (default: all) in parallel and store what they said, each audit
     chain head as the device's anchor (a head that went backwards is kept out, and named in the
-    device's ``error``)."""
+    device's ``error``), and each status answer whole (drift alerts, threshold proposals: what
+    the fleet page and the report read, ``deploy.fleet.snapshots``)."""
     devices = inventory.devices(hosts)
     polled = await asyncio.gather(*(_poll(d, conn) for d in devices))
     fresh = []
-    for device, head in polled:
+    for device, head, body in polled:
+        if body is not None:
+            record_status(inventory.path, device.host, body)
         problem = None if head is None else inventory.record_head(device.host, head)
         if problem is not None:
             device = device.model_copy(update={"error": problem})

@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from edge_agent.service.auth import Action, Authenticator, TokenCache
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.drift import DriftCollector, DriftWatch, drift_router
 from edge_agent.service.errors import ApiError
 from edge_agent.service.fastpath import (
     INFER_PATH,
@@ -101,12 +102,14 @@ def create_app(
     telemetry: Readings | None = None,
     status_extra: Readings | None = None,
     metrics: AgentMetrics | None = None,
+    drift: DriftWatch | None = None,
 ) -> AgentApp:
     """The agent's app over a loaded model, the account/case store and the screening rules.
 
     ``telemetry`` gives device readings (for /v1/status and /metrics); ``status_extra`` adds
     fields to /v1/status (precision-choice measurements, install history); pass ``metrics``
-    to share the registry with the dynamic batcher's batch-size hook.
+    to share the registry with the dynamic batcher's batch-size hook; ``drift`` watches each
+    screening against the bundle's reference (``drift`` in /v1/status, /metrics, a reset route).
     """
     config = config or AgentConfig()
     metrics = metrics or AgentMetrics(telemetry)
@@ -132,6 +135,10 @@ def create_app(
     app.state.metrics = metrics
     _install_error_handlers(app)
     screener = Screening(predictor, cases, screening, config, metrics, memory=budget)
+    if drift is not None:
+        screener.drift = drift
+        metrics.registry.register(DriftCollector(drift))
+        status_extra = _with_drift(status_extra, drift)
     routers = (
         kserve_router(predictor, require("infer")),
         status_router(
@@ -139,6 +146,7 @@ def create_app(
         ),
         page_router(screening.task),
         screening_router(screener, require("screen"), require("review")),
+        *([drift_router(drift, require("manage"))] if drift is not None else []),
     )
     for router in routers:
         app.include_router(router)
@@ -154,6 +162,15 @@ def create_app(
     app.gate = RequestGate(rules, tokens, connection_limits(config), budget)
     app.add_middleware(LimitMiddleware, max_bytes=max(infer_limit, upload_limit), metrics=metrics)
     return app
+
+
+def _with_drift(extra: Readings | None, drift: DriftWatch) -> Readings:
+    """``extra``'s status fields and the ``drift`` section."""
+
+    def fields() -> dict[str, object]:
+        return {**(extra() if extra is not None else {}), "drift": drift.status()}
+
+    return fields
 
 
 def connection_limits(config: AgentConfig) -> ConnectionLimits:

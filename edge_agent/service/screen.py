@@ -25,6 +25,7 @@ from edge_agent.screening import (
 )
 from edge_agent.service.auth import Principal
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.drift import DriftWatch
 from edge_agent.service.errors import ApiError
 from edge_agent.service.memory import MemoryBudget
 from edge_agent.service.metrics import AgentMetrics
@@ -166,6 +167,9 @@ class Screening:
     verdict on a screened case and keeps its image when it was gradable.
     """
 
+    drift: DriftWatch | None = None
+    """Counts every screened eye against the bundle's drift reference, when set."""
+
     def __init__(
         self,
         predictor: Predictor,
@@ -206,6 +210,8 @@ class Screening:
             eyes = await self.decode(uploads)
             outputs = await self.infer(eyes)
             results, patient = self.recommend(eyes, outputs)
+            if self.drift is not None:
+                self.drift.observe([e.square for e in eyes], results)
             return await self.record(user, eyes, results, patient)
 
     async def decode(self, uploads: list[Upload]) -> list[_Eye]:

@@ -19,6 +19,7 @@ from edge_agent.install import DeviceRoot, read_updates, recover, sync_history
 from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, serving_batch
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.drift import DriftWatch
 from edge_agent.service.integrity import SlotWatch, open_verified
 from edge_agent.service.limits import raise_open_files_limit
 from edge_agent.service.metrics import AgentMetrics
@@ -95,6 +96,7 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
             "audit_head": store.signed_head(),
         }
 
+    drift = DriftWatch.for_slot(verified.slot_dir, root.path, verified.digest)
     app = create_app(
         served,
         store,
@@ -104,6 +106,7 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         telemetry=telemetry.read,
         status_extra=status_extra,
         metrics=metrics,
+        drift=drift,
     )
 
     @contextlib.asynccontextmanager
@@ -116,6 +119,7 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         for pool in app.state.pools:
             pool.close()
         await served.close()
+        drift.save()
         store.close()
 
     app.router.lifespan_context = lifespan

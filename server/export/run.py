@@ -33,6 +33,7 @@ from server.export.lint import LintIssue, lint_for_tensorrt85
 from server.export.onnx_export import ExportError, export_onnx
 from server.export.parity import GOLDEN_FILE, check_parity, write_golden
 from server.export.recipe import engine_recipe
+from server.export.reference import write_reference
 from server.export.report import EXPORT_FILE, SCHEMA_VERSION
 from server.export.scoring import predict_onnx, score, session
 from server.export.tensorrt import build_engines
@@ -324,6 +325,8 @@ def _copy_weights(ckpt: Path, tmp: Path) -> None:
 def _build(run_dir: Path, tmp: Path, config: ExportConfig, log: Log) -> dict[str, Any]:
     inp = _read_inputs(run_dir, config)
     fp32, lint = _export_fp32(inp, tmp, config, log)
+    reference = _sample(inp.splits.val, config.validation_size, config.seed + 3).pixels()
+    write_reference(fp32, reference, inp.spec, inp.meta.task, inp.threshold, tmp)  # drift
     files, extra = _reduced_precisions(inp, run_dir, fp32, tmp, config, log)
     precisions = _measure(inp, files, tmp, config, log)
     recipe = engine_recipe(inp.spec.size, config.tensorrt, inp.spec.channels)

@@ -148,8 +148,24 @@ def _device_counts(root: Path) -> tuple[int | None, int | None]:
     return int(screened), int(reviewed)
 
 
+def _drift(status: dict[str, Any] | None) -> str | None:
+    """A device's drift at its last poll (its stored status answer), in words: its alerts, how
+    many images were fine, or why it is not monitored; None for agents that report no drift."""
+    drift = (status or {}).get("drift")
+    if not isinstance(drift, dict):
+        return None
+    if drift.get("reference") is None:
+        return str(drift.get("note") or "not monitored")
+    alerts = [a for a in drift.get("alerts") or [] if isinstance(a, dict)]
+    if not alerts:
+        return f"no alert ({drift.get('images', 0)} images)"
+    names = ", ".join(f"{a.get('statistic')} {a.get('direction')}" for a in alerts)
+    return f"{len(alerts)} alert{'s' if len(alerts) > 1 else ''}: {names}"
+
+
 def fleet_section(work: Workdir) -> Section:
-    """Every device: site, status, model version and precision, cases; recent rollouts."""
+    """Every device: site, status, model version and precision, cases, drift; recent rollouts."""
+    from deploy import fleet  # its snapshots() function, not the module of that name
     from deploy.fleet import Inventory, InventoryError
 
     title = "Fleet"
@@ -158,6 +174,7 @@ def fleet_section(work: Workdir) -> Section:
     try:
         inventory = Inventory(work.fleet_db)
         devices, rollouts = inventory.devices(), inventory.rollouts(limit=5)
+        statuses = {host: snap.body for host, snap in fleet.snapshots(work.fleet_db).items()}
     except (InventoryError, sqlite3.Error) as e:
         return Section("fleet", title, missing("fleet inventory", f"{work.fleet_db}: {e}"))
     if not devices:
@@ -178,6 +195,7 @@ def fleet_section(work: Workdir) -> Section:
                 dev.agent_version,
                 screened,
                 reviewed,
+                _drift(statuses.get(dev.host)),
                 _when(dev.last_seen),
             ]
         )
@@ -193,6 +211,7 @@ def fleet_section(work: Workdir) -> Section:
                 "agent",
                 "screened",
                 "reviewed",
+                "drift",
                 "last seen",
             ],
             rows,

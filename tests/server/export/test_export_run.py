@@ -27,6 +27,7 @@ ARTIFACTS = (
     "calibration.cache",
     "golden.npz",
     "validation.npz",
+    "drift_reference.json",
     "recipe.json",
     "export.json",
     "checkpoint",
