@@ -20,7 +20,7 @@ from deploy.fleet.inventory import (
 )
 from deploy.fleet.overview import DecisionView, FederationRun, RoundView, describe
 from deploy.fleet.pages import when
-from deploy.fleet.polling import accept_rekey, poll, poll_device
+from deploy.fleet.polling import accept_rekey, approve_threshold, poll, poll_device
 from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
 from deploy.fleet.snapshots import Snapshot, record_status, snapshots
 
@@ -62,6 +62,7 @@ __all__ = [
     "Snapshot",
     "TransportSpec",
     "accept_rekey",
+    "approve_threshold",
     "connect",
     "describe",
     "fleet_page",

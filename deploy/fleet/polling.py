@@ -35,6 +35,13 @@ async def accept_rekey(inventory: Inventory, host: str) -> tuple[AuditHead, Audi
     return inventory.accept_rekey(host, new), new
 
 
+async def approve_threshold(inventory: Inventory, host: str) -> dict[str, Any]:
+    """Apply ``host``'s proposed referral threshold (the agent audits it): its threshold status
+    after. ConnectionError when unreachable or when no proposal is ready."""
+    device = inventory.get(host)
+    return await probe.approve_threshold(device.url, device.token)
+
+
 async def _poll(
     device: Device, conn: Connect | None
 ) -> tuple[Device, AuditHead | None, dict[str, Any] | None]:

@@ -32,9 +32,10 @@ class Reply:
         return self.status == 200
 
 
-def _get(url: str, token: str | None, timeout: float) -> Reply:
+def _get(url: str, token: str | None, timeout: float, method: str = "GET") -> Reply:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, headers=headers)
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     context = ssl.create_default_context() if url.startswith("https://") else None
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
@@ -49,6 +50,21 @@ def _get(url: str, token: str | None, timeout: float) -> Reply:
 async def get(url: str, token: str | None = None, timeout: float = 5.0) -> Reply:
     """GET ``url`` without blocking the event loop."""
     return await asyncio.to_thread(_get, url, token, timeout)
+
+
+async def approve_threshold(base_url: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
+    """``POST /v1/threshold/approve`` (an admin's token: the fleet's): the device's threshold
+    status after it; ConnectionError naming why the device refused (409: no proposal ready)."""
+    reply = await asyncio.to_thread(
+        _get, f"{base_url}/v1/threshold/approve", token, timeout, "POST"
+    )
+    if not reply.ok:
+        try:
+            why = json.loads(reply.body).get("error") or reply.error
+        except ValueError:
+            why = reply.error
+        raise ConnectionError(f"{base_url}: the threshold was not approved: {why}")
+    return dict(json.loads(reply.body))
 
 
 async def ready(base_url: str, timeout: float = 5.0) -> Reply:

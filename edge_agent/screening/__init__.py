@@ -32,6 +32,7 @@ from edge_agent.screening.recommend import (
     eye_result,
     patient_recommendation,
 )
+from edge_agent.screening.sitepoint import SitePoint, clopper_pearson, propose, referable_needed
 
 __all__ = [
     "DECODE_COPIES",
@@ -47,8 +48,10 @@ __all__ = [
     "PreparedImage",
     "Quality",
     "Recommendation",
+    "SitePoint",
     "assess_quality",
     "checks_only",
+    "clopper_pearson",
     "decode_image",
     "decode_side",
     "decode_upload",
@@ -57,5 +60,7 @@ __all__ = [
     "fundus_checks",
     "patient_recommendation",
     "prepare_image",
+    "propose",
+    "referable_needed",
     "sniff_format",
 ]

@@ -39,6 +39,7 @@ from edge_agent.service.routes import (
     status_router,
 )
 from edge_agent.service.screen import CaseStore, Screening, ScreeningSettings, screening_router
+from edge_agent.service.sitepoint import SitePointWatch, site_point_router
 from edge_agent.service.workpool import WorkPool
 
 
@@ -103,13 +104,15 @@ def create_app(
     status_extra: Readings | None = None,
     metrics: AgentMetrics | None = None,
     drift: DriftWatch | None = None,
+    site_point: SitePointWatch | None = None,
 ) -> AgentApp:
     """The agent's app over a loaded model, the account/case store and the screening rules.
 
     ``telemetry`` gives device readings (for /v1/status and /metrics); ``status_extra`` adds
     fields to /v1/status (precision-choice measurements, install history); pass ``metrics``
     to share the registry with the dynamic batcher's batch-size hook; ``drift`` watches each
-    screening against the bundle's reference (``drift`` in /v1/status, /metrics, a reset route).
+    screening against the bundle's reference (``drift`` in /v1/status, /metrics, a reset route);
+    ``site_point`` proposes the device's own threshold from its reviews (approved by an admin).
     """
     config = config or AgentConfig()
     metrics = metrics or AgentMetrics(telemetry)
@@ -139,6 +142,9 @@ def create_app(
         screener.drift = drift
         metrics.registry.register(DriftCollector(drift))
         status_extra = _with_drift(status_extra, drift)
+    if site_point is not None:
+        site_point.screener = screener
+        status_extra = _with_site_point(status_extra, site_point)
     routers = (
         kserve_router(predictor, require("infer")),
         status_router(
@@ -147,6 +153,11 @@ def create_app(
         page_router(screening.task),
         screening_router(screener, require("screen"), require("review")),
         *([drift_router(drift, require("manage"))] if drift is not None else []),
+        *(
+            [site_point_router(site_point, require("status"), require("manage"))]
+            if site_point is not None
+            else []
+        ),
     )
     for router in routers:
         app.include_router(router)
@@ -162,6 +173,15 @@ def create_app(
     app.gate = RequestGate(rules, tokens, connection_limits(config), budget)
     app.add_middleware(LimitMiddleware, max_bytes=max(infer_limit, upload_limit), metrics=metrics)
     return app
+
+
+def _with_site_point(extra: Readings | None, site: SitePointWatch) -> Readings:
+    """``extra``'s status fields and the site's threshold and proposals."""
+
+    def fields() -> dict[str, object]:
+        return {**(extra() if extra is not None else {}), **site.status()}
+
+    return fields
 
 
 def _with_drift(extra: Readings | None, drift: DriftWatch) -> Readings:

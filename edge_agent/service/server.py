@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -26,6 +27,7 @@ from edge_agent.service.metrics import AgentMetrics
 from edge_agent.service.protocol import http_protocol
 from edge_agent.service.screen import ScreeningSettings
 from edge_agent.service.served import ServedModel, model_info
+from edge_agent.service.sitepoint import SitePointWatch
 from edge_agent.service.starting import StartingApp
 from edge_agent.store import Retention, Store
 
@@ -97,16 +99,20 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
         }
 
     drift = DriftWatch.for_slot(verified.slot_dir, root.path, verified.digest)
+    threshold = manifest.thresholds.referral
+    site = SitePointWatch(root.path, verified.digest, threshold, manifest.task, store)
+    screening = dataclasses.replace(_screening(manifest), referral_threshold=site.threshold)
     app = create_app(
         served,
         store,
         store,
-        _screening(manifest),
+        screening,  # at the threshold approved for this site, if one was
         config,
         telemetry=telemetry.read,
         status_extra=status_extra,
         metrics=metrics,
         drift=drift,
+        site_point=site,
     )
 
     @contextlib.asynccontextmanager

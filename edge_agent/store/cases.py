@@ -130,3 +130,25 @@ def _distrust(trusted: Trusted, case_id: str, review_id: int) -> str | None:
     if case_id not in trusted.images:
         return f"case {case_id}: its image has no audit entry"
     return None
+
+
+def reviewed_outcomes(conn: sqlite3.Connection, trusted: Trusted) -> list[tuple[float, int]]:
+    """(the model's P(refer) at screening, the clinician's class) of every case whose latest
+    review is gradable with a class, and whose screening and review verify."""
+    rows = conn.execute(
+        "SELECT s.case_id, s.result, r.id, r.grade FROM screenings s JOIN reviews r ON "
+        "r.id = (SELECT MAX(id) FROM reviews WHERE case_id = s.case_id) "
+        "WHERE r.gradable = 1 AND r.grade IS NOT NULL ORDER BY s.rowid"
+    ).fetchall()
+    out = []
+    for case_id, result, review_id, grade in rows:
+        if _distrust_rows(trusted, case_id, review_id):
+            continue
+        score = json.loads(result).get("referable_probability")
+        if isinstance(score, int | float):
+            out.append((float(score), int(grade)))
+    return out
+
+
+def _distrust_rows(trusted: Trusted, case_id: str, review_id: int) -> bool:
+    return case_id not in trusted.screenings or review_id not in trusted.reviews

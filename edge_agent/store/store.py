@@ -388,6 +388,11 @@ class Store(Connections):
             self._conn(), self.cases_dir, trusted, findings=findings, skipped=skipped
         )
 
+    def reviewed_outcomes(self) -> list[tuple[float, int]]:
+        """(P(refer) at screening, the clinician's class) of each reviewed case that verifies."""
+        trusted = _reconcile.trusted(self._conn(), self._key, self.cases_dir)
+        return _cases.reviewed_outcomes(self._conn(), trusted)
+
     def counts(self) -> dict[str, int]:
         """How many users, screenings, reviews, kept images, updates and audit entries exist."""
         conn = self._conn()

@@ -26,6 +26,7 @@ from deploy.fleet import (
     Rollout,
     RolloutPlan,
     TransportSpec,
+    approve_threshold,
     poll,
     rollback,
     rollout,
@@ -192,6 +193,23 @@ def _roll(change_of: Callable[[Path], Change], artifact: Path, db: Path, plan: R
     print_rollout(result, console)
     if result.status != "succeeded":
         raise typer.Exit(1)
+
+
+@fleet_app.command("approve-threshold")
+def approve_threshold_command(
+    host: Annotated[str, typer.Argument(help="the device's name in the fleet")],
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Apply HOST's proposed referral threshold (from its reviewed cases; audited there)."""
+    try:
+        body = asyncio.run(approve_threshold(_inventory(db), host))
+    except (InventoryError, ConnectionError) as exc:
+        raise _fail(str(exc)) from None
+    site = body.get("site_threshold") or {}
+    console.print(
+        f"{host}: screening at {site.get('threshold')} (the bundle's: "
+        f"{site.get('bundle_threshold')}); run `fovea fleet poll` to record it"
+    )
 
 
 @fleet_app.command("anchor")

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +139,19 @@ def _start(restart: Path, root: Path, port: int, timeout: float = 120.0) -> None
         if not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z":
             tail = (root / "agent.log").read_text(errors="replace")[-1500:]
             raise RuntimeError(f"the agent of {root} exited:\n{tail}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if _ready(port):  # it listens while still preparing its model ("starting": 503)
+            return
         time.sleep(0.2)
-    raise RuntimeError(f"the agent of {root} did not listen on {port}: {root / 'agent.log'}")
+    raise RuntimeError(f"the agent of {root} was not ready on {port}: {root / 'agent.log'}")
+
+
+def _ready(port: int) -> bool:
+    try:
+        url = f"http://127.0.0.1:{port}/v2/health/ready"
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return bool(reply.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
 
 
 @pytest.fixture

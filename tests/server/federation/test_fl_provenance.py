@@ -142,4 +142,4 @@ def test_fovea_federation_validate_marks_a_model(tmp_path: Path) -> None:
     (recorded,) = Registry(tmp_path / "registry.db").validations()
     assert recorded["path"] == str(v2) and recorded["validated_by"] == "Dr. Okafor"
     missing = CliRunner().invoke(federation_app, ["validate", str(tmp_path / "none"), "--by", "x"])
-    assert missing.exit_code == 2 and "not an export or bundle" in missing.output
+    assert missing.exit_code == 2 and "not an export or bundle" in " ".join(missing.output.split())

@@ -1,0 +1,133 @@
+"""The device's own referral threshold in the service: proposed from its reviewed cases
+(``edge_agent.screening.sitepoint``), shown in ``/v1/status`` (``site_threshold`` and
+``threshold_proposals``, which the fleet poll keeps), applied only when an admin approves it
+(``POST /v1/threshold/approve``), audited, and kept in ``ROOT/site_threshold.json`` for this
+bundle so a restart screens at it too."""
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+
+from edge_agent.screening import SitePoint, propose
+from edge_agent.service.auth import Principal
+from edge_agent.service.errors import ApiError
+from models import TaskSpec
+
+STATE_FILE = "site_threshold.json"
+
+
+class SitePointWatch:
+    """The site's threshold for the installed bundle: the bundle's, or the one approved here."""
+
+    def __init__(
+        self, root: Path, bundle: str, bundle_threshold: float, task: TaskSpec, store: Any
+    ) -> None:
+        self.path, self.bundle, self.task, self.store = root / STATE_FILE, bundle, task, store
+        self.bundle_threshold = bundle_threshold
+        self.applied: dict[str, Any] | None = self._read()
+        self.screener: Any = None
+        """The screening whose settings an approval changes (set by ``create_app``)."""
+        self._cache: tuple[tuple[int, int], SitePoint] | None = None
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # none yet, or unreadable: the bundle's threshold
+        ok = isinstance(state, dict) and state.get("bundle") == self.bundle
+        return state if ok and isinstance(state.get("threshold"), float) else None
+
+    @property
+    def threshold(self) -> float:
+        """The threshold screening uses now."""
+        return float(self.applied["threshold"]) if self.applied else self.bundle_threshold
+
+    def point(self) -> SitePoint:
+        """What the reviewed cases that verify say now (recomputed when reviews change)."""
+        counts = self.store.counts()
+        key = (counts["reviews"], counts["audit"])
+        with self._lock:
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
+            outcomes = self.store.reviewed_outcomes()
+            scores = np.array([p for p, _ in outcomes], float)
+            labels = np.array([c for _, c in outcomes], int)
+            referable = self.task.is_referable(labels) if len(labels) else np.zeros(0, bool)
+            target = self.task.referral.target_sensitivity
+            found = propose(scores, referable, self.threshold, target=target)
+            self._cache = (key, found)
+        return found
+
+    def status(self) -> dict[str, Any]:
+        """``/v1/status``'s ``site_threshold`` and ``threshold_proposals``."""
+        point = self.point()
+        pending = point.ready and point.threshold is not None and point.threshold != self.threshold
+        proposal = {"status": "pending", **point.as_dict()} if pending else None
+        section = {
+            "bundle_threshold": self.bundle_threshold,
+            "threshold": self.threshold,
+            "applied": self.applied,
+            "point": point.as_dict(),
+        }
+        return {"site_threshold": section, "threshold_proposals": [proposal] if proposal else []}
+
+    def approve(self, user: str) -> dict[str, Any]:
+        """Apply the pending proposal (audited); ApiError(409) when there is none."""
+        point = self.point()
+        if not point.ready or point.threshold is None:
+            raise ApiError(
+                409,
+                f"no threshold to approve: {point.needed} more referable reviewed cases are "
+                f"needed (have {point.referable_reviews})",
+            )
+        state = {
+            "bundle": self.bundle, "threshold": point.threshold, "from": self.threshold,
+            "approved_by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "point": point.as_dict(),
+        }  # fmt: skip
+        self.store.audit(user, "threshold.applied", state)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.path)
+        self.applied = state
+        if self.screener is not None:  # screenings from now on use it
+            settings = self.screener.settings
+            self.screener.settings = dataclasses.replace(
+                settings, referral_threshold=point.threshold
+            )
+        return self.status()
+
+
+def site_point_router(
+    watch: SitePointWatch,
+    can_read: Callable[[Request], Principal],
+    can_manage: Callable[[Request], Principal],
+) -> APIRouter:
+    """``GET /v1/threshold`` and ``POST /v1/threshold/approve`` (admins)."""
+    router = APIRouter()
+    CanRead = Annotated[Principal, Depends(can_read)]
+    CanManage = Annotated[Principal, Depends(can_manage)]
+
+    @router.get("/v1/threshold")
+    async def show(_: CanRead) -> dict[str, Any]:
+        """The site's threshold, and what its reviewed cases propose."""
+        return watch.status()
+
+    @router.post("/v1/threshold/approve")
+    async def approve(user: CanManage) -> dict[str, Any]:
+        """Apply the proposed threshold (audited; 409 when none is ready)."""
+        return watch.approve(user.name)
+
+    return router
+
+
+__all__ = ["STATE_FILE", "SitePointWatch", "site_point_router"]
