@@ -20,9 +20,21 @@ from deploy.fleet.inventory import (
 )
 from deploy.fleet.overview import DecisionView, FederationRun, RoundView, describe
 from deploy.fleet.pages import when
-from deploy.fleet.polling import accept_rekey, approve_threshold, poll, poll_device
+from deploy.fleet.polling import (
+    accept_rekey,
+    apply_threshold_policy,
+    approve_threshold,
+    poll,
+    poll_device,
+)
 from deploy.fleet.rollouts import RolloutPlan, rollback, rollout
 from deploy.fleet.snapshots import Snapshot, record_status, snapshots
+from deploy.fleet.thresholds import (
+    ThresholdPolicy,
+    Verdict,
+    set_threshold_policy,
+    threshold_policy,
+)
 
 if TYPE_CHECKING:
     from deploy.fleet.web import PageConfig, fleet_page, serve_page
@@ -60,8 +72,11 @@ __all__ = [
     "RolloutPlan",
     "RoundView",
     "Snapshot",
+    "ThresholdPolicy",
     "TransportSpec",
+    "Verdict",
     "accept_rekey",
+    "apply_threshold_policy",
     "approve_threshold",
     "connect",
     "describe",
@@ -73,7 +88,9 @@ __all__ = [
     "rollback",
     "rollout",
     "serve_page",
+    "set_threshold_policy",
     "snapshots",
+    "threshold_policy",
     "wheel_version",
     "when",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,8 @@ from deploy.fleet import probe
 from deploy.fleet.anchors import AuditHead, head_of
 from deploy.fleet.device import Connect, DeviceError, DeviceOps, connect
 from deploy.fleet.inventory import Device, Inventory
-from deploy.fleet.snapshots import record_status
+from deploy.fleet.snapshots import record_status, snapshots
+from deploy.fleet.thresholds import Verdict, judge, threshold_policy
 from deploy.transport import TransportError
 
 _HARDWARE = (
@@ -35,11 +37,38 @@ async def accept_rekey(inventory: Inventory, host: str) -> tuple[AuditHead, Audi
     return inventory.accept_rekey(host, new), new
 
 
-async def approve_threshold(inventory: Inventory, host: str) -> dict[str, Any]:
-    """Apply ``host``'s proposed referral threshold (the agent audits it): its threshold status
-    after. ConnectionError when unreachable or when no proposal is ready."""
+async def approve_threshold(
+    inventory: Inventory, host: str, reason: str = "approved by an admin"
+) -> dict[str, Any]:
+    """Apply ``host``'s proposed referral threshold (the agent audits it with ``reason``): its
+    threshold status after. ConnectionError when unreachable or when no proposal is ready."""
     device = inventory.get(host)
-    return await probe.approve_threshold(device.url, device.token)
+    return await probe.approve_threshold(device.url, device.token, reason)
+
+
+async def apply_threshold_policy(
+    inventory: Inventory, hosts: Sequence[str] | None = None
+) -> list[Verdict]:
+    """The fleet policy's verdict on each pending threshold proposal in the devices' last
+    status answers (``poll`` first), the approvals it allows made and their status recorded."""
+    policy = threshold_policy(inventory.path)
+    kept = snapshots(inventory.path)
+    verdicts = []
+    for device in inventory.devices(hosts):
+        snapshot = kept.get(device.host)
+        verdict = judge(policy, device.host, snapshot.body) if snapshot else None
+        if verdict is None:
+            continue
+        if verdict.approve:
+            try:
+                await approve_threshold(inventory, device.host, verdict.reason)
+                record_status(
+                    inventory.path, device.host, await probe.status(device.url, device.token)
+                )
+            except ConnectionError as exc:
+                verdict = dataclasses.replace(verdict, error=str(exc))
+        verdicts.append(verdict)
+    return verdicts
 
 
 async def _poll(
@@ -106,4 +135,4 @@ async def poll(
     return fresh
 
 
-__all__ = ["poll", "poll_device"]
+__all__ = ["accept_rekey", "apply_threshold_policy", "approve_threshold", "poll", "poll_device"]

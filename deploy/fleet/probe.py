@@ -7,6 +7,7 @@ import json
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,12 +53,14 @@ async def get(url: str, token: str | None = None, timeout: float = 5.0) -> Reply
     return await asyncio.to_thread(_get, url, token, timeout)
 
 
-async def approve_threshold(base_url: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
-    """``POST /v1/threshold/approve`` (an admin's token: the fleet's): the device's threshold
-    status after it; ConnectionError naming why the device refused (409: no proposal ready)."""
-    reply = await asyncio.to_thread(
-        _get, f"{base_url}/v1/threshold/approve", token, timeout, "POST"
-    )
+async def approve_threshold(
+    base_url: str, token: str, reason: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """``POST /v1/threshold/approve`` (an admin's token: the fleet's), ``reason`` going into the
+    device's audit entry: its threshold status after; ConnectionError naming why the device
+    refused (409: no proposal ready)."""
+    url = f"{base_url}/v1/threshold/approve?{urllib.parse.urlencode({'reason': reason})}"
+    reply = await asyncio.to_thread(_get, url, token, timeout, "POST")
     if not reply.ok:
         try:
             why = json.loads(reply.body).get("error") or reply.error

@@ -80,8 +80,9 @@ class SitePointWatch:
         }
         return {"site_threshold": section, "threshold_proposals": [proposal] if proposal else []}
 
-    def approve(self, user: str) -> dict[str, Any]:
-        """Apply the pending proposal (audited); ApiError(409) when there is none."""
+    def approve(self, user: str, reason: str = "approved by an admin") -> dict[str, Any]:
+        """Apply the pending proposal (audited with ``reason``: an admin's, or the fleet
+        policy's); ApiError(409) when there is none."""
         point = self.point()
         if not point.ready or point.threshold is None:
             raise ApiError(
@@ -89,9 +90,13 @@ class SitePointWatch:
                 f"no threshold to approve: {point.needed} more referable reviewed cases are "
                 f"needed (have {point.referable_reviews})",
             )
+        if point.threshold == self.threshold:
+            raise ApiError(
+                409, "no threshold to approve: the site already screens at the proposed one"
+            )
         state = {
             "bundle": self.bundle, "threshold": point.threshold, "from": self.threshold,
-            "approved_by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "approved_by": user, "reason": reason[:200], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "point": point.as_dict(),
         }  # fmt: skip
         self.store.audit(user, "threshold.applied", state)
@@ -123,9 +128,9 @@ def site_point_router(
         return watch.status()
 
     @router.post("/v1/threshold/approve")
-    async def approve(user: CanManage) -> dict[str, Any]:
-        """Apply the proposed threshold (audited; 409 when none is ready)."""
-        return watch.approve(user.name)
+    async def approve(user: CanManage, reason: str = "approved by an admin") -> dict[str, Any]:
+        """Apply the proposed threshold (audited with ``reason``; 409 when none is ready)."""
+        return watch.approve(user.name, reason)
 
     return router
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from deploy import SshTarget
 from deploy.fleet import (
@@ -20,13 +19,12 @@ from deploy.fleet import (
     BundleChange,
     Change,
     Device,
-    Inventory,
     InventoryError,
     PageAccounts,
     Rollout,
     RolloutPlan,
     TransportSpec,
-    approve_threshold,
+    apply_threshold_policy,
     poll,
     rollback,
     rollout,
@@ -34,36 +32,18 @@ from deploy.fleet import (
 )
 from deploy.fleet import accept_rekey as accept_rekey_of
 from edge_agent.bundle import BundleError
+from server.cli.fleet_common import DEFAULT_DB, Db, Hosts, console
+from server.cli.fleet_common import fail as _fail
+from server.cli.fleet_common import inventory_of as _inventory
+from server.cli.fleet_common import names as _names
 from server.cli.fleet_federation import federation_runs
+from server.cli.fleet_thresholds import print_verdicts, thresholds_app
 from server.console import print_devices, print_rollout
 
 fleet_app = typer.Typer(no_args_is_help=True, help="The device fleet: inventory and rollouts.")
 users_app = typer.Typer(no_args_is_help=True, help="Accounts of the fleet page (fleet serve).")
 fleet_app.add_typer(users_app, name="users")
-console = Console()
-
-Db = Annotated[
-    Path,
-    typer.Option("--db", envvar="FOVEA_FLEET_DB", help="the fleet inventory (SQLite, kept 0600)"),
-]
-DEFAULT_DB = Path(".fovea/fleet.db")
-Hosts = Annotated[str | None, typer.Option(help="comma-separated host names (default: all)")]
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(2)
-
-
-def _names(hosts: str | None) -> list[str] | None:
-    return [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
-
-
-def _inventory(db: Path) -> Inventory:
-    try:
-        return Inventory(db)
-    except OSError as exc:
-        raise _fail(f"cannot open the fleet inventory {db}: {exc}") from None
+fleet_app.add_typer(thresholds_app, name="threshold")
 
 
 def _run(coro: Coroutine[Any, Any, Rollout]) -> Rollout:
@@ -148,9 +128,11 @@ def poll_command(db: Db = DEFAULT_DB, hosts: Hosts = None) -> None:
     try:
         with console.status("polling ..."):
             devices = asyncio.run(poll(inventory, _names(hosts)))
+            verdicts = asyncio.run(apply_threshold_policy(inventory, _names(hosts)))
     except InventoryError as exc:
         raise _fail(str(exc)) from None
     print_devices(devices, console)
+    print_verdicts(verdicts)
 
 
 def _plan(canary: int, soak: float, ready_timeout: float, max_new_errors: int, parallel: int,
@@ -193,23 +175,6 @@ def _roll(change_of: Callable[[Path], Change], artifact: Path, db: Path, plan: R
     print_rollout(result, console)
     if result.status != "succeeded":
         raise typer.Exit(1)
-
-
-@fleet_app.command("approve-threshold")
-def approve_threshold_command(
-    host: Annotated[str, typer.Argument(help="the device's name in the fleet")],
-    db: Db = DEFAULT_DB,
-) -> None:
-    """Apply HOST's proposed referral threshold (from its reviewed cases; audited there)."""
-    try:
-        body = asyncio.run(approve_threshold(_inventory(db), host))
-    except (InventoryError, ConnectionError) as exc:
-        raise _fail(str(exc)) from None
-    site = body.get("site_threshold") or {}
-    console.print(
-        f"{host}: screening at {site.get('threshold')} (the bundle's: "
-        f"{site.get('bundle_threshold')}); run `fovea fleet poll` to record it"
-    )
 
 
 @fleet_app.command("anchor")

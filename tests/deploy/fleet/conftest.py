@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,11 +156,16 @@ def _ready(port: int) -> bool:
 
 @pytest.fixture
 def make_fleet(template_root: tuple[Path, str], tmp_path: Path) -> Iterator[object]:
-    """Factory: ``make_fleet(["dev-a", ...], pinned={"dev-a": "fp16"})`` -> LocalFleet."""
+    """Factory: ``make_fleet(["dev-a", ...], pinned={"dev-a": "fp16"})`` -> LocalFleet;
+    ``prepare(host, root)`` is called on each device root before its agent starts."""
     template, token = template_root
     started: list[Path] = []
 
-    def make(hosts: list[str], pinned: dict[str, str] | None = None) -> LocalFleet:
+    def make(
+        hosts: list[str],
+        pinned: dict[str, str] | None = None,
+        prepare: Callable[[str, Path], None] | None = None,
+    ) -> LocalFleet:
         inventory = Inventory(tmp_path / "fleet.db")
         roots = {}
         for host in hosts:
@@ -168,6 +173,8 @@ def make_fleet(template_root: tuple[Path, str], tmp_path: Path) -> Iterator[obje
             shutil.copytree(template, root, symlinks=True)
             if pinned and host in pinned:  # this device's settings force one precision
                 (root / "agent.yaml").write_text(f"precision: {pinned[host]}\n")
+            if prepare is not None:
+                prepare(host, root)
             port = free_port()
             restart = root.parent / f"{host}-restart"
             restart.write_text(
