@@ -70,6 +70,8 @@ if TYPE_CHECKING:
     )
     from edge_agent.fl.local import (
         M_EVAL_REFERABLE_POSITIVES,
+        M_EVAL_SITE,
+        SITE_KEYS,
         Declined,
         LocalCases,
         class_weights,
@@ -84,6 +86,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "M_EVAL_REFERABLE_POSITIVES": "local",
+    "M_EVAL_SITE": "local",
+    "SITE_KEYS": "local",
     "Declined": "local",
     "LocalCases": "local",
     "class_weights": "local",
@@ -120,6 +124,7 @@ __all__ = [
     "M_EVAL_NUM_EXAMPLES",
     "M_EVAL_REFERABLE_POSITIVES",
     "M_EVAL_REFERABLE_SENSITIVITY",
+    "M_EVAL_SITE",
     "M_NUM_EXAMPLES",
     "M_TRAIN_LOSS",
     "NORM_STATS",
@@ -127,6 +132,7 @@ __all__ = [
     "PARTITION_ID",
     "SCALE_SUFFIX",
     "SITE_FILE",
+    "SITE_KEYS",
     "STATUS",
     "S_REASON",
     "S_SITE",

@@ -233,7 +233,7 @@ def evaluate(msg: Message, context: Context) -> Message:
             raise Declined("no held-out cases to evaluate on")
         deployed = evaluate_local(model, heldout)
         set_weights(model, _arrays(msg))
-        metrics = evaluate_local(model, heldout)
+        metrics = evaluate_local(model, heldout, site_point=True)  # its own threshold too
     except Declined as exc:
         log.info("site %s declines evaluation: %s", site, exc)
         return Message(declined_content(str(exc)), reply_to=msg)

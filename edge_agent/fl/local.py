@@ -34,10 +34,13 @@ from edge_agent.fl.protocol import (
     NORM_STATS_AUTO_BELOW,
     RoundConfig,
 )
+from edge_agent.screening import propose
 from models import DR_GRADING, PreprocessSpec, TaskSpec, TaskSpecError, images_per_batch
 
 __all__ = [
     "M_EVAL_REFERABLE_POSITIVES",
+    "M_EVAL_SITE",
+    "SITE_KEYS",
     "Declined",
     "LocalCases",
     "class_weights",
@@ -52,6 +55,10 @@ __all__ = [
 
 # Extra reply metric: referable cases in the held-out share (weights the sensitivity average).
 M_EVAL_REFERABLE_POSITIVES = "eval-referable-positives"
+# The site's own threshold for the evaluated weights, from its held-out reviewed cases
+# (``edge_agent.screening.propose``): ``threshold`` -1 while ``needed`` > 0 more referable cases
+M_EVAL_SITE = "eval-site-"
+SITE_KEYS = ("threshold", "sensitivity", "lower", "upper", "needed")
 
 
 class Declined(Exception):
@@ -317,12 +324,24 @@ def _class_logits(model: nn.Module, cases: LocalCases) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _site_point(
+    scores: np.ndarray, referable: np.ndarray, current: float, task: TaskSpec
+) -> dict[str, float]:
+    found = propose(scores, referable, current, target=task.referral.target_sensitivity)
+    lower, upper = found.interval or (-1.0, -1.0)
+    values = (found.threshold, found.sensitivity, lower, upper, found.needed)
+    return {
+        M_EVAL_SITE + k: -1.0 if v is None else float(v)
+        for k, v in zip(SITE_KEYS, values, strict=True)
+    }
+
+
 def evaluate_local(
-    model: nn.Module, cases: LocalCases, referral_threshold: float = 0.5
+    model: nn.Module, cases: LocalCases, referral_threshold: float = 0.5, site_point: bool = False
 ) -> dict[str, float]:
     """Accuracy (the class), referable sensitivity (the task's referral rule, at
     ``referral_threshold`` on its referral score) and counts on ``cases`` (all zero when
-    empty)."""
+    empty); with ``site_point``, the threshold these cases propose (``M_EVAL_SITE`` keys)."""
     _check_task(model, cases)
     task = cases.task
     positives = task.is_referable(cases.grades)
@@ -336,7 +355,11 @@ def evaluate_local(
             correct = task.probabilities(logits).argmax(1) == cases.grades
         detected = task.referral_score(logits) >= referral_threshold
     n_pos = int(positives.sum())
-    return {
+    point = {}
+    if site_point:
+        scores = task.referral_score(logits) if len(cases) else np.zeros(0)
+        point = _site_point(scores, positives, referral_threshold, task)
+    return point | {
         M_EVAL_ACCURACY: float(correct.mean()) if len(cases) else 0.0,
         M_EVAL_REFERABLE_SENSITIVITY: float(detected[positives].mean()) if n_pos else 0.0,
         M_EVAL_NUM_EXAMPLES: float(len(cases)),

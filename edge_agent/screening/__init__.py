@@ -32,12 +32,20 @@ from edge_agent.screening.recommend import (
     eye_result,
     patient_recommendation,
 )
-from edge_agent.screening.sitepoint import SitePoint, clopper_pearson, propose, referable_needed
+from edge_agent.screening.sitepoint import (
+    SITE_THRESHOLDS_FILE,
+    SitePoint,
+    carried_threshold,
+    clopper_pearson,
+    propose,
+    referable_needed,
+)
 
 __all__ = [
     "DECODE_COPIES",
     "DEFAULT_CHECKS",
     "DEFAULT_LIMITS",
+    "SITE_THRESHOLDS_FILE",
     "DecodeLimits",
     "Decoded",
     "EyeResult",
@@ -50,6 +58,7 @@ __all__ = [
     "Recommendation",
     "SitePoint",
     "assess_quality",
+    "carried_threshold",
     "checks_only",
     "clopper_pearson",
     "decode_image",

@@ -10,8 +10,10 @@ Nothing changes until a person (or a fleet policy) approves the proposal.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,4 +159,30 @@ def propose(
     )  # fmt: skip
 
 
-__all__ = ["SitePoint", "clopper_pearson", "propose", "referable_needed"]
+SITE_THRESHOLDS_FILE = "site_thresholds.json"
+"""A bundle's per-site thresholds (written by the federation's promotion)."""
+
+
+def carried_threshold(bundle_dir: Path, site: str | None) -> dict[str, Any] | None:
+    """``site``'s entry in the bundle's ``site_thresholds.json`` when it holds a proposal
+    (None: no site named, no such file, or no ready entry for it)."""
+    if site is None:
+        return None
+    try:
+        entry = json.loads((bundle_dir / SITE_THRESHOLDS_FILE).read_text())["sites"][site]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = (
+        isinstance(entry, dict) and entry.get("ready") and isinstance(entry.get("threshold"), float)
+    )
+    return entry if ok else None
+
+
+__all__ = [
+    "SITE_THRESHOLDS_FILE",
+    "SitePoint",
+    "carried_threshold",
+    "clopper_pearson",
+    "propose",
+    "referable_needed",
+]

@@ -24,6 +24,12 @@ class AgentConfig(BaseModel):
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8", "int8dyn"] = "auto"
     threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads")
+    site: str | None = Field(
+        None,
+        description="this device's site as the federation names it (`fovea-agent node --site`; "
+        "both default to the root folder's name): picks its entry in a bundle's "
+        "site_thresholds.json",
+    )
     worker_python: Path | None = Field(
         None,
         description="run TensorRT in an inference worker under this Python (JetPack 5: its own "

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from edge_agent.bundle import Manifest
 from edge_agent.install import DeviceRoot, read_updates, recover, sync_history
 from edge_agent.runtime import Backend, BatcherSettings, DynamicBatcher, serving_batch
+from edge_agent.screening import carried_threshold
 from edge_agent.service.app import create_app
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.drift import DriftWatch
@@ -100,7 +101,10 @@ def load_agent(root_path: Path, config: AgentConfig, log: Log = lambda s: None) 
 
     drift = DriftWatch.for_slot(verified.slot_dir, root.path, verified.digest)
     threshold = manifest.thresholds.referral
-    site = SitePointWatch(root.path, verified.digest, threshold, manifest.task, store)
+    carried = carried_threshold(verified.slot_dir, config.site or root.path.name)
+    site = SitePointWatch(
+        root.path, verified.digest, threshold, manifest.task, store, carried, manifest.version
+    )
     screening = dataclasses.replace(_screening(manifest), referral_threshold=site.threshold)
     app = create_app(
         served,

@@ -28,23 +28,43 @@ class SitePointWatch:
     """The site's threshold for the installed bundle: the bundle's, or the one approved here."""
 
     def __init__(
-        self, root: Path, bundle: str, bundle_threshold: float, task: TaskSpec, store: Any
+        self,
+        root: Path,
+        bundle: str,
+        bundle_threshold: float,
+        task: TaskSpec,
+        store: Any,
+        carried: dict[str, Any] | None = None,
+        model_version: int | None = None,
     ) -> None:
+        """``carried``: this site's entry in the bundle's ``site_thresholds.json``, applied
+        at once when the site had approved its own threshold under an earlier bundle;
+        ``model_version``: the bundle's, whose screenings alone propose (None: all)."""
         self.path, self.bundle, self.task, self.store = root / STATE_FILE, bundle, task, store
-        self.bundle_threshold = bundle_threshold
-        self.applied: dict[str, Any] | None = self._read()
+        self.bundle_threshold, self.carried = bundle_threshold, carried
+        self.model_version = model_version
         self.screener: Any = None
         """The screening whose settings an approval changes (set by ``create_app``)."""
         self._cache: tuple[tuple[int, int], SitePoint] | None = None
         self._lock = threading.Lock()
+        state = self._read()
+        ours = state is not None and state.get("bundle") == bundle
+        self.applied: dict[str, Any] | None = state if ours else None
+        if state is not None and not ours and carried is not None:
+            reason = (
+                "carried into this bundle: the site approved its own threshold under an "
+                f"earlier one ({state.get('reason', 'approved')}); the federation recomputed "
+                "it for these weights on the site's reviewed cases"
+            )
+            self._apply(float(carried["threshold"]), "fovea-agent", reason, carried)
 
     def _read(self) -> dict[str, Any] | None:
         try:
             state = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None  # none yet, or unreadable: the bundle's threshold
-        ok = isinstance(state, dict) and state.get("bundle") == self.bundle
-        return state if ok and isinstance(state.get("threshold"), float) else None
+        ok = isinstance(state, dict) and isinstance(state.get("threshold"), float)
+        return state if ok else None
 
     @property
     def threshold(self) -> float:
@@ -58,7 +78,7 @@ class SitePointWatch:
         with self._lock:
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-            outcomes = self.store.reviewed_outcomes()
+            outcomes = self.store.reviewed_outcomes(self.model_version)
             scores = np.array([p for p, _ in outcomes], float)
             labels = np.array([c for _, c in outcomes], int)
             referable = self.task.is_referable(labels) if len(labels) else np.zeros(0, bool)
@@ -76,6 +96,7 @@ class SitePointWatch:
             "bundle_threshold": self.bundle_threshold,
             "threshold": self.threshold,
             "applied": self.applied,
+            "carried": self.carried,
             "point": point.as_dict(),
         }
         return {"site_threshold": section, "threshold_proposals": [proposal] if proposal else []}
@@ -94,10 +115,14 @@ class SitePointWatch:
             raise ApiError(
                 409, "no threshold to approve: the site already screens at the proposed one"
             )
+        self._apply(point.threshold, user, reason, point.as_dict())
+        return self.status()
+
+    def _apply(self, threshold: float, user: str, reason: str, point: dict[str, Any]) -> None:
         state = {
-            "bundle": self.bundle, "threshold": point.threshold, "from": self.threshold,
-            "approved_by": user, "reason": reason[:200], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "point": point.as_dict(),
+            "bundle": self.bundle, "threshold": threshold, "from": self.threshold,
+            "approved_by": user, "reason": reason[:300], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "point": point,
         }  # fmt: skip
         self.store.audit(user, "threshold.applied", state)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -106,10 +131,7 @@ class SitePointWatch:
         self.applied = state
         if self.screener is not None:  # screenings from now on use it
             settings = self.screener.settings
-            self.screener.settings = dataclasses.replace(
-                settings, referral_threshold=point.threshold
-            )
-        return self.status()
+            self.screener.settings = dataclasses.replace(settings, referral_threshold=threshold)
 
 
 def site_point_router(

@@ -132,13 +132,18 @@ def _distrust(trusted: Trusted, case_id: str, review_id: int) -> str | None:
     return None
 
 
-def reviewed_outcomes(conn: sqlite3.Connection, trusted: Trusted) -> list[tuple[float, int]]:
+def reviewed_outcomes(
+    conn: sqlite3.Connection, trusted: Trusted, model_version: int | None = None
+) -> list[tuple[float, int]]:
     """(the model's P(refer) at screening, the clinician's class) of every case whose latest
-    review is gradable with a class, and whose screening and review verify."""
+    review is gradable with a class, and whose screening and review verify; with
+    ``model_version``, only cases that model version screened (another model's scores differ)."""
     rows = conn.execute(
         "SELECT s.case_id, s.result, r.id, r.grade FROM screenings s JOIN reviews r ON "
         "r.id = (SELECT MAX(id) FROM reviews WHERE case_id = s.case_id) "
-        "WHERE r.gradable = 1 AND r.grade IS NOT NULL ORDER BY s.rowid"
+        "WHERE r.gradable = 1 AND r.grade IS NOT NULL "
+        "AND (? IS NULL OR s.model_version = ?) ORDER BY s.rowid",
+        (model_version, model_version),
     ).fetchall()
     out = []
     for case_id, result, review_id, grade in rows:

@@ -388,10 +388,10 @@ class Store(Connections):
             self._conn(), self.cases_dir, trusted, findings=findings, skipped=skipped
         )
 
-    def reviewed_outcomes(self) -> list[tuple[float, int]]:
-        """(P(refer) at screening, the clinician's class) of each reviewed case that verifies."""
+    def reviewed_outcomes(self, model_version: int | None = None) -> list[tuple[float, int]]:
+        """(P(refer), clinician's class) of each verified reviewed case (of that model)."""
         trusted = _reconcile.trusted(self._conn(), self._key, self.cases_dir)
-        return _cases.reviewed_outcomes(self._conn(), trusted)
+        return _cases.reviewed_outcomes(self._conn(), trusted, model_version)
 
     def counts(self) -> dict[str, int]:
         """How many users, screenings, reviews, kept images, updates and audit entries exist."""

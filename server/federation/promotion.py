@@ -5,7 +5,8 @@ The gate (:mod:`server.federation.gate`) compares the candidate on the server's 
 paired predictions, and takes the sites' own results of federated evaluation into account (site
 data never leaves the site). A promoted candidate goes through the existing stages: a
 checkpoint, ``server.export``, ``deploy.bundle.packing`` with the next version, with
-``provenance.json`` (sites, rounds, cases) in the bundle.
+``provenance.json`` (sites, rounds, cases) and ``site_thresholds.json`` (each site's own
+threshold for the new weights, :mod:`server.federation.sitesettings`) in the bundle.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from server.federation.evaluation import HeldoutSet, predict_weights, score, scored_metrics
 from server.federation.gate import GateResult, gate
 from server.federation.provenance import ModelRef, Provenance, write_provenance
+from server.federation.sitesettings import write_site_thresholds
 from server.federation.weights import Weights, save_weights, weights_digest
 
 __all__ = ["Decision", "PackageConfig", "gate_candidate", "promote"]
@@ -64,6 +66,7 @@ def _package(
     cfg: PackageConfig,
     provenance: Provenance | None,
     log: Callable[[str], None],
+    per_site: Mapping[str, Any] | None = None,
 ) -> Path:
     from deploy.bundle import build
     from server.export import export, load_export_config
@@ -85,6 +88,8 @@ def _package(
     result = export(work, work / "export", export_cfg, log=log)
     if provenance is not None:  # inside the bundle: the signed manifest hashes it
         write_provenance(result.out, provenance)
+    if per_site:  # each site's own threshold for these weights, where it proposed one
+        write_site_thresholds(result.out, per_site)
     out = cfg.out_dir / f"{meta.get('name', 'model')}-v{cfg.version}.tar"
     log(f"building signed bundle v{cfg.version} at {out}")
     return build(result.out, cfg.version, cfg.signing_key, out)
@@ -167,7 +172,9 @@ def promote(
         why = "; not promoted: run config 'signing-key' is empty, so no signed bundle can be built"
         return dataclasses.replace(decision, reason=reason + why)
     try:
-        bundle = _package(candidate_weights, deployed_checkpoint, package, provenance, log)
+        bundle = _package(
+            candidate_weights, deployed_checkpoint, package, provenance, log, per_site_metrics
+        )
     except Exception as e:  # export and bundle errors all mean: keep the deployed model
         return dataclasses.replace(
             decision, reason=f"{reason}; not promoted: packaging failed: {e}"

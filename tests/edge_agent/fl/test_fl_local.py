@@ -177,6 +177,21 @@ def test_evaluate_on_no_cases_is_all_zero(student: FundusNet, cases: LocalCases)
     assert metrics[M_EVAL_NUM_EXAMPLES] == 0 and metrics["eval-accuracy"] == 0.0
 
 
+def test_evaluation_proposes_the_sites_threshold_once_it_has_enough_referable_cases(
+    student: FundusNet, cases: LocalCases
+) -> None:
+    few = evaluate_local(student, cases, site_point=True)
+    positives = int(cases.task.is_referable(cases.grades).sum())
+    assert few["eval-site-threshold"] == -1.0 and few["eval-site-needed"] > 0
+    assert positives + few["eval-site-needed"] >= 88  # 88 referable: ±5 points at 95%
+    many = cases.subset(np.tile(np.arange(len(cases)), 200 // max(positives, 1) + 1))
+    enough = evaluate_local(student, many, site_point=True)
+    assert enough["eval-site-needed"] == 0 and 0.0 <= enough["eval-site-threshold"] <= 1.0
+    assert enough["eval-site-sensitivity"] >= 0.95
+    assert enough["eval-site-lower"] <= enough["eval-site-sensitivity"] <= enough["eval-site-upper"]
+    assert "eval-site-threshold" not in evaluate_local(student, cases)  # only when asked
+
+
 def _running_stats(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in weights.items() if "running_" in k}
 

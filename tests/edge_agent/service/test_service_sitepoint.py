@@ -74,3 +74,32 @@ def test_a_proposal_is_approved_by_an_admin_audited_and_used(tmp_path: Path) -> 
     assert SitePointWatch(tmp_path, "b1", 0.5, DR_GRADING, store).threshold == proposal["threshold"]
     assert SitePointWatch(tmp_path, "b2", 0.6, DR_GRADING, store).threshold == 0.6
     store.close()
+
+
+CARRIED = {"ready": True, "threshold": 0.37, "sensitivity": 0.96, "interval": [0.9, 0.99]}
+
+
+def test_an_approved_site_threshold_travels_into_the_next_bundle(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    _reviewed_site(store, 400, seed=1)  # screened by model version 3
+    first = SitePointWatch(tmp_path, "b1", 0.5, DR_GRADING, store, model_version=3)
+    proposed = first.point().threshold
+    first.approve("ada", "approved by an admin")
+    # a site that never approved one keeps the next bundle's threshold, its entry shown
+    other = tmp_path / "other"
+    other.mkdir()
+    fresh = SitePointWatch(other, "b2", 0.6, DR_GRADING, store, CARRIED, model_version=4)
+    assert fresh.threshold == 0.6 and fresh.status()["site_threshold"]["carried"] == CARRIED
+    # this site approved one under b1: b2 starts at its own entry, audited as carried
+    second = SitePointWatch(tmp_path, "b2", 0.6, DR_GRADING, store, CARRIED, model_version=4)
+    assert proposed is not None and second.threshold == 0.37
+    entry = [e for e in store.audit_entries(limit=10_000) if e.action == "threshold.applied"][-1]
+    assert entry.actor == "fovea-agent" and "carried into this bundle" in entry.detail["reason"]
+    assert entry.detail["from"] == 0.6 and entry.detail["bundle"] == "b2"
+    # model 4 screened nothing yet: the old model's scores propose nothing for it
+    assert second.point().referable_reviews == 0 and not second.point().ready
+    again = SitePointWatch(tmp_path, "b2", 0.6, DR_GRADING, store, CARRIED, model_version=4)
+    assert again.threshold == 0.37  # a restart does not apply (or audit) it twice
+    assert [e.action for e in store.audit_entries(limit=10_000)].count("threshold.applied") == 2
+    assert store.verify_audit().ok
+    store.close()

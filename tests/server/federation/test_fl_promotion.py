@@ -69,8 +69,20 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
         k: (v + 1e-5 * rng.normal(size=v.shape)).astype(v.dtype) if v.dtype.kind == "f" else v
         for k, v in deployed.items()
     }
-    per_site = {"node-1": {"candidate": {"eval-accuracy": 0.5, "deployed-eval-accuracy": 0.6,
-                                         "eval-num-examples": 10.0}}}  # fmt: skip
+    site_point = {
+        "eval-site-threshold": 0.31,
+        "eval-site-sensitivity": 0.96,
+        "eval-site-lower": 0.9,
+        "eval-site-upper": 0.99,
+        "eval-site-needed": 0.0,
+    }
+    per_site = {
+        "node-1": {"candidate": {"eval-accuracy": 0.5, "deployed-eval-accuracy": 0.6,
+                                 "eval-num-examples": 10.0}},  # an agent from before
+        "clinic-2": {"candidate": {"eval-accuracy": 0.7, "eval-num-examples": 300.0} | site_point},
+        "clinic-3": {"candidate": {"eval-accuracy": 0.7, "eval-num-examples": 40.0}
+                     | site_point | {"eval-site-threshold": -1.0, "eval-site-needed": 61.0}},
+    }  # fmt: skip
     package = PackageConfig(distill_cfg, key, 2, tmp_path / "bundles", export_cfg)
     provenance = _provenance(tiny_teacher)
     d = promote(
@@ -79,8 +91,8 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
     assert d.promoted, d.reason
     assert d.version == 2 and d.bundle is not None and d.bundle.is_file()
     # a dip on 10 cases is reported with the site's numbers, and does not block
-    (site,) = d.gate["sites"]
-    assert site["site"] == "node-1" and site["verdict"] == "ok" and site["cases"] == 10
+    site = next(s for s in d.gate["sites"] if s["site"] == "node-1")
+    assert site["verdict"] == "ok" and site["cases"] == 10
     assert site["difference"] == pytest.approx(-10.0)
     assert d.gate["verdict"] == "promote" and d.provenance["cases"] == 70
     summary = verify(d.bundle, tmp_path / "keys")  # as a device checks it: every file's sha256
@@ -94,6 +106,17 @@ def test_promotes_a_good_candidate_to_the_next_signed_bundle(
         ("clinic-1", [1, 2], 40),
         ("clinic-2", [2], 30),
     ]
+    # each site's own threshold for the new weights travels in the bundle, signed with it
+    assert "site_thresholds.json" in summary.manifest.files
+    with tarfile.open(d.bundle) as tar:
+        member = tar.extractfile("site_thresholds.json")
+        assert member is not None
+        sites = json.loads(member.read())["sites"]
+    assert sites == {
+        "clinic-2": {"ready": True, "threshold": 0.31, "sensitivity": 0.96,
+                     "interval": [0.9, 0.99], "cases": 300},
+        "clinic-3": {"ready": False, "needed": 61},
+    }  # fmt: skip
     ckpt = tmp_path / "bundles" / "candidate-v2" / "export" / "checkpoint" / "model.json"
     exported = load_weights(ckpt)
     assert all(exported[k].shape == candidate[k].shape for k in candidate)
