@@ -5,6 +5,7 @@ over HTTP while a clinician reviews them, as clinics would."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import socket
@@ -47,12 +48,33 @@ from deploy.fleet import (
 )
 from deploy.keys import generate_keypair
 from models import GRADE_NAMES, REFERABLE_MIN_GRADE
-from models.synth import SITES, generate
+from models.synth import SITES, SiteProfile, generate
 from server.console import print_devices, print_rollout
 
 DEVICE_SITES = {"clinic-1": "site-a", "clinic-2": "site-b", "clinic-3": "site-d"}
 """The demo's devices and the hospital each one serves; site-e, which no device has, is the
 server's held-out site for the promotion decision."""
+SHIFTED_CLINIC = "clinic-3"
+SHIFTED_CAMERA = dataclasses.replace(
+    SITES["site-d"],
+    name="site-d-new-camera",
+    colour=(0.60, 0.31, 0.27),
+    contrast=(0.10, 0.07, 0.07),
+    vignetting=0.60,
+    blur=1.3,
+    noise=0.02,
+)
+"""site-d replaced its camera: a redder, softer, darker-rimmed image than any site the models
+were trained on. Its device screens more patients, so federated rounds have something to adapt
+to (``server.demo.adaptation`` measures what they bought there)."""
+SHIFTED_PATIENTS = 120
+
+
+def camera_of(host: str) -> SiteProfile:
+    """How the camera at ``host``'s clinic renders a fundus."""
+    return SHIFTED_CAMERA if host == SHIFTED_CLINIC else SITES[DEVICE_SITES[host]]
+
+
 PATIENTS_PER_DEVICE = 30
 READY_TIMEOUT_S = 120.0
 
@@ -69,9 +91,15 @@ class AgentDemo:
 
 
 def agent_stage(
-    workdir: Path, export_dir: Path, console: Console, *, patients: int = PATIENTS_PER_DEVICE
+    workdir: Path,
+    export_dir: Path,
+    console: Console,
+    *,
+    patients: int = PATIENTS_PER_DEVICE,
+    shifted_patients: int = SHIFTED_PATIENTS,
 ) -> AgentDemo:
-    """Sign the export, flash it onto three local devices, fleet table, each device screens."""
+    """Sign the export, flash it onto three local devices, fleet table, each device screens
+    ``patients`` (the clinic with the new camera ``shifted_patients``)."""
     bundle = _bundle(export_dir, workdir / "bundles", workdir / "keys" / "demo.key", console)
     layout = _Layout(workdir)
     with _running_fleet(workdir, bundle, console) as (targets, inventory):
@@ -81,8 +109,9 @@ def agent_stage(
         screened = 0
         for target in targets:
             url = inventory.get(target.host).url
-            site = DEVICE_SITES[target.host]
-            screened += _screen_patients(url, tokens[target.host], site, size, console, patients)
+            camera = camera_of(target.host)
+            n = shifted_patients if target.host == SHIFTED_CLINIC else patients
+            screened += _screen_patients(url, tokens[target.host], camera, size, console, n)
     devices = {t.host: Path(t.root) for t in targets}
     return AgentDemo(bundle, devices, layout.fleet_db, layout.tokens, screened)
 
@@ -276,14 +305,16 @@ def _multipart(files: dict[str, bytes]) -> tuple[bytes, str]:
     )
 
 
-def _patients(site: str, n: int, size: int) -> list[tuple[dict[str, np.ndarray], dict[str, int]]]:
+def _patients(
+    site: SiteProfile, n: int, size: int
+) -> list[tuple[dict[str, np.ndarray], dict[str, int]]]:
     """``n`` two-eye patients of ``site``: the first four show every kind of answer.
 
     They are rendered at ``size``, the model's input, like the synthetic training data: the
     generator draws finer detail at larger sizes, and 256 px renders downscaled to 64 cost the
     demo student about 8 points of accuracy, a gap a few dozen reviewed cases cannot close.
     """
-    data = generate(SITES[site], 4 * n + 200, size=size, seed=7)
+    data = generate(site, 4 * n + 200, size=size, seed=7)
     pairs: dict[str, list[int]] = {}
     for i, patient in enumerate(data.patient):
         pairs.setdefault(str(patient), []).append(i)
@@ -317,13 +348,13 @@ def _answer(eye: dict[str, Any]) -> str:
 def _screen_patients(
     url: str,
     tokens: dict[str, str],
-    site: str,
+    site: SiteProfile,
     size: int,
     console: Console,
     n: int = PATIENTS_PER_DEVICE,
 ) -> int:
     """Screen ``n`` two-eye patients of ``site`` over HTTP; a clinician reviews every eye."""
-    table = Table(title=f"{url}: patients of {site} (POST /v1/screen), first four of {n}")
+    table = Table(title=f"{url}: patients of {site.name} (POST /v1/screen), first four of {n}")
     for col in ("patient", "left: truth / answer", "right: truth / answer", "decision"):
         table.add_column(col)
     decisions: dict[str, int] = {}
@@ -350,7 +381,7 @@ def _screen_patients(
         _post(f"{url}/v1/cases/{case_id}/review", tokens["clinician"], body, "application/json")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
     console.print(
-        f"{site}: {n} patients ({counts}); referable eyes flagged {found} of {referable}; "
+        f"{site.name}: {n} patients ({counts}); referable eyes flagged {found} of {referable}; "
         f"{len(truths)} clinician reviews recorded"
     )
     return n

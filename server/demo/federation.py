@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -20,7 +21,7 @@ from rich.live import Live
 
 from deploy.flash import bundle_manifest
 from server.console import status_view
-from server.federation import LocalNode, LoopbackFederation, Registry
+from server.federation import GLOBAL_FILE, LocalNode, LoopbackFederation, Registry
 
 __all__ = ["ROUNDS", "FederationDemo", "demo_run_config", "federation_stage"]
 
@@ -39,6 +40,8 @@ class FederationDemo:
     bundle: Path | None
     version: int | None
     seconds: float
+    adaptation: dict[str, Any] | None = None
+    """Deployed vs candidate at the clinic with the new camera (``server.demo.adaptation``)."""
 
 
 def _next_version(bundles: Path, deployed: Path) -> int:
@@ -171,6 +174,7 @@ def federation_stage(
         console.print(f"[green]promoted[/green]: bundle v{decision.version} {promoted_bundle}")
     else:
         console.print(f"[yellow]kept the deployed bundle[/yellow] {bundle}: {decision.reason}")
+    adaptation = _adaptation(work, run_dir, export_dir, devices, console)
     return FederationDemo(
         run_dir=run_dir,
         registry=run_dir / "registry.db",
@@ -179,4 +183,25 @@ def federation_stage(
         bundle=promoted_bundle,
         version=decision.version if promoted_bundle else None,
         seconds=time.perf_counter() - started,
+        adaptation=adaptation,
     )
+
+
+def _adaptation(
+    work: Path, run_dir: Path, export_dir: Path, devices: dict[str, Path], console: Console
+) -> dict[str, Any] | None:
+    """Measure and keep what the rounds bought at the clinic with the new camera."""
+    from server.demo.adaptation import describe_adaptation, measure_adaptation, write_adaptation
+    from server.demo.agent import SHIFTED_CAMERA, SHIFTED_CLINIC
+
+    if SHIFTED_CLINIC not in devices or not (run_dir / GLOBAL_FILE).is_file():
+        return None
+    result = measure_adaptation(run_dir, export_dir, SHIFTED_CLINIC, SHIFTED_CAMERA)
+    write_adaptation(work, result)
+    console.print(
+        f"{SHIFTED_CLINIC} (new camera): deployed -> candidate on {result['images']:,} further "
+        "images of its camera:"
+    )
+    for line in describe_adaptation(result):
+        console.print(f"  {line}")
+    return result

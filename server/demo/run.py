@@ -149,6 +149,7 @@ class _Outcome:
     federated: str
     rolled: str
     report: Path
+    adaptation: dict[str, Any] | None = None
 
 
 class _Demo:
@@ -233,7 +234,7 @@ class _Demo:
         )
         candidate = outcome.bundle if outcome.promoted else None
         fed = {"promoted": candidate is not None, "bundle": str(candidate) if candidate else None,
-               "reason": outcome.reason}  # fmt: skip
+               "reason": outcome.reason, "adaptation": outcome.adaptation}  # fmt: skip
         self.stages.record("federation", key, **fed)
         return fed
 
@@ -272,6 +273,7 @@ class _Demo:
             f"devices:  {', '.join(done.devices)}",
             f"fleet:    {workdir / 'fleet.db'} (fovea fleet list --db {workdir / 'fleet.db'})",
             f"federated: {done.federated}; rollout: {done.rolled}",
+            *_adaptation_lines(done.adaptation),
             f"serve a device again: fovea-agent serve --root {done.devices[0]} --port 8000",
         ]
         return Panel("\n".join(lines), title="fovea demo: done")
@@ -313,8 +315,18 @@ def run_demo(workdir: Path, *, fresh: bool = False, console: Console | None = No
         federated=fed["reason"],
         rolled=rolled,
         report=report,
+        adaptation=fed.get("adaptation"),
     )
     console.print(demo.summary(done))
+
+
+def _adaptation_lines(result: dict[str, Any] | None) -> list[str]:
+    from server.demo.adaptation import describe_adaptation
+
+    if not result:
+        return []
+    head = f"adaptation at {result['clinic']} (new camera, {result['images']:,} further images):"
+    return [head, *(f"  {line}" for line in describe_adaptation(result))]
 
 
 def _compress_stage(workdir: Path, *, fresh: bool, console: Console) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from server.federation.evaluation import predict_weights
 from server.federation.gate import GateResult, gate, images_needed, pass_probability
 from server.federation.loopback import LocalNode, LoopbackFederation
 from server.federation.promotion import Decision, PackageConfig, gate_candidate, promote
@@ -28,7 +29,15 @@ from server.federation.settings import (
     FederationSettings,
     SettingsError,
 )
-from server.federation.state import RunCheckpoint, RunState, StateError, load_state, save_state
+from server.federation.state import (
+    DEPLOYED_FILE,
+    GLOBAL_FILE,
+    RunCheckpoint,
+    RunState,
+    StateError,
+    load_state,
+    save_state,
+)
 from server.federation.superlink import (
     APP_DIR,
     CONNECTION,
@@ -61,6 +70,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "APP_DIR",
     "CONNECTION",
+    "DEPLOYED_FILE",
+    "GLOBAL_FILE",
     "PROVENANCE_FILE",
     "RUN_CONFIG_DEFAULTS",
     "STRATEGIES",
@@ -95,6 +106,7 @@ __all__ = [
     "load_weights",
     "mark_validated",
     "pass_probability",
+    "predict_weights",
     "prepare_sites",
     "promote",
     "read_provenance",

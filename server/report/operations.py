@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -98,7 +99,28 @@ def federation_section(work: Workdir) -> Section:
         grid = [[site, *(per.get(n) for n in trained)] for site, per in sorted(outcomes.items())]
         parts.append(paragraph("Each site's update per round:"))
         parts.append(table(["site", *(f"round {n}" for n in trained)], grid))
+    parts += _adaptation(work.root / "federation" / "adaptation.json")
     return Section("federation", title, "\n".join(parts))
+
+
+def _adaptation(path: Path) -> list[str]:
+    """The demo's measurement of what the rounds bought at the clinic with a new camera."""
+    try:
+        result = json.loads(path.read_text())
+        rows = [
+            [name.replace("_", " "), num(m["deployed"], 1), num(m["candidate"], 1),
+             num(m["difference"], 1), f"{m['interval'][0]:+.1f} to {m['interval'][1]:+.1f}"]
+            for name, m in result["metrics"].items()
+        ]  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []  # not a demo run, or none measured
+    about = (
+        f"At {result['clinic']}, whose camera changed ({result['camera']}): the deployed and "
+        f"the candidate weights on {result['images']:,} further images of that camera, with "
+        "paired bootstrap 95% intervals of the change (points)."
+    )
+    header = ["metric", "deployed %", "candidate %", "change", "95% interval"]
+    return [paragraph(about), table(header, rows)]
 
 
 def promotion_section(work: Workdir) -> Section:

@@ -40,7 +40,7 @@ def test_agent_stage_flashes_polls_screens_and_cleans_up(tiny_export: Path, tmp_
     shutil.copytree(tiny_export, export)
     console = Console(record=True, width=160)
 
-    first = agent_stage(tmp_path / "demo", export, console, patients=4)
+    first = agent_stage(tmp_path / "demo", export, console, patients=4, shifted_patients=4)
 
     assert set(first.devices) == set(DEVICE_SITES) and first.screened == 4 * len(DEVICE_SITES)
     fleet = {d.host: d for d in Inventory(first.fleet_db).devices()}
@@ -57,7 +57,7 @@ def test_agent_stage_flashes_polls_screens_and_cleans_up(tiny_export: Path, tmp_
 
     # a changed export becomes bundle v2, flashed onto every device; accounts are kept
     (export / "export.json").write_text((export / "export.json").read_text() + "\n")
-    again = agent_stage(tmp_path / "demo", export, console, patients=4)
+    again = agent_stage(tmp_path / "demo", export, console, patients=4, shifted_patients=4)
     assert again.bundle.name.endswith("-v2.tar")
     assert json.loads(again.tokens.read_text()) == json.loads(first.tokens.read_text())
     fleet = {d.host: d for d in Inventory(again.fleet_db).devices()}

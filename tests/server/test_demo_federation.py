@@ -88,6 +88,15 @@ def test_federation_stage_runs_two_rounds_and_decides(tiny_export: Path, tmp_pat
     assert set(registry.decisions()[-1].per_site) == set(devices)
     text = console.export_text()
     assert "rounds" in text and "decision after round 2" in text
+    # what the rounds bought at the clinic whose camera changed, with paired intervals
+    adaptation = result.adaptation
+    assert adaptation is not None and adaptation["clinic"] == "clinic-3"
+    assert (workdir / "federation" / "adaptation.json").is_file()
+    for m in adaptation["metrics"].values():
+        lo, hi = m["interval"]
+        assert m["difference"] == pytest.approx(m["candidate"] - m["deployed"], abs=1e-6)
+        assert lo <= m["difference"] <= hi
+    assert "clinic-3 (new camera): deployed -> candidate on 1,000 further images" in text
     if result.promoted:
         assert result.bundle is not None and result.bundle.parent == workdir / "bundles"
         assert result.version == 2
