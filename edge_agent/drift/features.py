@@ -32,11 +32,14 @@ class Observation:
 
 
 def image_features(square: np.ndarray) -> tuple[float, float]:
-    """Brightness and log sharpness of a preprocessed uint8 S x S x 3 image (its lit field)."""
+    """Brightness and log sharpness of a preprocessed uint8 image (its lit field): S x S x 3,
+    or one channel (S x S or S x S x 1) for tasks whose input is grey."""
     x = np.asarray(square, dtype=np.float32) / 255.0
-    if x.ndim != 3 or x.shape[2] != 3:
-        raise ValueError(f"expected an S x S x 3 image, got shape {x.shape}")
-    lum = x @ _LUMA
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[2] not in (1, 3):
+        raise ValueError(f"expected an S x S image of 1 or 3 channels, got shape {x.shape}")
+    lum = x @ _LUMA if x.shape[2] == 3 else x[..., 0]
     field = x.max(axis=2) > _BORDER
     # the field's interior: a pixel whose four neighbours are in the field too
     inner = field[1:-1, 1:-1] & field[:-2, 1:-1] & field[2:, 1:-1]

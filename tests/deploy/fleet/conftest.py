@@ -125,6 +125,12 @@ class LocalFleet:
         """The pid of ``host``'s agent now."""
         return int((self.roots[host] / "agent.pid").read_text())
 
+    def add_user(self, host: str, name: str, role: str) -> str:
+        """Add an account to ``host``'s agent; its token."""
+        return agent("users", "add", name, "--role", role, "--root", str(self.roots[host])).split()[
+            -1
+        ]
+
     def log(self, host: str) -> str:
         """``host``'s agent log."""
         return (self.roots[host] / "agent.log").read_text(errors="replace")

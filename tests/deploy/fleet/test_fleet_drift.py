@@ -69,12 +69,10 @@ def test_a_real_agents_drift_alert_reaches_the_fleet(make_fleet: Any) -> None:
     """A real agent serving a bundle with its reference, a darker camera, one poll: the stored
     status answer holds the alert the fleet page shows."""
     import httpx
-    from conftest import agent
 
     fleet = make_fleet(["dev-a"])
     [device] = fleet.inventory.devices()
-    root = fleet.roots["dev-a"]
-    tech = agent("users", "add", "tech", "--role", "technician", "--root", str(root)).split()[-1]
+    tech = fleet.add_user("dev-a", "tech", "technician")
     with httpx.Client(base_url=device.url, timeout=30) as client:
         deadline = time.monotonic() + 120
         while client.get("/v2/health/ready").status_code != 200:  # loading, calibrating

@@ -85,6 +85,12 @@ def test_image_features_see_darker_and_blurred_images() -> None:
     blurred[1:-1, 1:-1] = (blurred[:-2, 1:-1] + blurred[2:, 1:-1] + blurred[1:-1, 1:-1]) / 3
     assert darker < brightness
     assert image_features(blurred.astype(np.uint8))[1] < sharpness
+    # a task whose input is grey (one channel, with or without its axis) is measured too
+    grey = (image.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    assert image_features(grey) == image_features(grey[..., None])
+    assert image_features(grey)[0] == pytest.approx(brightness, abs=0.01)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        image_features(np.zeros((8, 8, 2), np.uint8))
 
 
 def test_a_shift_raises_one_alert_that_persists_until_reset(tmp_path: Path) -> None:
