@@ -58,15 +58,14 @@ SHIFTED_CLINIC = "clinic-3"
 SHIFTED_CAMERA = dataclasses.replace(
     SITES["site-d"],
     name="site-d-new-camera",
-    colour=(0.60, 0.31, 0.27),
-    contrast=(0.10, 0.07, 0.07),
+    colour=(0.58, 0.32, 0.20),
     vignetting=0.60,
-    blur=1.3,
-    noise=0.02,
+    blur=1.6,
 )
-"""site-d replaced its camera: a redder, softer, darker-rimmed image than any site the models
-were trained on. Its device screens more patients, so federated rounds have something to adapt
-to (``server.demo.adaptation`` measures what they bought there)."""
+"""site-d replaced its camera: darker, with a darker rim and softer optics than any site the
+models were trained on, so small lesions fade (the demo student's referable sensitivity there
+falls from 88% to 68%). Its device screens more patients, so federated rounds have something
+to adapt to (``server.demo.adaptation`` measures what they bought there)."""
 SHIFTED_PATIENTS = 120
 
 
