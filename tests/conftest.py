@@ -210,3 +210,22 @@ def hf_vit_config() -> dict[str, Any]:
         "image_size": SIZE,
         "patch_size": 8,
     }
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, driven by playwright); CI must have it (.ci/run installs
+    it), elsewhere the test is skipped without it."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing; CI must install chromium")
+        pytest.skip(f"skipped: {CHROMIUM} not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -19,23 +17,9 @@ import httpx
 import pytest
 
 from tests.deploy.fleet.test_fleet_web import DEVICE_TOKEN, SCRIPT_HOST, Fleet, build_fleet
+from tests.tls import self_signed
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def browser() -> Any:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; CI must install chromium")
-        pytest.skip(f"skipped: {CHROMIUM} not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _free_port() -> int:
@@ -140,44 +124,9 @@ def test_chromium_signs_in_and_finds_each_devices_version_alerts_and_proposals(
     assert session["httpOnly"] and session["sameSite"] == "Strict"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls_serves_https_with_a_secure_cookie(tmp_path: Path) -> None:
     fleet = build_fleet(tmp_path)
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     with _serve(fleet, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)) as port:
         url = f"https://127.0.0.1:{port}/"
         verify = ssl.create_default_context(cafile=str(cert))
