@@ -7,7 +7,6 @@ scheme the agent uses for its users; the token itself is shown once, when the ac
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 import sqlite3
@@ -16,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.fleet.inventory import private_file
 from edge_agent.store import Migration, SqliteOptions, migrate, session
 
 _SCHEMA = """
@@ -52,11 +52,7 @@ class PageAccounts:
     """The accounts file of ``fovea fleet serve``."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
+        self.path = private_file(path)
         with self._db() as db:
             migrate(db, self.path, MIGRATIONS, version_table="meta", what="fleet page accounts")
 

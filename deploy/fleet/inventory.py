@@ -178,6 +178,17 @@ class Rollout(BaseModel):
         return None if self.ended is None else self.ended - self.started
 
 
+def private_file(path: Path) -> Path:
+    """``path``, created 0600 when missing (its folder too) and made 0600 when it was not: a
+    file of tokens nobody else on the workstation may read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 class InventoryError(ValueError):
     """The inventory cannot do what was asked (unknown host, unreadable record ...)."""
 
@@ -186,11 +197,7 @@ class Inventory:
     """The fleet's SQLite file (created 0600: it holds the fleet tokens)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
+        self.path = private_file(path)
         with self._db() as db:
             migrate(db, self.path, MIGRATIONS, version_table="meta")
 
