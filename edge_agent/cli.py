@@ -318,7 +318,13 @@ def node(
     auth_key: Annotated[
         Path | None, typer.Option(help="this node's private key (SuperNode authentication)")
     ] = None,
-    site: Annotated[str | None, typer.Option(help="site name shown in the server's logs")] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            help="the site's name in the federation (default: agent.yaml's site, else the root "
+            "folder's name; the agent picks its entry in a bundle's site_thresholds.json by it)"
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch threads for training")] = 2,
     port: Annotated[int, typer.Option(help="local port of the SuperNode's runtime API")] = 9094,
     trusted_entities: Annotated[
@@ -327,8 +333,10 @@ def node(
 ) -> None:
     """Join federated rounds: run this device's Flower SuperNode (training at low priority)."""
     from edge_agent.fl import NodeSettings, run_node
+    from edge_agent.service import load_config
 
     try:
+        site = site or load_config(root).site  # one name for the agent and its node
         settings = NodeSettings(
             root=root,
             superlink=superlink,

@@ -95,3 +95,20 @@ def test_stopping_the_node_stops_its_supernode(tmp_path: Path) -> None:
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive
+
+
+def test_the_node_takes_its_site_name_from_the_agents_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One name for the agent and its node: a bundle's per-site thresholds are keyed by it."""
+    import edge_agent.fl
+
+    seen = []
+    monkeypatch.setattr(edge_agent.fl, "run_node", lambda s: seen.append(s.site) or 0)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "agent.yaml").write_text("site: clinic-7\n")
+    args = ["node", "--root", str(root), "--superlink", "127.0.0.1:9092", "--insecure"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--site", "other"]).exit_code == 0
+    assert seen == ["clinic-7", "other"]
