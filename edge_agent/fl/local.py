@@ -346,19 +346,17 @@ def evaluate_local(
     task = cases.task
     positives = task.is_referable(cases.grades)
     if len(cases) == 0:
-        correct, detected = np.zeros(0, bool), np.zeros(0, bool)
+        correct, scores = np.zeros(0, bool), np.zeros(0)
     else:
         logits = _class_logits(model, cases)
         if task.kind == "multilabel":  # label-wise: each finding said present or absent rightly
             correct = (task.probabilities(logits) >= 0.5) == cases.grades.astype(bool)
         else:
             correct = task.probabilities(logits).argmax(1) == cases.grades
-        detected = task.referral_score(logits) >= referral_threshold
+        scores = task.referral_score(logits)
+    detected = scores >= referral_threshold
     n_pos = int(positives.sum())
-    point = {}
-    if site_point:
-        scores = task.referral_score(logits) if len(cases) else np.zeros(0)
-        point = _site_point(scores, positives, referral_threshold, task)
+    point = _site_point(scores, positives, referral_threshold, task) if site_point else {}
     return point | {
         M_EVAL_ACCURACY: float(correct.mean()) if len(cases) else 0.0,
         M_EVAL_REFERABLE_SENSITIVITY: float(detected[positives].mean()) if n_pos else 0.0,
